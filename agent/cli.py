@@ -1,0 +1,99 @@
+"""sisguard-agent: enroll, run, status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from common import logs
+from common.errors import SisguardError
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from agent.enrollment import enroll
+
+    identity = enroll(collectors=args.collector, token=args.token,
+                      ca_fingerprint=args.ca_fingerprint, state_dir=Path(args.state_dir),
+                      hostname=args.hostname, enroll_port=args.enroll_port)
+    print(f"enrolled: agent id {identity.agent_id}, organization {identity.organization}")
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    sensor: dict[str, Any] = {}
+    if args.watch:
+        sensor["fim"] = {"paths": args.watch}
+    return {
+        "state_dir": args.state_dir,
+        "collectors": args.collector,
+        "sensors": args.sensors.split(",") if args.sensors else None,
+        "sensor": sensor or None,
+        "log_level": args.log_level,
+    }
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.runtime import Agent
+
+    config, sensor_configs = load_config(Path(args.config) if args.config else None,
+                                         _overrides(args))
+    logs.configure(config.log_level)
+    Agent(config, sensor_configs).run_forever()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from agent.runtime import state_summary
+
+    print(json.dumps(state_summary(Path(args.state_dir)), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sisguard-agent", description=__doc__)
+    parser.add_argument("--log-level", default=None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("enroll", help="get a certificate from the collector")
+    p.add_argument("--collector", action="append", required=True,
+                   help="HOST:PORT (repeatable: the first enrolls, all are used for failover)")
+    p.add_argument("--token", required=True)
+    p.add_argument("--ca-fingerprint", required=True, help="sha256:<hex> from collector init")
+    p.add_argument("--state-dir", default="/var/lib/sisguard-agent")
+    p.add_argument("--hostname", default=None)
+    p.add_argument("--enroll-port", type=int, default=None,
+                   help="the collector's enrollment port (default: the events port + 1)")
+    p.set_defaults(func=_enroll)
+
+    p = sub.add_parser("run", help="run the sensors and ship their events")
+    p.add_argument("--state-dir", default=None)
+    p.add_argument("--config", default=None, help="YAML config file")
+    p.add_argument("--watch", action="append", help="path for file integrity (repeatable)")
+    p.add_argument("--sensors", default=None, help="comma-separated subset, e.g. fim,process")
+    p.add_argument("--collector", action="append", help="override the enrolled collectors")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("status", help="identity and spool depth")
+    p.add_argument("--state-dir", default="/var/lib/sisguard-agent")
+    p.set_defaults(func=_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level or "info")
+    try:
+        return int(args.func(args))
+    except SisguardError as e:
+        print(f"sisguard-agent: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Sensors: each watches one OS resource and emits ECS documents.
+
+The registry below is the one place that names them; ``--sensors fim,process`` picks
+from it. Adding a sensor: write a module with a ``Sensor`` subclass and a frozen config
+dataclass, and add it here.
+"""
+
+from __future__ import annotations
+
+from agent.sensors.base import Sensor, SensorContext
+from agent.sensors.fim import FimConfig, FimSensor
+
+REGISTRY: dict[str, tuple[type[Sensor], type]] = {}
+
+
+def register(name: str, sensor: type[Sensor], config: type) -> None:
+    if name in REGISTRY:
+        raise ValueError(f"sensor {name!r} registered twice")
+    REGISTRY[name] = (sensor, config)
+
+
+register("fim", FimSensor, FimConfig)
+
+__all__ = ["REGISTRY", "Sensor", "SensorContext", "register"]

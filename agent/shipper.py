@@ -1,0 +1,193 @@
+"""The shipper: one bidirectional stream to a collector, several batches in flight.
+
+It reads the spool in sequence order and sends batches while fewer than ``window`` are
+unacked. An ack deletes its batch from the spool. When the stream breaks, it reconnects
+with exponential backoff (with jitter), failing over to the next configured collector,
+and resends everything still in the spool: the collector makes resends harmless.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import grpc
+
+from agent import __version__
+from agent.identity import Credentials
+from agent.spool import Spool
+from common.logs import get_logger
+from sisguard.v1 import sisguard_pb2 as pb
+from sisguard.v1 import sisguard_pb2_grpc as pb_grpc
+
+log = get_logger("sisguard.agent.shipper")
+
+
+@dataclass(frozen=True)
+class ShipperSettings:
+    batch_events: int = 500
+    batch_bytes: int = 2 * 1024 * 1024
+    window: int = 4
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    heartbeat_interval: float = 30.0
+
+
+@dataclass
+class ShipperStats:
+    connected_to: str = ""
+    connects: int = 0
+    batches_sent: int = 0
+    events_acked: int = 0
+    events_rejected: int = 0
+    last_error: str = ""
+
+
+class Shipper(threading.Thread):
+    def __init__(self, *, spool: Spool, collectors: list[str], credentials: Credentials,
+                 hostname: str, settings: ShipperSettings,
+                 heartbeat: Callable[[], pb.Heartbeat]) -> None:
+        super().__init__(name="shipper", daemon=True)
+        self.spool = spool
+        self.collectors = collectors
+        self.credentials = credentials
+        self.hostname = hostname
+        self.settings = settings
+        self.heartbeat = heartbeat
+        self.stats = ShipperStats()
+        self._stopping = threading.Event()
+        self._call: grpc.Future | None = None  # type: ignore[type-arg]
+        self._inflight: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self._cond = spool.changed
+
+    def stop(self) -> None:
+        self._stopping.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        with self._cond:
+            self._cond.notify_all()
+
+    def run(self) -> None:
+        delay = self.settings.backoff_initial
+        index = 0
+        while not self._stopping.is_set():
+            address = self.collectors[index % len(self.collectors)]
+            started = time.monotonic()
+            try:
+                self._session(address)
+            except grpc.RpcError as e:
+                code = e.code() if hasattr(e, "code") else None
+                detail = e.details() if hasattr(e, "details") else str(e)
+                if self._stopping.is_set():
+                    break
+                self.stats.last_error = f"{code}: {detail}"
+                log.warning("stream to collector failed", collector=address,
+                            code=str(code), error=detail, retry_in=round(delay, 2))
+            except Exception as e:  # never let the shipper thread die
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+                log.exception("shipper error", collector=address)
+            self.stats.connected_to = ""
+            if time.monotonic() - started > 10:
+                delay = self.settings.backoff_initial  # it worked for a while
+            else:
+                index += 1  # fail over to the next collector
+            if self._stopping.wait(delay * random.uniform(0.8, 1.2)):
+                break
+            delay = min(delay * 2, self.settings.backoff_max)
+
+    def _channel(self, address: str) -> grpc.Channel:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=self.credentials.ca_pem,
+            private_key=self.credentials.key_pem,
+            certificate_chain=self.credentials.cert_pem,
+        )
+        return grpc.secure_channel(address, creds, options=[
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ])
+
+    def _session(self, address: str) -> None:
+        self._inflight.clear()
+        limits = {"events": self.settings.batch_events, "bytes": self.settings.batch_bytes,
+                  "window": self.settings.window}
+        welcomed = threading.Event()
+        session_over = threading.Event()
+        with self._channel(address) as channel:
+            stub = pb_grpc.IngestStub(channel)
+            requests = self._requests(limits, welcomed, session_over)
+            call = stub.Stream(requests)
+            self._call = call
+            try:
+                for message in call:
+                    kind = message.WhichOneof("kind")
+                    if kind == "welcome":
+                        w = message.welcome
+                        limits["events"] = min(limits["events"], w.max_batch_events or 10**9)
+                        # leave room for the envelope framing
+                        limits["bytes"] = min(limits["bytes"],
+                                              int((w.max_message_bytes or 2**31) * 0.9))
+                        limits["window"] = min(limits["window"], w.window or 10**9)
+                        self.stats.connected_to = address
+                        self.stats.connects += 1
+                        log.info("connected to collector", collector=address,
+                                 agent_id=w.agent_id, window=limits["window"],
+                                 batch_events=limits["events"])
+                        welcomed.set()
+                    elif kind == "ack":
+                        self._on_ack(message.ack)
+            finally:
+                session_over.set()
+                with self._cond:
+                    self._cond.notify_all()
+                self._call = None
+
+    def _on_ack(self, ack: pb.Ack) -> None:
+        span = self._inflight.pop(ack.batch_id, None)
+        if span is None:
+            return
+        self.spool.ack(*span)
+        self.stats.events_acked += ack.accepted + ack.duplicates
+        if ack.rejected:
+            self.stats.events_rejected += len(ack.rejected)
+            for r in ack.rejected[:5]:
+                log.warning("collector rejected an event", seq=r.seq, reason=r.reason)
+        with self._cond:
+            self._cond.notify_all()
+
+    def _requests(self, limits: dict[str, int], welcomed: threading.Event,
+                  session_over: threading.Event) -> Iterator[pb.AgentMessage]:
+        yield pb.AgentMessage(hello=pb.Hello(agent_version=__version__, hostname=self.hostname))
+        while not welcomed.wait(0.1):
+            if session_over.is_set() or self._stopping.is_set():
+                return
+        yield pb.AgentMessage(heartbeat=self.heartbeat())
+        next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
+        last_sent = 0
+        batch_id = 0
+        while not session_over.is_set() and not self._stopping.is_set():
+            if time.monotonic() >= next_heartbeat:
+                yield pb.AgentMessage(heartbeat=self.heartbeat())
+                next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
+            batch = None
+            if len(self._inflight) < limits["window"]:
+                events = self.spool.read_after(last_sent, limit=limits["events"],
+                                               max_bytes=limits["bytes"])
+                if events:
+                    batch_id += 1
+                    batch = pb.EventBatch(batch_id=batch_id, events=[
+                        pb.Envelope(seq=e.seq, time_unix_nano=e.time_ns, dataset=e.dataset,
+                                    document=e.document) for e in events])
+                    self._inflight[batch_id] = (events[0].seq, events[-1].seq)
+                    last_sent = events[-1].seq
+            if batch is not None:
+                self.stats.batches_sent += 1
+                yield pb.AgentMessage(batch=batch)
+                continue
+            with self._cond:
+                self._cond.wait(timeout=min(0.5, max(0.0, next_heartbeat - time.monotonic())))

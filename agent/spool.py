@@ -1,0 +1,220 @@
+"""The agent's durable spool: every event is here before it is sent, until it is acked.
+
+On-disk format (SQLite, WAL mode, ``STATE_DIR/spool.db``)::
+
+    events(seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- the per-agent sequence number
+           time_ns INTEGER,                        -- when the sensor saw it
+           dataset TEXT,
+           document BLOB,                          -- the ECS document, UTF-8 JSON
+           size INTEGER)                           -- len(document)
+    meta(key TEXT PRIMARY KEY, value INTEGER)      -- 'dropped': events dropped in total
+
+AUTOINCREMENT keeps sequence numbers strictly increasing across restarts and deletes
+(SQLite's ``sqlite_sequence`` remembers the highest ever used). Rows are deleted only
+when the collector acks them. The spool is bounded in bytes: when full, the oldest
+events go and a ``spool_dropped`` event with the count takes their place: loss is
+never silent. ``synchronous=FULL`` makes each committed append survive a power cut;
+``NORMAL`` survives a crash of the agent but not of the host.
+
+Startup recovery: SQLite replays its WAL; a database that cannot be opened is fatal
+(the agent says which file and why) rather than silently replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.ecs import Document, new_event
+from common.errors import SisguardError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ns INTEGER NOT NULL,
+    dataset TEXT NOT NULL,
+    document BLOB NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class SpoolError(SisguardError):
+    """The spool database cannot be used."""
+
+
+@dataclass(frozen=True)
+class SpooledEvent:
+    seq: int
+    time_ns: int
+    dataset: str
+    document: bytes
+
+
+@dataclass(frozen=True)
+class SpoolDepth:
+    events: int
+    bytes: int
+    dropped: int
+    last_seq: int
+
+
+class Spool:
+    def __init__(self, path: Path, *, agent_id: str, max_bytes: int = 512 * 1024 * 1024,
+                 synchronous: str = "FULL") -> None:
+        self.path = path
+        self.agent_id = agent_id
+        self.max_bytes = max_bytes
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.executescript(SCHEMA)
+            row = self._db.execute("SELECT COALESCE(SUM(size),0), COUNT(*) FROM events").fetchone()
+        except sqlite3.Error as e:
+            raise SpoolError(f"{path}: cannot open the spool: {e}") from e
+        self._bytes, self._count = int(row[0]), int(row[1])
+        self._dropped = self._meta("dropped")
+        self._lock = threading.Lock()
+        self.changed = threading.Condition()
+
+    def _meta(self, key: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _next_seq(self) -> int:
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+        return (int(row[0]) if row else 0) + 1
+
+    def append(self, documents: Sequence[Document], *, now_ns: int | None = None) -> int:
+        """Store documents in one transaction; each gets its seq and event.id. Returns
+        the last seq given."""
+        if not documents:
+            return 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows, added = self._encode(documents, self._next_seq(), now_ns)
+                self._db.executemany(
+                    "INSERT INTO events (seq, time_ns, dataset, document, size)"
+                    " VALUES (?,?,?,?,?)", rows)
+                self._bytes += added
+                self._count += len(rows)
+                last = int(rows[-1][0])
+                if self._bytes > self.max_bytes:
+                    last = self._make_room(now_ns)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._reload_counts()
+                raise
+        with self.changed:
+            self.changed.notify_all()
+        return last
+
+    def _encode(self, documents: Sequence[Document], seq: int,
+                now_ns: int | None) -> tuple[list[tuple[int, int, str, bytes, int]], int]:
+        rows: list[tuple[int, int, str, bytes, int]] = []
+        added = 0
+        for doc in documents:
+            event = doc.setdefault("event", {})
+            event["id"] = f"{self.agent_id}-{seq}"
+            event["sequence"] = seq
+            blob = json.dumps(doc, ensure_ascii=False, separators=(",", ":"),
+                              default=str).encode()
+            rows.append((seq, now_ns or time.time_ns(), str(event.get("dataset", "")),
+                         blob, len(blob)))
+            added += len(blob)
+            seq += 1
+        return rows, added
+
+    def _make_room(self, now_ns: int | None) -> int:
+        """Drop the oldest events until the spool fits, then say so in an event."""
+        dropped = 0
+        while self._bytes > self.max_bytes * 0.9 and self._count > 0:
+            rows = self._db.execute(
+                "SELECT seq, size FROM events ORDER BY seq LIMIT 1000").fetchall()
+            cut_seq, freed = 0, 0
+            for seq, size in rows:
+                cut_seq, freed = seq, freed + size
+                dropped += 1
+                if self._bytes - freed <= self.max_bytes * 0.9:
+                    break
+            n = self._db.execute("DELETE FROM events WHERE seq <= ?", (cut_seq,)).rowcount
+            self._bytes -= freed
+            self._count -= n
+        self._dropped += dropped
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped', ?)", (self._dropped,))
+        notice = new_event("sisguard.agent", category=["host"], type=["info"],
+                           action="spool_dropped")
+        notice["message"] = f"spool full: dropped the {dropped} oldest events"
+        notice["sisguard"] = {"spool": {"dropped": dropped, "dropped_total": self._dropped,
+                                        "max_bytes": self.max_bytes}}
+        rows, added = self._encode([notice], self._next_seq(), now_ns)
+        self._db.executemany("INSERT INTO events (seq, time_ns, dataset, document, size)"
+                             " VALUES (?,?,?,?,?)", rows)
+        self._bytes += added
+        self._count += 1
+        return int(rows[0][0])
+
+    def _reload_counts(self) -> None:
+        row = self._db.execute("SELECT COALESCE(SUM(size),0), COUNT(*) FROM events").fetchone()
+        self._bytes, self._count = int(row[0]), int(row[1])
+
+    def read_after(self, seq: int, *, limit: int, max_bytes: int) -> list[SpooledEvent]:
+        """Events with a sequence number above ``seq``, oldest first, within the limits
+        (at least one event is returned if any is there, whatever its size)."""
+        with self._lock:
+            cursor = self._db.execute(
+                "SELECT seq, time_ns, dataset, document, size FROM events WHERE seq > ?"
+                " ORDER BY seq LIMIT ?", (seq, limit))
+            out: list[SpooledEvent] = []
+            total = 0
+            for s, t, d, doc, size in cursor:
+                if out and total + size > max_bytes:
+                    break
+                out.append(SpooledEvent(int(s), int(t), str(d), bytes(doc)))
+                total += size
+            return out
+
+    def ack(self, first: int, last: int) -> int:
+        """Forget events first..last: the collector has them."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(size),0), COUNT(*) FROM events WHERE seq BETWEEN ? AND ?",
+                (first, last)).fetchone()
+            self._db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
+            self._db.execute("COMMIT")
+            self._bytes -= int(row[0])
+            self._count -= int(row[1])
+            return int(row[1])
+
+    def depth(self) -> SpoolDepth:
+        with self._lock:
+            return SpoolDepth(self._count, self._bytes, self._dropped, self._next_seq() - 1)
+
+
+def read_depth(path: Path) -> dict[str, Any]:
+    """For ``sisguard-agent status``: read the spool without taking part in it."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        count, size = db.execute("SELECT COUNT(*), COALESCE(SUM(size),0) FROM events").fetchone()
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+        dropped = db.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()
+    finally:
+        db.close()
+    return {"events": count, "bytes": size, "last_seq": row[0] if row else 0,
+            "dropped": dropped[0] if dropped else 0}

@@ -1,0 +1,153 @@
+"""sisguard-collector: init, token create, run, agents list, agents revoke."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+from collector.pki import CertificateAuthority, fingerprint, pem, write_private
+from collector.server import DataDir
+from common import logs
+from common.errors import SisguardError
+from common.yamlconf import parse_duration
+
+
+def _init(args: argparse.Namespace) -> int:
+    data = DataDir(Path(args.data_dir))
+    if (data.pki / "ca.crt").exists() and not args.force:
+        ca = CertificateAuthority.load(data.pki)
+        print(f"already initialised: {data.root}", file=sys.stderr)
+    else:
+        data.root.mkdir(parents=True, exist_ok=True)
+        data.root.chmod(0o700)
+        ca = CertificateAuthority.create()
+        ca.save(data.pki)
+        names = args.name or ["localhost", "127.0.0.1"]
+        cert, key = ca.issue_server(names)
+        (data.pki / "server.crt").write_bytes(pem(cert))
+        write_private(data.pki / "server.key", key)
+        if not data.config.exists():
+            data.config.write_text(f"# written by sisguard-collector init\nlisten: {args.listen}\n")
+        print(f"initialised {data.root} (server names: {', '.join(names)})", file=sys.stderr)
+    print(f"ca-fingerprint: {fingerprint(ca.cert)}")
+    return 0
+
+
+def _store(data_dir: str) -> Any:
+    from collector.store import Store
+
+    data = DataDir(Path(data_dir))
+    if not (data.pki / "ca.crt").exists():
+        raise SisguardError(f"{data.root} is not initialised: run 'sisguard-collector init'")
+    return Store(data.db)
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    store = _store(args.data_dir)
+    token = store.create_token(ttl=parse_duration(args.ttl), uses=args.uses,
+                               organization=args.org)
+    print(token)
+    return 0
+
+
+def _agents_list(args: argparse.Namespace) -> int:
+    from collector.health import agent_status
+
+    store = _store(args.data_dir)
+    rows = [("ID", "HOST", "ORGANIZATION", "VERSION", "ADDRESS", "LAST SEEN", "STATUS", "SPOOL")]
+    for a in store.agents():
+        seen = (dt.datetime.fromtimestamp(a.last_seen, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+                if a.last_seen else "never")
+        spool = str(a.heartbeat.get("spool_events", "")) if a.heartbeat else ""
+        rows.append((a.agent_id, a.hostname, a.organization, a.version, a.address, seen,
+                     agent_status(a, offline_after=args.offline_after), spool))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _agents_revoke(args: argparse.Namespace) -> int:
+    store = _store(args.data_dir)
+    if not store.revoke(args.agent_id):
+        raise SisguardError(f"no agent {args.agent_id}")
+    print(f"revoked {args.agent_id}: its certificate is refused from now on", file=sys.stderr)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from collector.runner import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sisguard-collector", description=__doc__)
+    parser.add_argument("--log-level", default=None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="make the CA and the server certificate")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--listen", default="0.0.0.0:4443")
+    p.add_argument("--name", action="append",
+                   help="DNS name or IP agents use to reach this collector (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace an existing CA (!)")
+    p.set_defaults(func=_init)
+
+    p = sub.add_parser("token", help="enrollment tokens")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    t = tsub.add_parser("create", help="make a token; printed once, stored hashed")
+    t.add_argument("--data-dir", required=True)
+    t.add_argument("--ttl", default="30m")
+    t.add_argument("--uses", type=int, default=1)
+    t.add_argument("--org", default="default")
+    t.set_defaults(func=_token_create)
+
+    p = sub.add_parser("agents", help="enrolled agents")
+    asub = p.add_subparsers(dest="agents_command", required=True)
+    a = asub.add_parser("list")
+    a.add_argument("--data-dir", required=True)
+    a.add_argument("--offline-after", type=float, default=3,
+                   help="heartbeat intervals of silence before an agent is offline")
+    a.set_defaults(func=_agents_list)
+    a = asub.add_parser("revoke")
+    a.add_argument("--data-dir", required=True)
+    a.add_argument("agent_id")
+    a.set_defaults(func=_agents_revoke)
+
+    p = sub.add_parser("run", help="serve enrollment and event streams")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--config", default=None, help="YAML config file")
+    p.add_argument("--listen", default=None, help="events (mutual TLS), HOST:PORT")
+    p.add_argument("--enroll-listen", default=None,
+                   help="enrollment (server TLS), HOST:PORT; default: the events port + 1")
+    p.add_argument("--rules", action="append", help="rules directory or file (repeatable)")
+    p.add_argument("--print-alerts", action="store_true", default=None)
+    p.add_argument("--es-url", action="append")
+    p.add_argument("--es-api-key")
+    p.add_argument("--es-user")
+    p.add_argument("--es-password")
+    p.add_argument("--es-ca")
+    p.add_argument("--archive", choices=["on", "off"], default=None,
+                   help="keep the JSONL archive (default: on unless Elasticsearch is set)")
+    p.set_defaults(func=_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level or "info")
+    try:
+        return int(args.func(args))
+    except SisguardError as e:
+        print(f"sisguard-collector: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The Ingest service: one bidirectional stream per agent.
+
+The agent id comes from the verified client certificate (TLS has checked it against our
+CA); a revoked or unknown certificate is refused at the start of the stream. Each batch
+goes through the pipeline and every output; only then is it acked. While an output is
+unavailable the batch is retried here and not acked, so the agent keeps its events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from cryptography import x509
+
+from collector.outputs.archive import JsonlArchive
+from collector.outputs.base import Output, OutputUnavailable, Record
+from collector.pipeline import AgentIdentity, Pipeline
+from collector.store import Store
+from common.logs import get_logger
+from sisguard.v1 import sisguard_pb2 as pb
+from sisguard.v1 import sisguard_pb2_grpc as pb_grpc
+
+log = get_logger("sisguard.collector.ingest")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_batch_events: int = 1000
+    window: int = 4
+    events_per_second: float = 50_000.0   # per agent; excess is slowed down, not dropped
+
+
+class _RateLimiter:
+    """A token bucket: ``take(n)`` sleeps until n events may pass."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.stamp = time.monotonic()
+
+    def take(self, n: int) -> None:
+        while True:
+            now = time.monotonic()
+            self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= n or self.tokens >= self.rate:
+                self.tokens -= n
+                return
+            time.sleep((n - self.tokens) / self.rate)
+
+
+def peer_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
+    auth = context.auth_context()
+    pems = auth.get("x509_pem_cert")
+    if not pems:
+        return None
+    return x509.load_pem_x509_certificate(pems[0])
+
+
+class IngestService(pb_grpc.IngestServicer):
+    def __init__(self, *, store: Store, pipeline: Pipeline, outputs: Sequence[Output],
+                 limits: Limits, stopping: threading.Event) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.outputs = list(outputs)
+        self.limits = limits
+        self.stopping = stopping
+        self.archive = next((o for o in self.outputs if isinstance(o, JsonlArchive)), None)
+        self._agent_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self.batches = 0
+        self.events = 0
+        self.rejected = 0
+        self.outage_since: float | None = None
+
+    def _identify(self, context: grpc.ServicerContext) -> AgentIdentity:
+        cert = peer_certificate(context)
+        if cert is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                          "a client certificate is required: enroll the agent first")
+        assert cert is not None
+        serial = format(cert.serial_number, "x")
+        if self.store.is_revoked(serial):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "this agent certificate is revoked")
+        from collector.pki import agent_id_of
+
+        agent_id = agent_id_of(cert)
+        record = self.store.agent(agent_id)
+        if record is None or record.revoked:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"agent {agent_id} is not enrolled")
+        assert record is not None
+        return AgentIdentity(agent_id, record.hostname, record.organization, record.version)
+
+    def _agent_lock(self, agent_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._agent_locks.setdefault(agent_id, threading.Lock())
+
+    def Stream(self, request_iterator: Iterator[pb.AgentMessage],  # noqa: N802 - gRPC name
+               context: grpc.ServicerContext) -> Iterator[pb.CollectorMessage]:
+        agent = self._identify(context)
+        peer = context.peer()
+        log.info("agent connected", agent_id=agent.agent_id, peer=peer)
+        self.store.seen(agent.agent_id, address=peer)
+        yield pb.CollectorMessage(welcome=pb.Welcome(
+            agent_id=agent.agent_id,
+            max_batch_events=self.limits.max_batch_events,
+            max_message_bytes=self.limits.max_message_bytes,
+            window=self.limits.window,
+        ))
+        limiter = _RateLimiter(self.limits.events_per_second)
+        try:
+            for message in request_iterator:
+                kind = message.WhichOneof("kind")
+                if kind == "batch":
+                    if len(message.batch.events) > self.limits.max_batch_events:
+                        log.warning("batch over the limit", agent_id=agent.agent_id,
+                                    events=len(message.batch.events),
+                                    limit=self.limits.max_batch_events)
+                        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                      f"batch of {len(message.batch.events)} events is over the "
+                                      f"limit of {self.limits.max_batch_events}")
+                    limiter.take(len(message.batch.events))
+                    ack = self._handle_batch(agent, message.batch, context)
+                    if ack is None:
+                        return
+                    yield pb.CollectorMessage(ack=ack)
+                elif kind == "heartbeat":
+                    self._heartbeat(agent, message.heartbeat, peer)
+                elif kind == "hello":
+                    agent = AgentIdentity(agent.agent_id, agent.hostname, agent.organization,
+                                          message.hello.agent_version or agent.version)
+                    self.store.seen(agent.agent_id, address=peer, version=agent.version)
+        finally:
+            log.info("agent disconnected", agent_id=agent.agent_id, peer=peer)
+
+    def _heartbeat(self, agent: AgentIdentity, hb: pb.Heartbeat, peer: str) -> None:
+        data: dict[str, Any] = {
+            "time_unix_nano": hb.time_unix_nano, "spool_events": hb.spool_events,
+            "spool_bytes": hb.spool_bytes, "spool_dropped": hb.spool_dropped,
+            "cpu_percent": hb.cpu_percent, "rss_bytes": hb.rss_bytes,
+            "interval_seconds": hb.interval_seconds,
+            "sensors": [{"name": s.name, "events": s.events, "errors": s.errors,
+                         "mode": s.mode, "last_error": s.last_error} for s in hb.sensors],
+        }
+        self.store.seen(agent.agent_id, address=peer, heartbeat=data)
+
+    def _handle_batch(self, agent: AgentIdentity, batch: pb.EventBatch,
+                      context: grpc.ServicerContext) -> pb.Ack | None:
+        with self._agent_lock(agent.agent_id):
+            hwm = self.archive.high_water_mark(agent.agent_id) if self.archive else 0
+            outcome = self.pipeline.process_batch(agent, batch.events,
+                                                  skip_detection=lambda seq: seq <= hwm)
+            if outcome.dead_letters and self.archive is not None:
+                self.archive.dead_letter(outcome.dead_letters)
+            results = self._publish_until_stored(outcome.records, context)
+            if results is None:
+                return None
+        first = batch.events[0].seq if batch.events else 0
+        last = batch.events[-1].seq if batch.events else 0
+        duplicates = results
+        self.batches += 1
+        self.events += len(batch.events)
+        self.rejected += len(outcome.rejected)
+        return pb.Ack(
+            batch_id=batch.batch_id, first_seq=first, last_seq=last,
+            accepted=len(batch.events) - len(outcome.rejected) - duplicates,
+            duplicates=duplicates,
+            rejected=[pb.Rejected(seq=s, reason=r) for s, r in outcome.rejected],
+        )
+
+    def _publish_until_stored(self, records: list[Record],
+                              context: grpc.ServicerContext) -> int | None:
+        """Publish to every output; retry while one is unavailable. Returns duplicates."""
+        duplicates = 0
+        delay = 0.5
+        for output in self.outputs:
+            while True:
+                try:
+                    result = output.publish(records)
+                    break
+                except OutputUnavailable as e:
+                    if self.outage_since is None:
+                        self.outage_since = time.time()
+                    log.error("output unavailable, batch not acked", output=output.name,
+                              error=str(e), retry_in=delay)
+                    if self.stopping.wait(delay) or not context.is_active():
+                        return None
+                    delay = min(delay * 2, 30.0)
+            self.outage_since = None
+            if output is self.archive or self.archive is None:
+                from collector.outputs.base import Outcome
+
+                duplicates = sum(1 for r, o in zip(records, result.outcomes, strict=True)
+                                 if o is Outcome.DUPLICATE and r.seq)
+        return duplicates

@@ -1,0 +1,1 @@
+"""Outputs: where processed events and alerts go. One interface, one registry."""

@@ -1,0 +1,186 @@
+"""The collector's certificate authority.
+
+At ``init`` the collector makes a CA (EC P-256) and a server certificate for the names it
+is reached by. Agents send a CSR with an enrollment token and get back a certificate
+whose subject common name is their agent id. Keys are written 0600.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from common.errors import SisguardError
+
+CA_VALIDITY = dt.timedelta(days=3650)
+SERVER_VALIDITY = dt.timedelta(days=825)
+AGENT_VALIDITY = dt.timedelta(days=365)
+
+
+class PkiError(SisguardError):
+    """A certificate or key is missing, invalid or refused."""
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file with mode 0600 from the start (no window with wider rights)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """'sha256:<hex>' of the DER certificate: what agents pin."""
+    return "sha256:" + cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @classmethod
+    def create(cls, common_name: str = "sisguard collector CA") -> CertificateAuthority:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sisguard"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ])
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + CA_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, crl_sign=True,
+                    content_commitment=False, key_encipherment=False, data_encipherment=False,
+                    key_agreement=False, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert, key)
+
+    @classmethod
+    def load(cls, directory: Path) -> CertificateAuthority:
+        try:
+            cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+            key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
+        except (OSError, ValueError) as e:
+            raise PkiError(f"cannot load the CA from {directory}: {e}") from e
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise PkiError(f"{directory / 'ca.key'}: not an EC private key")
+        return cls(cert, key)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "ca.crt").write_bytes(self.cert_pem)
+        write_private(directory / "ca.key", _key_pem(self.key))
+
+    def _issue(
+        self,
+        subject: x509.Name,
+        public_key: ec.EllipticCurvePublicKey,
+        *,
+        validity: dt.timedelta,
+        usage: x509.ObjectIdentifier,
+        names: list[x509.GeneralName],
+    ) -> x509.Certificate:
+        now = _now()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + validity)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+        )
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(self.key, hashes.SHA256())
+
+    def issue_server(self, names: list[str]) -> tuple[x509.Certificate, bytes]:
+        """A server certificate (and its PEM key) for the given DNS names and IPs."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        general: list[x509.GeneralName] = []
+        for name in names:
+            try:
+                general.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                general.append(x509.DNSName(name))
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+        cert = self._issue(subject, key.public_key(), validity=SERVER_VALIDITY,
+                           usage=ExtendedKeyUsageOID.SERVER_AUTH, names=general)
+        return cert, _key_pem(key)
+
+    def sign_agent(self, csr_pem: bytes, agent_id: str) -> x509.Certificate:
+        """Sign an agent's CSR. The subject is ours: CN=<agent id>; the CSR's is ignored."""
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as e:
+            raise PkiError(f"the CSR is not valid PEM: {e}") from e
+        if not csr.is_signature_valid:
+            raise PkiError("the CSR's signature does not verify")
+        public_key = csr.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise PkiError("the CSR's key must be an EC key (P-256)")
+        subject = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sisguard agents"),
+            x509.NameAttribute(NameOID.COMMON_NAME, agent_id),
+        ])
+        return self._issue(subject, public_key, validity=AGENT_VALIDITY,
+                           usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+                           names=[x509.UniformResourceIdentifier(f"urn:sisguard:agent:{agent_id}")])
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def agent_id_of(cert: x509.Certificate) -> str:
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not attrs:
+        raise PkiError("certificate has no common name")
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode()

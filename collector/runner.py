@@ -1,0 +1,79 @@
+"""``sisguard-collector run``: config from file and flags, then serve until signalled."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from collector.config import CollectorConfig, load_config
+from collector.outputs.base import Output
+from collector.outputs.console import ConsoleAlerts
+from collector.server import Collector, DataDir
+from common import logs
+from common.errors import SisguardError
+
+
+def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    es: dict[str, Any] = {
+        "url": args.es_url, "api_key": args.es_api_key, "username": args.es_user,
+        "password": args.es_password, "ca": args.es_ca,
+    }
+    archive = None if args.archive is None else {"enabled": args.archive == "on"}
+    return {
+        "data_dir": args.data_dir, "listen": args.listen,
+        "enroll_listen": args.enroll_listen, "print_alerts": args.print_alerts,
+        "elasticsearch": {k: v for k, v in es.items() if v is not None},
+        "rules": {"paths": args.rules} if args.rules else None,
+        "archive": archive,
+        "log_level": args.log_level,
+    }
+
+
+def resolve_config(args: argparse.Namespace) -> CollectorConfig:
+    path = Path(args.config) if args.config else None
+    flags = overrides_from_flags(args)
+    if path is None and args.data_dir and DataDir(Path(args.data_dir)).config.exists():
+        path = DataDir(Path(args.data_dir)).config
+    if path is None and not args.data_dir:
+        raise SisguardError("give --data-dir or --config")
+    return load_config(path, flags)
+
+
+def build_detector(config: CollectorConfig) -> Any:
+    if not config.rules.paths:
+        return None
+    from collector.detection import DetectionEngine, RuleWatcher, load_rules
+
+    log = logs.get_logger("sisguard.collector.rules")
+    result = load_rules(list(config.rules.paths), filters=list(config.rules.filters))
+    for error in result.errors:
+        log.error("rule not loaded", error=str(error))
+    engine = DetectionEngine(result)
+    log.info("rules loaded", rules=len(result.rules), errors=len(result.errors))
+    if config.rules.reload:
+        watcher = RuleWatcher(list(config.rules.paths), engine, interval=1.0,
+                              on_errors=lambda errs: [log.error("rule not reloaded",
+                                                                error=str(e)) for e in errs])
+        watcher.start()
+    return engine
+
+
+def build_outputs(config: CollectorConfig) -> list[Output]:
+    outputs: list[Output] = []
+    if config.elasticsearch.url:
+        from collector.outputs.elasticsearch import ElasticsearchOutput
+
+        outputs.append(ElasticsearchOutput(config.elasticsearch))
+    if config.print_alerts:
+        outputs.append(ConsoleAlerts())
+    return outputs
+
+
+def run(args: argparse.Namespace) -> int:
+    config = resolve_config(args)
+    logs.configure(config.log_level)
+    collector = Collector(config, detector=build_detector(config),
+                          extra_outputs=build_outputs(config))
+    collector.run_forever()
+    return 0

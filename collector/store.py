@@ -1,0 +1,184 @@
+"""The collector's own state: enrollment tokens, agents, revocations, heartbeats.
+
+One SQLite database in the data directory (WAL). Tokens are stored as SHA-256 hashes;
+the token itself is shown once, at creation. Thread-safe: one connection, one lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.errors import SisguardError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    uses_left INTEGER NOT NULL,
+    organization TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    organization TEXT NOT NULL,
+    version TEXT NOT NULL,
+    os TEXT NOT NULL DEFAULT '',
+    serial TEXT NOT NULL,
+    enrolled REAL NOT NULL,
+    revoked REAL,
+    address TEXT NOT NULL DEFAULT '',
+    last_seen REAL,
+    heartbeat TEXT
+);
+CREATE TABLE IF NOT EXISTS revoked_serials (
+    serial TEXT PRIMARY KEY,
+    revoked REAL NOT NULL
+);
+"""
+
+
+class TokenRefused(SisguardError):
+    """An enrollment token is unknown, expired or used up."""
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    agent_id: str
+    hostname: str
+    organization: str
+    version: str
+    os: str
+    serial: str
+    enrolled: float
+    revoked: float | None
+    address: str
+    last_seen: float | None
+    heartbeat: dict[str, Any] | None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # tokens
+    def create_token(self, *, ttl: float, uses: int, organization: str) -> str:
+        token = "sgt_" + secrets.token_urlsafe(24)
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT INTO tokens VALUES (?,?,?,?,?)",
+                       (hash_token(token), now, now + ttl, uses, organization))
+        return token
+
+    def redeem_token(self, token: str) -> str:
+        """Use a token once; returns its organization or raises TokenRefused."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT expires, uses_left, organization FROM tokens WHERE hash=?",
+                             (hash_token(token),)).fetchone()
+            if row is None:
+                raise TokenRefused("unknown enrollment token")
+            expires, uses_left, organization = row
+            if expires < now:
+                raise TokenRefused("enrollment token expired")
+            if uses_left <= 0:
+                raise TokenRefused("enrollment token used up")
+            db.execute("UPDATE tokens SET uses_left = uses_left - 1 WHERE hash=?",
+                       (hash_token(token),))
+            return str(organization)
+
+    # agents
+    def add_agent(self, *, hostname: str, organization: str, version: str, os: str,
+                  serial: str) -> str:
+        agent_id = str(uuid.uuid4())
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO agents (agent_id, hostname, organization, version, os, serial,"
+                " enrolled) VALUES (?,?,?,?,?,?,?)",
+                (agent_id, hostname, organization, version, os, serial, time.time()),
+            )
+        return agent_id
+
+    def set_serial(self, agent_id: str, serial: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE agents SET serial=? WHERE agent_id=?", (serial, agent_id))
+
+    def agent(self, agent_id: str) -> AgentRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM agents WHERE agent_id=?", (agent_id,)).fetchone()
+        return _record(row) if row else None
+
+    def agents(self) -> list[AgentRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM agents ORDER BY hostname").fetchall()
+        return [_record(r) for r in rows]
+
+    def revoke(self, agent_id: str) -> bool:
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT serial FROM agents WHERE agent_id=?", (agent_id,)).fetchone()
+            if row is None:
+                return False
+            db.execute("UPDATE agents SET revoked=? WHERE agent_id=?", (now, agent_id))
+            db.execute("INSERT OR IGNORE INTO revoked_serials VALUES (?,?)", (row[0], now))
+        return True
+
+    def is_revoked(self, serial: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM revoked_serials WHERE serial=?",
+                                   (serial,)).fetchone()
+        return row is not None
+
+    def seen(self, agent_id: str, *, address: str, version: str | None = None,
+             heartbeat: dict[str, Any] | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE agents SET last_seen=?, address=? WHERE agent_id=?",
+                       (time.time(), address, agent_id))
+            if version:
+                db.execute("UPDATE agents SET version=? WHERE agent_id=?", (version, agent_id))
+            if heartbeat is not None:
+                db.execute("UPDATE agents SET heartbeat=? WHERE agent_id=?",
+                           (json.dumps(heartbeat), agent_id))
+
+
+def _record(row: tuple[Any, ...]) -> AgentRecord:
+    return AgentRecord(
+        agent_id=row[0], hostname=row[1], organization=row[2], version=row[3], os=row[4],
+        serial=row[5], enrolled=row[6], revoked=row[7], address=row[8], last_seen=row[9],
+        heartbeat=json.loads(row[10]) if row[10] else None,
+    )
