@@ -1,0 +1,112 @@
+"""Alert documents (ECS, ``event.kind: alert``) for rule matches and correlations."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from collector.detection.rules import RuleMeta
+
+# Sigma level -> event.severity, as Elastic's detection rules score them.
+SEVERITY = {"informational": 1, "low": 21, "medium": 47, "high": 73, "critical": 99}
+
+TACTICS = {
+    "reconnaissance": ("TA0043", "Reconnaissance"),
+    "resource-development": ("TA0042", "Resource Development"),
+    "initial-access": ("TA0001", "Initial Access"),
+    "execution": ("TA0002", "Execution"),
+    "persistence": ("TA0003", "Persistence"),
+    "privilege-escalation": ("TA0004", "Privilege Escalation"),
+    "defense-evasion": ("TA0005", "Defense Evasion"),
+    "credential-access": ("TA0006", "Credential Access"),
+    "discovery": ("TA0007", "Discovery"),
+    "lateral-movement": ("TA0008", "Lateral Movement"),
+    "collection": ("TA0009", "Collection"),
+    "exfiltration": ("TA0010", "Exfiltration"),
+    "command-and-control": ("TA0011", "Command and Control"),
+    "impact": ("TA0040", "Impact"),
+}
+
+COPIED_FIELDS = ("host", "agent", "organization")
+
+
+def event_id_of(event: Mapping[str, Any]) -> str:
+    """The event's ``event.id``; for an event without one, a hash of its content."""
+    meta = event.get("event")
+    value = meta.get("id") if isinstance(meta, dict) else event.get("event.id")
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return str(value)
+    blob = json.dumps(event, sort_keys=True, default=str, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def alert_id(rule_id: str, event_ids: Sequence[str]) -> str:
+    """Stable: the same rule on the same events gives the same id."""
+    blob = "\n".join([rule_id, *sorted(event_ids)])
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def threat_of(tags: Sequence[str]) -> dict[str, Any] | None:
+    techniques: list[str] = []
+    tactic_ids: list[str] = []
+    tactic_names: list[str] = []
+    for tag in tags:
+        namespace, _, name = tag.partition(".")
+        if namespace != "attack":
+            continue
+        name = name.lower()
+        if name[:1] == "t" and name[1:5].isdigit():
+            techniques.append(name.upper())
+            continue
+        tactic = TACTICS.get(name.replace("_", "-"))
+        if tactic is not None and tactic[0] not in tactic_ids:
+            tactic_ids.append(tactic[0])
+            tactic_names.append(tactic[1])
+    if not techniques and not tactic_ids:
+        return None
+    threat: dict[str, Any] = {"framework": "MITRE ATT&CK"}
+    if techniques:
+        threat["technique"] = {"id": techniques}
+    if tactic_ids:
+        threat["tactic"] = {"id": tactic_ids, "name": tactic_names}
+    return threat
+
+
+def build_alert(meta: RuleMeta, last_event: Mapping[str, Any], event_ids: Sequence[str],
+                *, correlation: str | None = None) -> dict[str, Any]:
+    rule: dict[str, Any] = {"id": meta.id, "name": meta.title, "ruleset": meta.ruleset}
+    if meta.description:
+        rule["description"] = meta.description
+    if meta.references:
+        rule["reference"] = list(meta.references)
+    if meta.version:
+        rule["version"] = meta.version
+    level = meta.level or "medium"
+    alert_meta: dict[str, Any] = {"level": level, "event_ids": list(event_ids)}
+    if correlation is not None:
+        alert_meta["correlation"] = correlation
+    doc: dict[str, Any] = {
+        "@timestamp": last_event.get("@timestamp"),
+        "event": {
+            "kind": "alert",
+            "id": alert_id(meta.id, event_ids),
+            "severity": SEVERITY.get(level, SEVERITY["medium"]),
+            "module": "sisguard",
+            "dataset": "sisguard.alert",
+        },
+        "message": meta.title,
+        "rule": rule,
+        "sisguard": {"alert": alert_meta},
+    }
+    threat = threat_of(meta.tags)
+    if threat is not None:
+        doc["threat"] = threat
+    if meta.tags:
+        doc["tags"] = list(meta.tags)
+    for name in COPIED_FIELDS:
+        value = last_event.get(name)
+        if isinstance(value, dict):
+            doc[name] = json.loads(json.dumps(value, default=str))
+    return doc

@@ -1,0 +1,220 @@
+"""Compile pySigma's parsed condition trees into closures over an ``EventView``.
+
+pySigma resolves identifiers, ``1 of x*``, ``all of them`` and value lists into a tree
+of ``ConditionAND``/``OR``/``NOT`` with field=value leaves. We compile that tree; inside
+an OR, string leaves on the same field are merged into one predicate (one lookup, one
+set test or one regex), which is where most of the speed comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionItem,
+    ConditionNOT,
+    ConditionOR,
+    ConditionValueExpression,
+)
+from sigma.rule import SigmaDetectionItem
+from sigma.types import (
+    SigmaBool,
+    SigmaCasedString,
+    SigmaCIDRExpression,
+    SigmaCompareExpression,
+    SigmaExists,
+    SigmaExpansion,
+    SigmaFieldReference,
+    SigmaNull,
+    SigmaNumber,
+    SigmaRegularExpression,
+    SigmaString,
+    SigmaType,
+    SpecialChars,
+)
+
+from collector.detection import matcher
+from collector.detection.fieldmap import UnknownFieldError, resolve_field
+from collector.detection.matcher import EventView, Leaf
+from collector.detection.modifiers import (
+    ENCODING_MODIFIERS,
+    MODIFIER_NAMES,
+    UNSUPPORTED_MODIFIERS,
+    Pattern,
+    UnsupportedConstruct,
+    regex_pattern,
+    string_pattern,
+    text_predicate,
+)
+
+# Keyword (bare value) detections search these fields.
+KEYWORD_FIELDS = ("message", "event.original")
+
+Node = ConditionItem | ConditionFieldEqualsValueExpression | ConditionValueExpression | None
+_GroupKey = tuple[tuple[str, ...], bool]  # (fields, cased)
+
+
+class ConditionCompiler:
+    """Compiles one rule's condition; ``mapping`` maps Sigma field names to ECS."""
+
+    def __init__(self, mapping: Mapping[str, str]) -> None:
+        self.mapping = mapping
+
+    def compile(self, node: Node) -> Leaf:
+        if node is None:
+            raise UnsupportedConstruct("empty condition", "the condition selects nothing")
+        if isinstance(node, ConditionNOT):
+            inner = self.compile(node.args[0])
+            return lambda ev: not inner(ev)
+        if isinstance(node, ConditionAND):
+            return _all([self.compile(arg) for arg in node.args])
+        if isinstance(node, ConditionOR):
+            return self._compile_or(node.args)
+        if isinstance(node, ConditionFieldEqualsValueExpression | ConditionValueExpression):
+            return self._leaf(node)
+        raise UnsupportedConstruct(type(node).__name__, "unknown condition element")
+
+    def _compile_or(self, args: Sequence[Any]) -> Leaf:
+        groups: dict[_GroupKey, list[Pattern]] = {}
+        others: list[Leaf] = []
+        for arg in args:
+            grouped = self._patterns(arg)
+            if grouped is None:
+                others.append(self.compile(arg))
+            else:
+                key, patterns = grouped
+                groups.setdefault(key, []).extend(patterns)
+        leaves = [matcher.text_leaf(paths, text_predicate(patterns), cased=cased)
+                  for (paths, cased), patterns in groups.items()]
+        return _any(leaves + others)
+
+    def _field(self, node: ConditionFieldEqualsValueExpression | ConditionValueExpression
+               ) -> tuple[str, ...]:
+        if isinstance(node, ConditionValueExpression):
+            return KEYWORD_FIELDS
+        try:
+            return (resolve_field(node.field, self.mapping),)
+        except UnknownFieldError as e:
+            raise UnsupportedConstruct(f"field {node.field}", str(e), field=node.field) from e
+
+    def _patterns(self, node: Any) -> tuple[_GroupKey, list[Pattern]] | None:
+        """The text patterns of a string leaf (None if node is not one)."""
+        if not isinstance(node, ConditionFieldEqualsValueExpression | ConditionValueExpression):
+            return None
+        _check_modifiers(node)
+        values = node.value.values if isinstance(node.value, SigmaExpansion) else [node.value]
+        strings = [v for v in values if isinstance(v, SigmaString | SigmaRegularExpression)]
+        if len(strings) != len(values):
+            return None
+        encoded = bool(ENCODING_MODIFIERS & _modifier_names(node))
+        keyword = isinstance(node, ConditionValueExpression)
+        patterns = [_pattern(v, encoded=encoded, keyword=keyword) for v in strings]
+        cased_set = {p.cased for p in patterns}
+        if len(cased_set) != 1:
+            return None
+        return (self._field(node), cased_set.pop()), patterns
+
+    def _leaf(self, node: ConditionFieldEqualsValueExpression | ConditionValueExpression) -> Leaf:
+        grouped = self._patterns(node)
+        if grouped is not None:
+            (paths, cased), patterns = grouped
+            return matcher.text_leaf(paths, text_predicate(patterns), cased=cased)
+        value = node.value
+        if isinstance(value, SigmaExpansion):
+            return _any([self._leaf(type(node)(*_with_value(node, v))) for v in value.values])
+        if isinstance(node, ConditionValueExpression):
+            raise UnsupportedConstruct(f"keyword value {type(value).__name__}",
+                                       "keywords must be strings")
+        (path,) = self._field(node)
+        return self._typed_leaf(path, value, node)
+
+    def _typed_leaf(self, path: str, value: SigmaType,
+                    node: ConditionFieldEqualsValueExpression) -> Leaf:
+        if isinstance(value, SigmaNull):
+            return matcher.null_leaf(path)
+        if isinstance(value, SigmaExists):
+            return matcher.exists_leaf(path, value.exists)
+        if isinstance(value, SigmaBool):
+            return matcher.bool_leaf(path, value.boolean)
+        if isinstance(value, SigmaNumber):
+            return matcher.number_leaf(path, value.number)
+        if isinstance(value, SigmaCompareExpression):
+            op = value.op.name.lower()
+            return matcher.compare_leaf(path, op, value.number.number)
+        if isinstance(value, SigmaCIDRExpression):
+            return matcher.cidr_leaf(path, value.network)
+        if isinstance(value, SigmaFieldReference):
+            try:
+                other = resolve_field(value.field, self.mapping)
+            except UnknownFieldError as e:
+                raise UnsupportedConstruct("fieldref", str(e), field=node.field) from e
+            return matcher.fieldref_leaf(path, other, starts=value.starts_with,
+                                         ends=value.ends_with, cased=False)
+        raise UnsupportedConstruct(f"value type {type(value).__name__}",
+                                   "not supported by the sisguard engine", field=node.field)
+
+
+def _with_value(node: ConditionFieldEqualsValueExpression | ConditionValueExpression,
+                value: SigmaType) -> tuple[Any, ...]:
+    if isinstance(node, ConditionFieldEqualsValueExpression):
+        return (node.field, value)
+    return (value,)
+
+
+def _modifier_names(node: Any) -> set[str]:
+    item = node.parent
+    while item is not None and not isinstance(item, SigmaDetectionItem):
+        item = getattr(item, "parent", None)
+    if item is None:
+        return set()
+    return {MODIFIER_NAMES.get(m, m.__name__) for m in item.modifiers}
+
+
+def _check_modifiers(node: Any) -> None:
+    for name in _modifier_names(node):
+        reason = UNSUPPORTED_MODIFIERS.get(name)
+        if reason is not None:
+            raise UnsupportedConstruct(f"modifier |{name}", reason,
+                                       field=getattr(node, "field", None))
+
+
+def _pattern(value: SigmaString | SigmaRegularExpression, *, encoded: bool,
+             keyword: bool) -> Pattern:
+    if isinstance(value, SigmaRegularExpression):
+        return regex_pattern(value)
+    cased = encoded or isinstance(value, SigmaCasedString)
+    if keyword:
+        # A keyword is a substring search of the message.
+        if not value.startswith(SpecialChars.WILDCARD_MULTI):
+            value = SpecialChars.WILDCARD_MULTI + value
+        if not value.endswith(SpecialChars.WILDCARD_MULTI):
+            value = value + SpecialChars.WILDCARD_MULTI
+    return string_pattern(value, cased=cased)
+
+
+def _all(leaves: Sequence[Leaf]) -> Leaf:
+    if len(leaves) == 1:
+        return leaves[0]
+    if len(leaves) == 2:
+        first, second = leaves
+        return lambda ev: first(ev) and second(ev)
+    if len(leaves) == 3:
+        a, b, c = leaves
+        return lambda ev: a(ev) and b(ev) and c(ev)
+    return lambda ev: all(leaf(ev) for leaf in leaves)
+
+
+def _any(leaves: Sequence[Leaf]) -> Leaf:
+    if len(leaves) == 1:
+        return leaves[0]
+    if len(leaves) == 2:
+        first, second = leaves
+        return lambda ev: first(ev) or second(ev)
+    return lambda ev: any(leaf(ev) for leaf in leaves)
+
+
+def compile_condition(node: Node, mapping: Mapping[str, str]) -> Callable[[EventView], bool]:
+    return ConditionCompiler(mapping).compile(node)

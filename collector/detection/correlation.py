@@ -1,0 +1,202 @@
+"""Correlation state: counts and sequences of rule matches over event time.
+
+One ``CorrelationState`` per correlation rule, guarded by its own lock. Matches are
+grouped by the group-by values; each group keeps the matches of the last ``timespan``
+seconds of event time (``@timestamp``). State is bounded: at most ``max_groups`` groups
+(least recently updated evicted first) and ``max_events`` matches per group; groups
+whose newest match is older than the newest event time seen minus ``timespan`` expire.
+
+When a group satisfies the condition it fires once and starts afresh, so a burst of
+fifty failed logins raises one alert per threshold crossing, not fifty.
+``gt/gte/eq`` are checked on each match; ``lt/lte`` when a group's window closes
+(no match for ``timespan``), since "fewer than" is only known at the end.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.detection.matcher import as_text, lookup
+from collector.detection.rules import CorrelationRule, CorrelationType
+
+DEFAULT_MAX_GROUPS = 10_000
+DEFAULT_MAX_EVENTS = 1_000
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+    "eq": lambda a, b: a == b,
+}
+
+
+@dataclass(frozen=True)
+class Match:
+    """A rule match (or a fired correlation) fed to a correlation."""
+
+    ts: float
+    event_ids: tuple[str, ...]
+    doc: Mapping[str, Any]
+    value: str | None = None  # value_count: the value of the counted field
+
+
+@dataclass(frozen=True)
+class Firing:
+    event_ids: tuple[str, ...]
+    last: Mapping[str, Any]
+    ts: float
+
+
+@dataclass
+class _Group:
+    last_ts: float
+    # one deque per reference for temporal types; index 0 only for the count types
+    entries: list[deque[Match]] = field(default_factory=list)
+
+
+def _key_part(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(as_text(v) for v in value)
+    return as_text(value)
+
+
+class CorrelationState:
+    def __init__(self, rule: CorrelationRule, *, max_groups: int = DEFAULT_MAX_GROUPS,
+                 max_events: int = DEFAULT_MAX_EVENTS) -> None:
+        self.rule = rule
+        self.max_groups = max_groups
+        self.max_events = max_events
+        self._lock = threading.Lock()
+        self._groups: OrderedDict[tuple[Any, ...], _Group] = OrderedDict()
+        self._watermark = float("-inf")
+        self._check = _OPS[rule.op]
+        self._slots = (len(rule.references)
+                       if rule.type in (CorrelationType.TEMPORAL, CorrelationType.TEMPORAL_ORDERED)
+                       else 1)
+        self.evicted_groups = 0
+        self.dropped_matches = 0
+
+    def relink(self, rule: CorrelationRule) -> None:
+        """Same definition, new rule object (after a reload)."""
+        self.rule = rule
+
+    @property
+    def group_count(self) -> int:
+        return len(self._groups)
+
+    def group_key(self, ref: str, doc: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(_key_part(lookup(doc, p)) for p in self.rule.group_paths.get(ref, ()))
+
+    def feed(self, ref: str, doc: Mapping[str, Any], ts: float,
+             event_ids: tuple[str, ...]) -> list[Firing]:
+        rule = self.rule
+        value = None
+        if rule.type is CorrelationType.VALUE_COUNT:
+            value = as_text(lookup(doc, rule.value_paths.get(ref, "")))
+            if value is None:
+                return []
+        slot = rule.references.index(ref) if self._slots > 1 else 0
+        key = self.group_key(ref, doc)
+        with self._lock:
+            firings = self._expire(ts)
+            group = self._groups.get(key)
+            if group is None:
+                group = self._new_group(key, ts)
+            else:
+                self._groups.move_to_end(key)
+                group.last_ts = max(group.last_ts, ts)
+            entries = group.entries[slot]
+            entries.append(Match(ts, event_ids, doc, value))
+            if len(entries) > self.max_events:
+                entries.popleft()
+                self.dropped_matches += 1
+            self._prune(group, ts)
+            fired = self._evaluate(group, slot, closing=False)
+            if fired is not None:
+                firings.append(fired)
+                for dq in group.entries:
+                    dq.clear()
+        return firings
+
+    def _new_group(self, key: tuple[Any, ...], ts: float) -> _Group:
+        while len(self._groups) >= self.max_groups:
+            self._groups.popitem(last=False)
+            self.evicted_groups += 1
+        group = _Group(ts, [deque() for _ in range(self._slots)])
+        self._groups[key] = group
+        return group
+
+    def _prune(self, group: _Group, now: float) -> None:
+        horizon = now - self.rule.timespan
+        for dq in group.entries:
+            while dq and dq[0].ts < horizon:
+                dq.popleft()
+
+    def _expire(self, ts: float) -> list[Firing]:
+        firings: list[Firing] = []
+        if ts <= self._watermark:
+            return firings
+        self._watermark = ts
+        horizon = ts - self.rule.timespan
+        while self._groups:
+            key, group = next(iter(self._groups.items()))
+            if group.last_ts >= horizon:
+                break
+            del self._groups[key]
+            if self.rule.op in ("lt", "lte"):
+                fired = self._evaluate(group, 0, closing=True)
+                if fired is not None:
+                    firings.append(fired)
+        return firings
+
+    def _evaluate(self, group: _Group, slot: int, *, closing: bool) -> Firing | None:
+        rule = self.rule
+        if (rule.op in ("lt", "lte")) != closing:
+            return None
+        if rule.type is CorrelationType.EVENT_COUNT:
+            chosen = list(group.entries[0])
+            measure = float(len(chosen))
+        elif rule.type is CorrelationType.VALUE_COUNT:
+            chosen = list(group.entries[0])
+            measure = float(len({m.value for m in chosen}))
+        elif rule.type is CorrelationType.TEMPORAL:
+            chosen = [m for dq in group.entries for m in dq]
+            measure = float(sum(1 for dq in group.entries if dq))
+        else:
+            if slot != self._slots - 1:
+                return None
+            chain = self._ordered_chain(group)
+            if chain is None:
+                return None
+            chosen = chain
+            measure = float(len(chain))
+        if not chosen or not self._check(measure, rule.count):
+            return None
+        chosen.sort(key=lambda m: m.ts)
+        ids: list[str] = []
+        for m in chosen:
+            ids.extend(i for i in m.event_ids if i not in ids)
+        return Firing(tuple(ids), chosen[-1].doc, chosen[-1].ts)
+
+    def _ordered_chain(self, group: _Group) -> list[Match] | None:
+        """Latest matches of refs 0..n-1 in order, all within the timespan."""
+        chain: list[Match] = []
+        bound = float("inf")
+        for dq in reversed(group.entries):
+            candidates = [m for m in dq if m.ts <= bound]
+            if not candidates:
+                return None
+            pick = candidates[-1]
+            chain.append(pick)
+            bound = pick.ts
+        chain.reverse()
+        if chain[-1].ts - chain[0].ts > self.rule.timespan:
+            return None
+        return chain
+
+    def stats(self) -> dict[str, int]:
+        return {"groups": self.group_count, "evicted_groups": self.evicted_groups,
+                "dropped_matches": self.dropped_matches}

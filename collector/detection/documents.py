@@ -1,0 +1,203 @@
+"""Rule files as YAML documents that remember positions, and errors placed in them.
+
+pySigma reports what is wrong but not where. Each document here is a ``PositionedDict``
+(common/yamlconf.py), so an error can be put on the line of the key it is about: the
+pySigma error class says which key (``level``, ``logsource``, ``correlation``...), and
+detection errors are pinned by re-parsing the detection items one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sigma import exceptions as sx
+from sigma.rule import SigmaDetectionItem
+
+from collector.detection.rules import RuleLoadError
+from common.errors import Location
+
+
+class PositionedDict(dict[str, Any]):
+    """A mapping that knows the (line, column) of each key, counted from 1.
+
+    Same idea as common/yamlconf.py, with multi-document files and non-string keys kept.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.positions: dict[str, tuple[int, int]] = {}
+        self.start: tuple[int, int] | None = None
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> PositionedDict:
+    loader.flatten_mapping(node)
+    result = PositionedDict()
+    result.start = (node.start_mark.line + 1, node.start_mark.column + 1)
+    for key_node, value_node in node.value:
+        key = str(loader.construct_object(key_node, deep=True))
+        if key in result:
+            raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}",
+                                       problem_mark=key_node.start_mark)
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.positions[key] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@dataclass
+class Document:
+    path: str
+    data: PositionedDict
+    text: str  # the document's own text, for fingerprints
+
+    def at(self, *keys: str) -> Location:
+        """Location of the deepest of the nested keys that exists."""
+        node: Any = self.data
+        best = self.data.start or (1, 1)
+        for key in keys:
+            if not isinstance(node, PositionedDict) or key not in node:
+                break
+            best = node.positions.get(key, best)
+            node = node[key]
+        return Location(self.path, best[0], best[1])
+
+
+def read_documents(path: Path, errors: list[RuleLoadError]) -> list[Document]:
+    """The YAML documents of a file (``---`` separated); problems go to errors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        errors.append(RuleLoadError(Location(str(path)), f"cannot read rule file: {e}"))
+        return []
+    docs: list[Document] = []
+    try:
+        loader = _Loader(text)
+        try:
+            while loader.check_node():
+                start = loader.peek_event().start_mark.index  # type: ignore[no-untyped-call]
+                data = loader.get_data()
+                end = loader.peek_event().start_mark.index  # type: ignore[no-untyped-call]
+                if data is None:
+                    continue
+                if not isinstance(data, PositionedDict):
+                    errors.append(RuleLoadError(Location(str(path), 1, 1),
+                                                "a rule document must be a mapping"))
+                    continue
+                docs.append(Document(str(path), data, text[start:end]))
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = (Location(str(path), mark.line + 1, mark.column + 1) if mark
+                 else Location(str(path)))
+        errors.append(RuleLoadError(where, f"invalid YAML: {e.problem or e}"))
+    except yaml.YAMLError as e:
+        errors.append(RuleLoadError(Location(str(path)), f"invalid YAML: {e}"))
+    return docs
+
+
+_KEY_OF_ERROR: dict[type[sx.SigmaError], tuple[str, ...]] = {
+    sx.SigmaIdentifierError: ("id",),
+    sx.SigmaTitleError: ("title",),
+    sx.SigmaNameError: ("name",),
+    sx.SigmaLevelError: ("level",),
+    sx.SigmaStatusError: ("status",),
+    sx.SigmaDateError: ("date",),
+    sx.SigmaModifiedError: ("modified",),
+    sx.SigmaTagError: ("tags",),
+    sx.SigmaReferencesError: ("references",),
+    sx.SigmaRelatedError: ("related",),
+    sx.SigmaAuthorError: ("author",),
+    sx.SigmaDescriptionError: ("description",),
+    sx.SigmaFalsePositivesError: ("falsepositives",),
+    sx.SigmaFieldsError: ("fields",),
+    sx.SigmaLicenseError: ("license",),
+    sx.SigmaScopeError: ("scope",),
+    sx.SigmaTaxonomyError: ("taxonomy",),
+    sx.SigmaLogsourceError: ("logsource",),
+    sx.SigmaConditionError: ("detection", "condition"),
+    sx.SigmaTimespanError: ("correlation", "timespan"),
+    sx.SigmaCorrelationTypeError: ("correlation", "type"),
+    sx.SigmaCorrelationConditionError: ("correlation", "condition"),
+    sx.SigmaFilterConditionError: ("filter", "condition"),
+    sx.SigmaFilterRuleReferenceError: ("filter", "rules"),
+    sx.SigmaFilterError: ("filter",),
+    sx.SigmaCorrelationRuleError: ("correlation",),
+}
+
+
+def _detection_items(node: Any, keys: tuple[str, ...]
+                     ) -> Iterator[tuple[tuple[str, ...], str | None, Any, Any]]:
+    """(key path, detection key, value, containing mapping) for every item."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield keys, key, value, node
+    elif isinstance(node, list):
+        if all(not isinstance(v, dict | list) for v in node):
+            yield keys, None, node, None
+        else:
+            for item in node:
+                yield from _detection_items(item, keys)
+    else:
+        yield keys, None, node, None
+
+
+def _item_location(doc: Document, section: str, ident: str, key: str | None,
+                   holder: Any) -> Location:
+    if key is not None and isinstance(holder, PositionedDict) and key in holder.positions:
+        line, col = holder.positions[key]
+        return Location(doc.path, line, col)
+    return doc.at(section, ident)
+
+
+def locate_detection_key(doc: Document, field: str | None, section: str = "detection"
+                         ) -> Location:
+    """Where a detection key for the field (``Field|mods``) is; else the section."""
+    detection = doc.data.get(section)
+    if isinstance(detection, dict) and field is not None:
+        for ident, definition in detection.items():
+            for _keys, key, _value, holder in _detection_items(definition, ()):
+                if key is not None and key.split("|")[0] == field:
+                    return _item_location(doc, section, ident, key, holder)
+    return doc.at(section)
+
+
+def pinpoint_detection_error(doc: Document, section: str = "detection") -> Location | None:
+    """Re-parse detection items one by one; the location of the first that fails."""
+    detection = doc.data.get(section)
+    if not isinstance(detection, dict):
+        return None
+    for ident, definition in detection.items():
+        if ident in ("condition", "rules", "timeframe"):
+            continue
+        for _keys, key, value, holder in _detection_items(definition, ()):
+            try:
+                SigmaDetectionItem.from_mapping(key, value)
+            except (sx.SigmaError, TypeError, ValueError):
+                return _item_location(doc, section, ident, key, holder)
+    return None
+
+
+def locate_sigma_error(doc: Document, error: Exception) -> Location:
+    for cls in type(error).__mro__:
+        keys = _KEY_OF_ERROR.get(cls)
+        if keys is not None:
+            return doc.at(*keys)
+    section = "filter" if "filter" in doc.data else "detection"
+    return pinpoint_detection_error(doc, section) or doc.at(section)
+
+
+def sigma_message(error: Exception) -> str:
+    """pySigma's message without its own ' in <path>' suffix."""
+    args = getattr(error, "args", ())
+    return str(args[0]) if args else str(error)

@@ -1,0 +1,230 @@
+"""The detection engine: an immutable rule snapshot, swapped atomically on reload.
+
+``process(event)`` classifies the event once (logsources.py), tries only the rules
+indexed under the log sources it satisfies, feeds matches to correlations and returns
+alert documents. It never raises: a rule or event that fails is counted and logged.
+Several threads may call ``process`` at once: the snapshot is read-only, correlation
+state has its own locks, counters a lock of their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from collector.detection.alerts import build_alert, event_id_of
+from collector.detection.correlation import (
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_GROUPS,
+    CorrelationState,
+    Firing,
+)
+from collector.detection.loader import load_rules
+from collector.detection.logsources import EventKind, LogsourceKey, event_kind, satisfied_keys
+from collector.detection.matcher import EventView
+from collector.detection.rules import CorrelationRule, DetectionRule, LoadResult, Rule
+from common.logs import get_logger
+
+log = get_logger("sisguard.collector.detection")
+
+_KIND_CACHE_LIMIT = 4096
+_MAX_CHAIN = 16
+
+
+def event_time(event: Mapping[str, Any]) -> float:
+    """Seconds since the epoch of the event's @timestamp (now when it has none)."""
+    value = event.get("@timestamp")
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            pass
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return time.time()
+
+
+@dataclass
+class _Snapshot:
+    result: LoadResult
+    index: dict[LogsourceKey, list[DetectionRule]]
+    correlations: dict[str, CorrelationState]  # by correlation rule id
+    consumers: dict[int, list[tuple[CorrelationState, str]]]  # id(rule) -> (state, ref)
+    kinds: dict[EventKind, tuple[DetectionRule, ...]] = field(default_factory=dict)
+
+    def rules_for(self, kind: EventKind) -> tuple[DetectionRule, ...]:
+        rules = self.kinds.get(kind)
+        if rules is None:
+            seen: dict[int, DetectionRule] = {}
+            for key in satisfied_keys(kind):
+                for rule in self.index.get(key, ()):
+                    seen.setdefault(id(rule), rule)
+            rules = tuple(seen.values())
+            if len(self.kinds) >= _KIND_CACHE_LIMIT:
+                self.kinds.clear()
+            self.kinds[kind] = rules
+        return rules
+
+
+def _state_key(rule: CorrelationRule) -> tuple[str, str]:
+    return (rule.meta.id, rule.fingerprint)
+
+
+class DetectionEngine:
+    def __init__(self, result: LoadResult, *, max_groups: int = DEFAULT_MAX_GROUPS,
+                 max_events: int = DEFAULT_MAX_EVENTS) -> None:
+        self._max_groups = max_groups
+        self._max_events = max_events
+        self._stats_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
+        self._events = itertools.count(1)
+        self._alerts = 0
+        self._errors = 0
+        self._per_rule: dict[str, dict[str, Any]] = {}
+        self._snapshot = self._build(result, {})
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[Path], *, filters: Sequence[Path] = ()
+                   ) -> DetectionEngine:
+        return cls(load_rules(paths, filters=filters))
+
+    @property
+    def result(self) -> LoadResult:
+        return self._snapshot.result
+
+    def _build(self, result: LoadResult, old: Mapping[tuple[str, str], CorrelationState]
+               ) -> _Snapshot:
+        index: dict[LogsourceKey, list[DetectionRule]] = {}
+        for detection in result.detections:
+            for key in detection.keys:
+                index.setdefault(key, []).append(detection)
+        states: dict[str, CorrelationState] = {}
+        for corr in result.correlations:
+            state = old.get(_state_key(corr))
+            if state is None:
+                state = CorrelationState(corr, max_groups=self._max_groups,
+                                         max_events=self._max_events)
+            else:
+                state.relink(corr)
+            states[corr.meta.id] = state
+        by_ref: dict[str, Rule] = {}
+        for rule in result.rules:
+            by_ref[rule.meta.id] = rule
+            if rule.meta.name:
+                by_ref.setdefault(rule.meta.name, rule)
+        consumers: dict[int, list[tuple[CorrelationState, str]]] = {}
+        for corr in result.correlations:
+            for ref in corr.references:
+                target = by_ref.get(ref)
+                if target is not None:
+                    consumers.setdefault(id(target), []).append((states[corr.meta.id], ref))
+        return _Snapshot(result, index, states, consumers)
+
+    def replace(self, result: LoadResult) -> None:
+        """Swap in new rules; correlation state survives where a rule is unchanged."""
+        with self._swap_lock:
+            old = {_state_key(s.rule): s for s in self._snapshot.correlations.values()}
+            self._snapshot = self._build(result, old)
+
+    def process(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+        next(self._events)
+        snap = self._snapshot
+        try:
+            rules = snap.rules_for(event_kind(event))
+            view = EventView(event)
+        except Exception:  # a malformed event must not stop the stream
+            log.exception("detection: cannot classify event")
+            self._count(errors=1)
+            return []
+        matched: list[DetectionRule] = []
+        failed: list[DetectionRule] = []
+        for rule in rules:
+            try:
+                if rule.match(view):
+                    matched.append(rule)
+            except Exception:
+                failed.append(rule)
+                log.exception("detection: rule failed on event", rule=rule.meta.id)
+        alerts: list[dict[str, Any]] = []
+        fired: list[CorrelationRule] = []
+        if matched:
+            try:
+                self._on_matches(snap, event, matched, alerts, fired)
+            except Exception:
+                log.exception("detection: correlation failed")
+                self._count(errors=1)
+        if matched or failed or alerts:
+            self._count(matched=matched, fired=fired, failed=failed, alerts=len(alerts))
+        return alerts
+
+    def _on_matches(self, snap: _Snapshot, event: Mapping[str, Any],
+                    matched: list[DetectionRule], alerts: list[dict[str, Any]],
+                    fired: list[CorrelationRule]) -> None:
+        ids = (event_id_of(event),)
+        ts: float | None = None
+        for rule in matched:
+            if rule.generate:
+                alerts.append(build_alert(rule.meta, event, ids))
+            consumers = snap.consumers.get(id(rule))
+            if not consumers:
+                continue
+            if ts is None:
+                ts = event_time(event)
+            for state, ref in consumers:
+                self._feed(snap, state, ref, event, ts, ids, alerts, fired, 0)
+
+    def _feed(self, snap: _Snapshot, state: CorrelationState, ref: str,
+              doc: Mapping[str, Any], ts: float, ids: tuple[str, ...],
+              alerts: list[dict[str, Any]], fired: list[CorrelationRule], depth: int) -> None:
+        if depth > _MAX_CHAIN:
+            return
+        for firing in state.feed(ref, doc, ts, ids):
+            self._fire(snap, state.rule, firing, alerts, fired, depth)
+
+    def _fire(self, snap: _Snapshot, rule: CorrelationRule, firing: Firing,
+              alerts: list[dict[str, Any]], fired: list[CorrelationRule], depth: int) -> None:
+        fired.append(rule)
+        if rule.emits:
+            alerts.append(build_alert(rule.meta, firing.last, firing.event_ids,
+                                      correlation=rule.type.value))
+        for state, ref in snap.consumers.get(id(rule), ()):
+            self._feed(snap, state, ref, firing.last, firing.ts, firing.event_ids,
+                       alerts, fired, depth + 1)
+
+    def _rule_stats(self, rule: Rule) -> dict[str, Any]:
+        entry = self._per_rule.get(rule.meta.id)
+        if entry is None:
+            entry = self._per_rule[rule.meta.id] = {"title": rule.meta.title, "matches": 0,
+                                                    "errors": 0}
+        return entry
+
+    def _count(self, *, matched: Sequence[Rule] = (), fired: Sequence[Rule] = (),
+               failed: Sequence[Rule] = (), alerts: int = 0, errors: int = 0) -> None:
+        with self._stats_lock:
+            self._alerts += alerts
+            self._errors += errors + len(failed)
+            for rule in (*matched, *fired):
+                self._rule_stats(rule)["matches"] += 1
+            for rule in failed:
+                self._rule_stats(rule)["errors"] += 1
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: events, alerts, errors, per-rule matches/errors, correlation state."""
+        snap = self._snapshot
+        # The count's next value, read without consuming it (next() is atomic, += is not).
+        events = int(self._events.__reduce__()[1][0]) - 1
+        with self._stats_lock:
+            return {
+                "events": events,
+                "alerts": self._alerts,
+                "errors": self._errors,
+                "rules_loaded": len(snap.result.rules),
+                "rules": {k: dict(v) for k, v in self._per_rule.items()},
+                "correlations": {k: s.stats() for k, s in snap.correlations.items()},
+            }

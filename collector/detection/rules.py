@@ -1,0 +1,116 @@
+"""What loading produces: compiled detection rules, correlation rules, load errors."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.detection.logsources import LogsourceKey
+from collector.detection.matcher import EventView
+from common.errors import Location, SisguardError
+
+
+class RuleLoadError(SisguardError):
+    """A rule, filter or test case that could not be loaded; says where."""
+
+    def __init__(self, location: Location, message: str) -> None:
+        super().__init__(message, location=location)
+
+    @property
+    def where(self) -> Location:
+        assert self.location is not None
+        return self.location
+
+
+@dataclass(frozen=True)
+class RuleMeta:
+    """What an alert says about the rule that raised it."""
+
+    id: str
+    title: str
+    name: str | None = None
+    description: str = ""
+    references: tuple[str, ...] = ()
+    level: str | None = None
+    tags: tuple[str, ...] = ()
+    ruleset: str = "sisguard"
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class TestCase:
+    """One case of a rule's ``tests:`` list."""
+
+    __test__ = False  # not a pytest class
+
+    name: str
+    events: tuple[Mapping[str, Any], ...]
+    alerts: int
+    location: Location
+
+
+@dataclass
+class DetectionRule:
+    meta: RuleMeta
+    location: Location
+    keys: tuple[LogsourceKey, ...]
+    match: Callable[[EventView], bool]
+    mapping: Mapping[str, str]
+    fingerprint: str
+    tests: tuple[TestCase, ...] = ()
+    generate: bool = True  # False when only correlations use its matches
+
+    @property
+    def path(self) -> str:
+        return self.location.path
+
+
+class CorrelationType(enum.Enum):
+    EVENT_COUNT = "event_count"
+    VALUE_COUNT = "value_count"
+    TEMPORAL = "temporal"
+    TEMPORAL_ORDERED = "temporal_ordered"
+
+
+@dataclass
+class CorrelationRule:
+    meta: RuleMeta
+    location: Location
+    type: CorrelationType
+    references: tuple[str, ...]  # ids or names of rules / correlations, in order
+    group_by: tuple[str, ...]
+    timespan: float  # seconds
+    op: str  # gt, gte, lt, lte, eq
+    count: float
+    value_field: str | None  # value_count: the field whose distinct values count
+    aliases: Mapping[str, Mapping[str, str]]  # alias -> reference -> field
+    fingerprint: str
+    generate: bool = False
+    tests: tuple[TestCase, ...] = ()
+    # Filled by linking: reference -> ECS paths of the group-by fields (and value field).
+    group_paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    value_paths: dict[str, str] = field(default_factory=dict)
+    emits: bool = True  # False when a chained correlation consumes it and generate is off
+
+    @property
+    def path(self) -> str:
+        return self.location.path
+
+
+Rule = DetectionRule | CorrelationRule
+
+
+@dataclass
+class LoadResult:
+    rules: list[Rule] = field(default_factory=list)
+    errors: list[RuleLoadError] = field(default_factory=list)
+
+    @property
+    def detections(self) -> list[DetectionRule]:
+        return [r for r in self.rules if isinstance(r, DetectionRule)]
+
+    @property
+    def correlations(self) -> list[CorrelationRule]:
+        return [r for r in self.rules if isinstance(r, CorrelationRule)]
