@@ -19,7 +19,7 @@ from sigma.conditions import (
     ConditionOR,
     ConditionValueExpression,
 )
-from sigma.rule import SigmaDetectionItem
+from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaDetections
 from sigma.types import (
     SigmaBool,
     SigmaCasedString,
@@ -60,8 +60,12 @@ _GroupKey = tuple[tuple[str, ...], bool]  # (fields, cased)
 class ConditionCompiler:
     """Compiles one rule's condition; ``mapping`` maps Sigma field names to ECS."""
 
-    def __init__(self, mapping: Mapping[str, str]) -> None:
+    def __init__(self, mapping: Mapping[str, str],
+                 modifiers: Mapping[int, frozenset[str]] | None = None) -> None:
         self.mapping = mapping
+        # id(value) -> modifier names of the detection item the value came from
+        # (pySigma re-parents leaves, so the tree alone does not say).
+        self.modifiers = modifiers or {}
 
     def compile(self, node: Node) -> Leaf:
         if node is None:
@@ -104,12 +108,13 @@ class ConditionCompiler:
         """The text patterns of a string leaf (None if node is not one)."""
         if not isinstance(node, ConditionFieldEqualsValueExpression | ConditionValueExpression):
             return None
-        _check_modifiers(node)
+        names = self.modifiers.get(id(node.value), frozenset())
+        _check_modifiers(node, names)
         values = node.value.values if isinstance(node.value, SigmaExpansion) else [node.value]
         strings = [v for v in values if isinstance(v, SigmaString | SigmaRegularExpression)]
         if len(strings) != len(values):
             return None
-        encoded = bool(ENCODING_MODIFIERS & _modifier_names(node))
+        encoded = bool(ENCODING_MODIFIERS & names)
         keyword = isinstance(node, ConditionValueExpression)
         patterns = [_pattern(v, encoded=encoded, keyword=keyword) for v in strings]
         cased_set = {p.cased for p in patterns}
@@ -164,17 +169,26 @@ def _with_value(node: ConditionFieldEqualsValueExpression | ConditionValueExpres
     return (value,)
 
 
-def _modifier_names(node: Any) -> set[str]:
-    item = node.parent
-    while item is not None and not isinstance(item, SigmaDetectionItem):
-        item = getattr(item, "parent", None)
-    if item is None:
-        return set()
-    return {MODIFIER_NAMES.get(m, m.__name__) for m in item.modifiers}
+def modifiers_by_value(detections: SigmaDetections) -> dict[int, frozenset[str]]:
+    """id(value) -> names of the modifiers of the detection item holding it."""
+    found: dict[int, frozenset[str]] = {}
+
+    def visit(item: SigmaDetection | SigmaDetectionItem) -> None:
+        if isinstance(item, SigmaDetection):
+            for child in item.detection_items:
+                visit(child)
+            return
+        names = frozenset(MODIFIER_NAMES.get(m, m.__name__) for m in item.modifiers)
+        for value in item.value:
+            found[id(value)] = names
+
+    for detection in detections.detections.values():
+        visit(detection)
+    return found
 
 
-def _check_modifiers(node: Any) -> None:
-    for name in _modifier_names(node):
+def _check_modifiers(node: Any, names: frozenset[str]) -> None:
+    for name in names:
         reason = UNSUPPORTED_MODIFIERS.get(name)
         if reason is not None:
             raise UnsupportedConstruct(f"modifier |{name}", reason,
@@ -216,5 +230,7 @@ def _any(leaves: Sequence[Leaf]) -> Leaf:
     return lambda ev: any(leaf(ev) for leaf in leaves)
 
 
-def compile_condition(node: Node, mapping: Mapping[str, str]) -> Callable[[EventView], bool]:
-    return ConditionCompiler(mapping).compile(node)
+def compile_condition(node: Node, mapping: Mapping[str, str],
+                      modifiers: Mapping[int, frozenset[str]] | None = None
+                      ) -> Callable[[EventView], bool]:
+    return ConditionCompiler(mapping, modifiers).compile(node)

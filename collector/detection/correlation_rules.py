@@ -3,7 +3,9 @@
 Linking resolves each correlation's references (rule ids or names, possibly other
 correlations: chains), turns the group-by fields (and aliases) into ECS paths per
 referenced rule, and applies ``generate``: with ``generate: false`` (the default) the
-referenced rules feed the correlation but raise no alerts of their own.
+referenced detection rules feed the correlation but raise no alerts of their own. A
+correlation always raises its own alerts, also when a chained correlation uses it (a brute
+force is worth an alert even when no login follows it).
 """
 
 from __future__ import annotations
@@ -158,14 +160,10 @@ def link_correlations(rules: list[Rule], errors: list[RuleLoadError]) -> list[Ru
     for rule in current:
         if isinstance(rule, DetectionRule):
             rule.generate = True
-        else:
-            rule.emits = True
     for rule in current:
         if isinstance(rule, CorrelationRule) and not rule.generate:
             for ref in rule.references:
                 target = index[ref]
                 if isinstance(target, DetectionRule):
                     target.generate = False
-                else:
-                    target.emits = False
     return current

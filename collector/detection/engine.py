@@ -190,9 +190,8 @@ class DetectionEngine:
     def _fire(self, snap: _Snapshot, rule: CorrelationRule, firing: Firing,
               alerts: list[dict[str, Any]], fired: list[CorrelationRule], depth: int) -> None:
         fired.append(rule)
-        if rule.emits:
-            alerts.append(build_alert(rule.meta, firing.last, firing.event_ids,
-                                      correlation=rule.type.value))
+        alerts.append(build_alert(rule.meta, firing.last, firing.event_ids,
+                                  correlation=rule.type.value))
         for state, ref in snap.consumers.get(id(rule), ()):
             self._feed(snap, state, ref, firing.last, firing.ts, firing.event_ids,
                        alerts, fired, depth + 1)

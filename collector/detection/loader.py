@@ -20,7 +20,7 @@ from sigma.exceptions import SigmaRuleLocation
 from sigma.filters import SigmaFilter
 from sigma.rule import SigmaRule, SigmaRuleBase
 
-from collector.detection.conditions import compile_condition
+from collector.detection.conditions import compile_condition, modifiers_by_value
 from collector.detection.correlation_rules import build_correlation, link_correlations
 from collector.detection.documents import (
     Document,
@@ -218,6 +218,7 @@ def _compile(item: _Parsed, errors: list[RuleLoadError]) -> Rule | None:
         return None
     mapping = field_map_for(source.category, source.service)
     matchers = []
+    modifiers = modifiers_by_value(sigma.detection)
     for condition in sigma.detection.parsed_condition:
         try:
             tree = condition.parsed
@@ -225,7 +226,7 @@ def _compile(item: _Parsed, errors: list[RuleLoadError]) -> Rule | None:
             errors.append(RuleLoadError(doc.at("detection", "condition"), sigma_message(e)))
             return None
         try:
-            matchers.append(compile_condition(tree, mapping))
+            matchers.append(compile_condition(tree, mapping, modifiers))
         except UnsupportedConstruct as e:
             where = (locate_detection_key(doc, e.field) if e.field
                      else doc.at("detection", "condition"))

@@ -92,7 +92,6 @@ class CorrelationRule:
     # Filled by linking: reference -> ECS paths of the group-by fields (and value field).
     group_paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
     value_paths: dict[str, str] = field(default_factory=dict)
-    emits: bool = True  # False when a chained correlation consumes it and generate is off
 
     @property
     def path(self) -> str:

@@ -91,9 +91,9 @@ def net(domain: str = "example.org", ip: str = "93.184.216.34", port: int = 443,
 def ssh(outcome: str, source_ip: str = "203.0.113.9", **fields: Any) -> dict[str, Any]:
     line = (f"{'Accepted' if outcome == 'success' else 'Failed'} password for root "
             f"from {source_ip} port 2222 ssh2")
-    doc = _event("sisguard.auth", "ssh_login", ["start"], source={"ip": source_ip},
-                 user={"name": "root"}, process={"name": "sshd"},
-                 **{"message": line, **fields})
+    base: dict[str, Any] = {"source": {"ip": source_ip}, "user": {"name": "root"},
+                            "process": {"name": "sshd"}, "message": line}
+    doc = _event("sisguard.auth", "ssh_login", ["start"], **{**base, **fields})
     doc["event"]["outcome"] = outcome
     doc["event"]["category"] = ["authentication"]
     return doc
