@@ -46,8 +46,8 @@ MAX_LINE = 64 * 1024
 class AuthConfig:
     paths: tuple[Path, ...] = (Path("/var/log/auth.log"), Path("/var/log/secure"))
     journald: bool = True            # use journalctl when none of the paths exists
-    poll_interval: Duration = Duration(0.5)  # noqa: RUF009 - an immutable float
-    rotate_grace: Duration = Duration(5.0)  # noqa: RUF009
+    poll_interval: Duration = Duration(0.5)
+    rotate_grace: Duration = Duration(5.0)
     start_at: str = "end"            # for a file never seen before: "end" or "beginning"
     extra_programs: tuple[str, ...] = ()   # more syslog tags to keep, as log_line events
 
