@@ -32,7 +32,7 @@ class AgentConfig:
     collectors: tuple[str, ...] = ()          # default: those given at enrollment
     log_level: str = "info"
     heartbeat_interval: Duration = Duration(30.0)
-    sensors: tuple[str, ...] = ("fim",)        # which sensors run
+    sensors: tuple[str, ...] = ("fim", "process", "network", "auth", "inventory")
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     shipper: ShipperConfig = field(default_factory=ShipperConfig)
     # per-sensor settings, checked against each sensor's own config class

@@ -7,8 +7,12 @@ dataclass, and add it here.
 
 from __future__ import annotations
 
+from agent.sensors.auth import AuthConfig, AuthSensor
 from agent.sensors.base import Sensor, SensorContext
 from agent.sensors.fim import FimConfig, FimSensor
+from agent.sensors.inventory import InventoryConfig, InventorySensor
+from agent.sensors.network import NetworkConfig, NetworkSensor
+from agent.sensors.process import ProcessConfig, ProcessSensor
 
 REGISTRY: dict[str, tuple[type[Sensor], type]] = {}
 
@@ -20,5 +24,9 @@ def register(name: str, sensor: type[Sensor], config: type) -> None:
 
 
 register("fim", FimSensor, FimConfig)
+register("process", ProcessSensor, ProcessConfig)
+register("network", NetworkSensor, NetworkConfig)
+register("auth", AuthSensor, AuthConfig)
+register("inventory", InventorySensor, InventoryConfig)
 
 __all__ = ["REGISTRY", "Sensor", "SensorContext", "register"]

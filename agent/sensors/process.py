@@ -206,11 +206,11 @@ class ProcessSensor(Sensor):
             self.emit(self._document(info, "start"))
         elif event.what == What.EXIT:
             self._fork_parent.pop(event.tgid, None)
-            info: Info | None = self._cache.pop(event.tgid, None)  # type: ignore[arg-type]
-            if info is not None and info.reported:
+            ended = self._cache.pop(event.tgid) if event.tgid in self._cache else None
+            if ended is not None and ended.reported:
                 code = event.exit_code
                 exit_code = (code >> 8) & 0xFF if code & 0x7F == 0 else 128 + (code & 0x7F)
-                self.emit(self._document(info, "end", exit_code=exit_code))
+                self.emit(self._document(ended, "end", exit_code=exit_code))
 
     # -- polling -----------------------------------------------------------------------
     def _poll_loop(self) -> None:
