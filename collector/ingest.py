@@ -57,10 +57,11 @@ class _RateLimiter:
 
 def peer_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
     auth = context.auth_context()
-    pems = auth.get("x509_pem_cert")
+    pems = list(auth.get("x509_pem_cert") or [])
     if not pems:
         return None
-    return x509.load_pem_x509_certificate(pems[0])
+    pem: Any = pems[0]
+    return x509.load_pem_x509_certificate(bytes(pem))
 
 
 class IngestService(pb_grpc.IngestServicer):
@@ -101,7 +102,7 @@ class IngestService(pb_grpc.IngestServicer):
         with self._locks_guard:
             return self._agent_locks.setdefault(agent_id, threading.Lock())
 
-    def Stream(self, request_iterator: Iterator[pb.AgentMessage],  # noqa: N802 - gRPC name
+    def Stream(self, request_iterator: Iterator[pb.AgentMessage],
                context: grpc.ServicerContext) -> Iterator[pb.CollectorMessage]:
         agent = self._identify(context)
         peer = context.peer()

@@ -52,10 +52,11 @@ def build_detector(config: CollectorConfig) -> Any:
     engine = DetectionEngine(result)
     log.info("rules loaded", rules=len(result.rules), errors=len(result.errors))
     if config.rules.reload:
-        watcher = RuleWatcher(list(config.rules.paths), engine, interval=1.0,
-                              on_errors=lambda errs: [log.error("rule not reloaded",
-                                                                error=str(e)) for e in errs])
-        watcher.start()
+        def report(errors: list[Any]) -> None:
+            for error in errors:
+                log.error("rule not reloaded; its previous version stays", error=str(error))
+
+        RuleWatcher(list(config.rules.paths), engine, interval=1.0, on_errors=report).start()
     return engine
 
 

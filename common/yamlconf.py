@@ -42,7 +42,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> PositionedDic
     result = PositionedDict()
     result.start = (node.start_mark.line + 1, node.start_mark.column + 1)
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, str | int | float | bool):
             raise yaml.MarkedYAMLError(
                 problem="mapping keys must be scalars", problem_mark=key_node.start_mark
@@ -52,7 +52,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> PositionedDic
             raise yaml.MarkedYAMLError(
                 problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
             )
-        result[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+        result[key] = loader.construct_object(value_node, deep=True)
         result.positions[key] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
     return result
 
@@ -63,7 +63,7 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML text; syntax errors become ConfigError with file, line and column."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         loc = Location(source, mark.line + 1, mark.column + 1) if mark else Location(source)
@@ -155,7 +155,8 @@ def from_dict(cls: type[T], data: Any, *, source: str, path: str = "") -> T:
         except ConfigError:
             raise
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"'{_join(path, key)}': {e}", location=_where(source, data, key)) from e
+            raise ConfigError(f"'{_join(path, key)}': {e}",
+                              location=_where(source, data, key)) from e
     try:
         return cls(**kwargs)
     except TypeError as e:
@@ -166,7 +167,7 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _convert(hint: Any, value: Any, *, source: str, path: str) -> Any:  # noqa: PLR0911, PLR0912
+def _convert(hint: Any, value: Any, *, source: str, path: str) -> Any:
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(hint) if a is not type(None)]
@@ -189,7 +190,8 @@ def _convert(hint: Any, value: Any, *, source: str, path: str) -> Any:  # noqa: 
         if not isinstance(value, dict):
             raise TypeError(f"expected a mapping, got {type(value).__name__}")
         _, vt = get_args(hint)
-        return {str(k): _convert(vt, v, source=source, path=f"{path}.{k}") for k, v in value.items()}
+        return {str(k): _convert(vt, v, source=source, path=f"{path}.{k}")
+                for k, v in value.items()}
     if hint is Duration:
         return Duration(parse_duration(value))
     if hint is Size:

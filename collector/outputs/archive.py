@@ -127,10 +127,10 @@ class JsonlArchive(Output):
         offsets = {p.name: p.stat().st_size for p in self.directory.glob("events-*.jsonl")}
         state = {"hwm": self._hwm, "offsets": offsets}
         tmp = self.directory / "checkpoint.json.tmp"
-        with open(tmp, "w") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+        with open(tmp, "w") as out:
+            json.dump(state, out)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, self.directory / "checkpoint.json")
         self._offsets = offsets
         self._last_checkpoint = time.monotonic()

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from collector.outputs.archive import JsonlArchive
+from collector.outputs.base import Kind, Outcome, Record
+
+
+def _record(agent: str, seq: int, day: str = "2026-11-29") -> Record:
+    doc = {"@timestamp": f"{day}T01:02:03Z", "agent": {"id": agent},
+           "event": {"sequence": seq, "id": f"{agent}-{seq}"}}
+    return Record(Kind.EVENT, f"{agent}-{seq}", doc, agent_id=agent, seq=seq)
+
+
+def test_resent_events_are_duplicates_per_agent(tmp_path: Path) -> None:
+    archive = JsonlArchive(tmp_path)
+    archive.connect()
+    archive.publish([_record("a", 1), _record("a", 2), _record("b", 1)])
+    result = archive.publish([_record("a", 2), _record("a", 3), _record("b", 1)])
+    assert result.outcomes == [Outcome.DUPLICATE, Outcome.STORED, Outcome.DUPLICATE]
+    lines = (tmp_path / "events-2026-11-29.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+
+
+def test_marks_are_recovered_after_a_crash_without_checkpoint(tmp_path: Path) -> None:
+    archive = JsonlArchive(tmp_path)
+    archive.connect()
+    archive.publish([_record("a", 1)])
+    # a crash: later lines written and fsynced, the checkpoint never updated
+    with open(tmp_path / "events-2026-11-30.jsonl", "a") as f:
+        f.write(json.dumps(_record("a", 7, "2026-11-30").document) + "\n")
+        f.write('{"torn": ')  # and a torn last line
+    recovered = JsonlArchive(tmp_path)
+    recovered.connect()
+    assert recovered.high_water_mark("a") == 7
+    assert (tmp_path / "events-2026-11-30.jsonl").read_text().endswith("}\n")
+    assert recovered.publish([_record("a", 7)]).outcomes == [Outcome.DUPLICATE]
+    assert recovered.publish([_record("a", 8)]).outcomes == [Outcome.STORED]
+
+
+def test_alerts_and_events_go_to_their_own_daily_files(tmp_path: Path) -> None:
+    archive = JsonlArchive(tmp_path)
+    archive.connect()
+    alert = Record(Kind.ALERT, "x", {"@timestamp": "2026-11-29T00:00:00Z", "rule": {}})
+    archive.publish([_record("a", 1, "2026-11-28"), alert])
+    assert (tmp_path / "events-2026-11-28.jsonl").exists()
+    assert (tmp_path / "alerts-2026-11-29.jsonl").exists()
