@@ -49,6 +49,7 @@ from collector.detection.modifiers import (
     string_pattern,
     text_predicate,
 )
+from collector.detection.prefilter import Anchor, anchor_score, indexable
 
 # Keyword (bare value) detections search these fields.
 KEYWORD_FIELDS = ("message", "event.original")
@@ -80,6 +81,27 @@ class ConditionCompiler:
         if isinstance(node, ConditionFieldEqualsValueExpression | ConditionValueExpression):
             return self._leaf(node)
         raise UnsupportedConstruct(type(node).__name__, "unknown condition element")
+
+    def anchor(self, node: Node) -> Anchor | None:
+        """A field test every match of node must pass (see prefilter.py), if any."""
+        if isinstance(node, ConditionAND):
+            found = [a for a in (self.anchor(arg) for arg in node.args) if a is not None]
+            return max(found, key=anchor_score) if found else None
+        if isinstance(node, ConditionOR):
+            parts = [self.anchor(arg) for arg in node.args]
+            first = parts[0] if parts else None
+            if first is None or any(p is None or (p.path, p.cased) != (first.path, first.cased)
+                                    for p in parts):
+                return None
+            return Anchor(first.path, first.cased,
+                          tuple(pt for p in parts if p is not None for pt in p.patterns))
+        grouped = self._patterns(node)
+        if grouped is None:
+            return None
+        (paths, cased), patterns = grouped
+        if len(paths) != 1 or not indexable(patterns):
+            return None
+        return Anchor(paths[0], cased, tuple(patterns))
 
     def _compile_or(self, args: Sequence[Any]) -> Leaf:
         groups: dict[_GroupKey, list[Pattern]] = {}

@@ -28,6 +28,7 @@ from collector.detection.correlation import (
 from collector.detection.loader import load_rules
 from collector.detection.logsources import EventKind, LogsourceKey, event_kind, satisfied_keys
 from collector.detection.matcher import EventView
+from collector.detection.prefilter import Prefilter
 from collector.detection.rules import CorrelationRule, DetectionRule, LoadResult, Rule
 from common.logs import get_logger
 
@@ -56,20 +57,31 @@ class _Snapshot:
     index: dict[LogsourceKey, list[DetectionRule]]
     correlations: dict[str, CorrelationState]  # by correlation rule id
     consumers: dict[int, list[tuple[CorrelationState, str]]]  # id(rule) -> (state, ref)
-    kinds: dict[EventKind, tuple[DetectionRule, ...]] = field(default_factory=dict)
+    kinds: dict[EventKind, _Candidates] = field(default_factory=dict)
 
-    def rules_for(self, kind: EventKind) -> tuple[DetectionRule, ...]:
-        rules = self.kinds.get(kind)
-        if rules is None:
+    def rules_for(self, kind: EventKind) -> _Candidates:
+        found = self.kinds.get(kind)
+        if found is None:
             seen: dict[int, DetectionRule] = {}
             for key in satisfied_keys(kind):
                 for rule in self.index.get(key, ()):
                     seen.setdefault(id(rule), rule)
             rules = tuple(seen.values())
+            found = _Candidates(rules, Prefilter([r.anchor for r in rules]))
             if len(self.kinds) >= _KIND_CACHE_LIMIT:
                 self.kinds.clear()
-            self.kinds[kind] = rules
-        return rules
+            self.kinds[kind] = found
+        return found
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    rules: tuple[DetectionRule, ...]
+    prefilter: Prefilter
+
+    def select(self, view: EventView) -> list[DetectionRule]:
+        rules = self.rules
+        return [rules[i] for i in self.prefilter.candidates(view)]
 
 
 def _state_key(rule: CorrelationRule) -> tuple[str, str]:
@@ -136,8 +148,8 @@ class DetectionEngine:
         next(self._events)
         snap = self._snapshot
         try:
-            rules = snap.rules_for(event_kind(event))
             view = EventView(event)
+            rules = snap.rules_for(event_kind(event)).select(view)
         except Exception:  # a malformed event must not stop the stream
             log.exception("detection: cannot classify event")
             self._count(errors=1)

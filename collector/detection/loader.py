@@ -20,7 +20,7 @@ from sigma.exceptions import SigmaRuleLocation
 from sigma.filters import SigmaFilter
 from sigma.rule import SigmaRule, SigmaRuleBase
 
-from collector.detection.conditions import compile_condition, modifiers_by_value
+from collector.detection.conditions import ConditionCompiler, modifiers_by_value
 from collector.detection.correlation_rules import build_correlation, link_correlations
 from collector.detection.documents import (
     Document,
@@ -32,6 +32,7 @@ from collector.detection.documents import (
 from collector.detection.fieldmap import field_map_for
 from collector.detection.logsources import covered_keys
 from collector.detection.modifiers import UnsupportedConstruct
+from collector.detection.prefilter import Anchor
 from collector.detection.rules import DetectionRule, LoadResult, Rule, RuleLoadError, RuleMeta
 from collector.detection.testcases import parse_tests
 
@@ -218,7 +219,8 @@ def _compile(item: _Parsed, errors: list[RuleLoadError]) -> Rule | None:
         return None
     mapping = field_map_for(source.category, source.service)
     matchers = []
-    modifiers = modifiers_by_value(sigma.detection)
+    compiler = ConditionCompiler(mapping, modifiers_by_value(sigma.detection))
+    anchor: Anchor | None = None
     for condition in sigma.detection.parsed_condition:
         try:
             tree = condition.parsed
@@ -226,7 +228,9 @@ def _compile(item: _Parsed, errors: list[RuleLoadError]) -> Rule | None:
             errors.append(RuleLoadError(doc.at("detection", "condition"), sigma_message(e)))
             return None
         try:
-            matchers.append(compile_condition(tree, mapping, modifiers))
+            matchers.append(compiler.compile(tree))
+            if len(sigma.detection.parsed_condition) == 1:
+                anchor = compiler.anchor(tree)
         except UnsupportedConstruct as e:
             where = (locate_detection_key(doc, e.field) if e.field
                      else doc.at("detection", "condition"))
@@ -241,4 +245,4 @@ def _compile(item: _Parsed, errors: list[RuleLoadError]) -> Rule | None:
     return DetectionRule(
         meta=meta_of(sigma, doc, item.ruleset), location=doc.at(),
         keys=tuple(keys), match=match, mapping=mapping, fingerprint=fingerprint(doc),
-        tests=tests)
+        tests=tests, anchor=anchor)

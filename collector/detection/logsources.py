@@ -10,15 +10,13 @@ source it satisfies.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 # (product, category, service); None means "not specified".
 LogsourceKey = tuple[str | None, str | None, str | None]
 
 
-@dataclass(frozen=True)
-class EventKind:
+class EventKind(NamedTuple):
     """The few fields that decide an event's log sources."""
 
     dataset: str

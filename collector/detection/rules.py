@@ -9,6 +9,7 @@ from typing import Any
 
 from collector.detection.logsources import LogsourceKey
 from collector.detection.matcher import EventView
+from collector.detection.prefilter import Anchor
 from common.errors import Location, SisguardError
 
 
@@ -61,6 +62,8 @@ class DetectionRule:
     fingerprint: str
     tests: tuple[TestCase, ...] = ()
     generate: bool = True  # False when only correlations use its matches
+    anchor: Anchor | None = None  # for the prefilter
+
 
     @property
     def path(self) -> str:

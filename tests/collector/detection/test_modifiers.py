@@ -6,13 +6,12 @@ import base64
 import re
 from pathlib import Path
 
+from detection_helpers import engine_for, fim, proc, rule
 from hypothesis import given
 from hypothesis import strategies as st
-
-from collector.detection.modifiers import Kind, fold, string_pattern, text_predicate
 from sigma.types import SigmaString
 
-from detection_helpers import engine_for, fim, proc, rule
+from collector.detection.modifiers import Kind, fold, string_pattern, text_predicate
 
 
 def hits(tmp_path: Path, detection: str, event: dict[str, object]) -> bool:
