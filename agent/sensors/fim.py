@@ -1,147 +1,71 @@
-"""Real-time file integrity: watchdog (inotify on Linux) over the configured paths.
+"""File integrity monitoring: baseline, real-time watches, scans, diffs, content, protection.
 
-A burst of events on one path is coalesced: the sensor waits until the path has been
-quiet for ``settle`` seconds (at most ``max_delay``) and then emits one event with the
-file's state at that moment (stat + SHA-256). ``created`` followed by writes stays
-``created``; a rename carries both paths.
+Threads (each owns its part; all stop on ``stop()``):
+
+* ``fim-inotify`` (``Watcher``): one inotify descriptor over the configured trees; it
+  reports paths into the debounce table.
+* ``fim-flush``: a path quiet for ``settle`` seconds (or pending for ``max_delay``) is
+  handed to the ``Reconciler``, which compares it with the SQLite baseline and reports
+  what changed: a burst of writes gives one event.
+* ``fim-scan``: the first (silent) baseline scan of each root, a reconciliation scan at
+  every start (changes made while the agent was stopped), then scheduled scans (per path
+  ``scan_interval``), scans after an inotify overflow, and frequent scans of directories
+  past the watch budget.
+
+While a root's first baseline scan runs, real-time events under it wait, so nothing that
+existed before is mistaken for new.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import stat
 import threading
 import time
 from dataclasses import dataclass
-from fnmatch import fnmatch
-from pathlib import Path
 from typing import Any
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-
-from agent.ecs import Document, new_event
 from agent.sensors.base import Sensor, SensorContext
+from agent.sensors.fim_baseline import Baseline
+from agent.sensors.fim_config import FimConfig, Protect, Rules, WatchPath
+from agent.sensors.fim_content import ContentChecker, load_signatures
+from agent.sensors.fim_events import DATASET
+from agent.sensors.fim_inotify import Watcher
+from agent.sensors.fim_protect import Protector, approve
+from agent.sensors.fim_reconcile import Reconciler
+from agent.sensors.fim_scan import Scanner, ScanStats
+from agent.sensors.fim_state import Reader
 from common.logs import get_logger
-from common.yamlconf import Duration, Size
 
 log = get_logger("sisguard.agent.fim")
 
-DATASET = "sisguard.fim"
-
-# ECS event.type for each of our actions.
-_ECS_TYPE = {
-    "created": "creation",
-    "updated": "change",
-    "deleted": "deletion",
-    "renamed": "change",
-    "attributes_modified": "change",
-}
-
-
-@dataclass(frozen=True)
-class FimConfig:
-    paths: tuple[Path, ...] = ()
-    recursive: bool = True
-    exclude: tuple[str, ...] = ("*.swp", "*~", "*.tmp")
-    settle: Duration = Duration(0.2)
-    max_delay: Duration = Duration(1.0)
-    hash_max_bytes: Size = Size(256 * 1024 * 1024)
-
-
-def sha256_file(path: str, limit: int) -> str | None:
-    """SHA-256 of a regular file, or None if it is larger than ``limit`` or unreadable."""
-    try:
-        with open(path, "rb", buffering=0) as f:
-            if os.fstat(f.fileno()).st_size > limit:
-                return None
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError:
-        return None
-
-
-def _file_type(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "other"
-
-
-def describe_file(path: str, *, hash_limit: int) -> dict[str, Any]:
-    """ECS ``file.*`` for ``path`` as it is now (lstat: links are not followed)."""
-    p = Path(path)
-    info: dict[str, Any] = {"path": path, "name": p.name, "directory": str(p.parent)}
-    if p.suffix:
-        info["extension"] = p.suffix[1:].lower()
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return info
-    info.update(
-        type=_file_type(st.st_mode),
-        size=st.st_size,
-        mode=f"{stat.S_IMODE(st.st_mode):04o}",
-        uid=str(st.st_uid),
-        gid=str(st.st_gid),
-        inode=str(st.st_ino),
-        mtime=_iso(st.st_mtime),
-        ctime=_iso(st.st_ctime),
-    )
-    owner, group = _names(st.st_uid, st.st_gid)
-    if owner:
-        info["owner"] = owner
-    if group:
-        info["group"] = group
-    if stat.S_ISREG(st.st_mode):
-        digest = sha256_file(path, hash_limit)
-        if digest:
-            info["hash"] = {"sha256": digest}
-    return info
-
-
-def _iso(t: float) -> str:
-    from agent.ecs import timestamp
-
-    return timestamp(t)
-
-
-def _names(uid: int, gid: int) -> tuple[str | None, str | None]:
-    import grp
-    import pwd
-
-    try:
-        owner: str | None = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        owner = None
-    try:
-        group: str | None = grp.getgrgid(gid).gr_name
-    except KeyError:
-        group = None
-    return owner, group
+__all__ = ["DATASET", "FimConfig", "FimSensor", "open_reconciler"]
 
 
 @dataclass
 class _Pending:
-    action: str
     first: float
     last: float
     old_path: str | None = None
 
 
-class _Handler(FileSystemEventHandler):
-    def __init__(self, sensor: FimSensor) -> None:
-        self.sensor = sensor
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        try:
-            self.sensor.observe(event)
-        except Exception as e:  # a daemon never dies on one bad event
-            self.sensor.context.health.count_error(f"{type(e).__name__}: {e}")
-            log.exception("fim event failed", path=str(event.src_path))
+def open_reconciler(config: FimConfig, context: SensorContext) -> Reconciler:
+    """Baseline, reader, signatures and protector for ``config`` (the sensor and the CLI)."""
+    baseline = Baseline(context.state_dir, copies_max=config.diff_store_max)
+    reader = Reader(algorithms=config.hashes, hash_limit=config.hash_max_bytes,
+                    xattrs=config.xattrs)
+    checker = None
+    if any(wp.content_checks for wp in config.watch_paths):
+        signatures, errors = load_signatures(config.signatures)
+        for e in errors:
+            context.report_error(f"content signatures: {e}", {})
+        checker = ContentChecker(signatures)
+    protector = None
+    if any(wp.protect is Protect.RESTORE for wp in config.watch_paths):
+        protector = Protector(baseline, config.quarantine_dir
+                              or context.state_dir / "quarantine")
+    return Reconciler(config=config, baseline=baseline, reader=reader, emit=context.emit,
+                      report_error=context.report_error, health=context.health,
+                      checker=checker, protector=protector)
 
 
 class FimSensor(Sensor):
@@ -152,71 +76,78 @@ class FimSensor(Sensor):
         super().__init__(config, context)
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
-        self._observer: Any = None
-        self._flusher = threading.Thread(target=self._flush_loop, name="fim-flush", daemon=True)
-        context.health.mode = "inotify"
+        self._requests: list[tuple[WatchPath, str | None, str]] = []
+        self._wake = threading.Event()
+        self._initializing: set[str] = set()
+        self._warned: set[str] = set()
+        self._threads: list[threading.Thread] = []
+        self.rules = Rules(config)
+        self.reconciler: Reconciler | None = None
+        self.watcher: Watcher | None = None
+        self.last_scan: ScanStats | None = None
+        context.health.mode = "starting"
 
+    # lifecycle
     def start(self) -> None:
-        observer = Observer()
-        handler = _Handler(self)
-        for path in (p.resolve() for p in self.config.paths):
-            if not path.exists():
-                self.context.report_error("watched path does not exist", {"file.path": str(path)})
-                continue
-            observer.schedule(handler, str(path), recursive=self.config.recursive)
-            log.info("watching", path=str(path), recursive=self.config.recursive)
-        observer.start()
-        self._observer = observer
-        self._flusher.start()
+        ctx = self.context
+        ctx_emit = ctx.emit
+        self.reconciler = r = open_reconciler(self.config, SensorContext(
+            emit=self._count_and(ctx_emit), health=ctx.health, state_dir=ctx.state_dir,
+            report_error=ctx.report_error))
+        self.watcher = w = Watcher(self.rules, max_watches=self.config.max_watches,
+                                   on_path=self._queue, on_overflow=self._overflow,
+                                   on_unwatched=self._unwatched, on_denied=r.denied,
+                                   stop=self._stop)
+        for wp in self.config.watch_paths:
+            root = wp.root
+            if not r.baseline.initialized(root):
+                self._initializing.add(root)
+            if not os.path.lexists(root):
+                ctx.report_error("watched path does not exist", {"file.path": root})
+            elif os.path.isdir(root) and wp.recursive:
+                w.add_tree(root)
+            elif os.path.isdir(root):
+                w.watch_dir(root)
+            else:
+                w.watch_file_root(root)
+            log.info("watching", path=root, recursive=wp.recursive, protect=wp.protect.value)
+        self._threads = [w, threading.Thread(target=self._flush_loop, name="fim-flush",
+                                             daemon=True),
+                         threading.Thread(target=self._scan_loop, name="fim-scan", daemon=True)]
+        for t in self._threads:
+            t.start()
+        self._update_health()
+
+    def _count_and(self, emit: Any) -> Any:
+        def counted(doc: dict[str, Any]) -> None:
+            self.context.health.count_event()
+            emit(doc)
+        return counted
 
     def join(self, timeout: float | None = None) -> None:
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout)
-        if self._flusher.is_alive():
-            self._flusher.join(timeout)
-        self._flush(force=True)
+        self._wake.set()
+        for t in self._threads:
+            if t.is_alive():
+                t.join(timeout)
+        if self.reconciler is not None:
+            self._flush(force=True)
+            self.reconciler.baseline.close()
 
-    def _excluded(self, path: str) -> bool:
-        name = os.path.basename(path)
-        return any(fnmatch(name, pattern) for pattern in self.config.exclude)
-
-    def observe(self, event: FileSystemEvent) -> None:
-        kind = event.event_type
-        src = os.fsdecode(event.src_path)
-        if kind in ("opened", "closed_no_write"):
-            return
-        if event.is_directory and kind in ("modified", "closed"):
-            return
+    # real-time: debounce
+    def _queue(self, path: str, old_path: str | None) -> None:
         now = time.monotonic()
-        if kind == "moved":
-            dest = os.fsdecode(event.dest_path)
-            with self._lock:
-                self._pending.pop(src, None)
-            if not self._excluded(dest):
-                self._queue(dest, "renamed", now, old_path=src)
-            return
-        if self._excluded(src):
-            return
-        action = {"created": "created", "deleted": "deleted"}.get(kind, "updated")
-        self._queue(src, action, now)
-
-    def _queue(self, path: str, action: str, now: float, old_path: str | None = None) -> None:
         with self._lock:
+            if old_path is not None:
+                earlier = self._pending.pop(old_path, None)
+                if earlier is not None and earlier.old_path is not None:
+                    old_path = earlier.old_path   # a -> b -> c: report a -> c
             pending = self._pending.get(path)
             if pending is None:
-                self._pending[path] = _Pending(action, now, now, old_path)
-                return
-            pending.last = now
-            if action == "deleted":
-                if pending.action == "created":
-                    # born and gone within one settle period: say both
-                    self._emit(path, pending)
-                self._pending[path] = _Pending("deleted", now, now)
-            elif action in ("created", "renamed"):
-                pending.action = action
-                pending.old_path = old_path
-            # "updated" after "created"/"renamed" keeps the first action
+                self._pending[path] = _Pending(now, now, old_path)
+            else:
+                pending.last = now
+                if old_path is not None:
+                    pending.old_path = old_path
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(0.05):
@@ -226,29 +157,120 @@ class FimSensor(Sensor):
         now = time.monotonic()
         ready: list[tuple[str, _Pending]] = []
         with self._lock:
-            for path, pending in list(self._pending.items()):
-                quiet = now - pending.last >= self.config.settle
-                overdue = now - pending.first >= self.config.max_delay
-                if force or quiet or overdue:
-                    ready.append((path, pending))
+            for path, p in list(self._pending.items()):
+                if not force and any(path == root or path.startswith(root + "/")
+                                     for root in self._initializing):
+                    continue
+                if force or now - p.last >= self.config.settle or (
+                        now - p.first >= self.config.max_delay):
+                    ready.append((path, p))
                     del self._pending[path]
-        for path, pending in ready:
+        assert self.reconciler is not None
+        for path, p in ready:
             try:
-                self._emit(path, pending)
-            except Exception as e:
+                self.reconciler.check(path, old_path=p.old_path)
+            except Exception as e:   # a daemon never dies on one bad event
                 self.context.health.count_error(f"{type(e).__name__}: {e}")
-                log.exception("fim emit failed", path=path)
+                log.exception("fim check failed", path=path)
 
-    def _emit(self, path: str, pending: _Pending) -> None:
-        self.emit(self.build(path, pending.action, old_path=pending.old_path))
+    # inotify trouble
+    def _overflow(self) -> None:
+        self.context.report_error("inotify queue overflowed: events were lost; "
+                                  "rescanning every watched path now", {})
+        self.request_scan(None, "overflow")
 
-    def build(self, path: str, action: str, *, old_path: str | None = None) -> Document:
-        doc = new_event(DATASET, category=["file"], type=[_ECS_TYPE[action]], action=action)
-        if action == "deleted":
-            p = Path(path)
-            doc["file"] = {"path": path, "name": p.name, "directory": str(p.parent)}
-        else:
-            doc["file"] = describe_file(path, hash_limit=self.config.hash_max_bytes)
-        if old_path is not None:
-            doc["sisguard"] = {"fim": {"before": {"path": old_path}}}
-        return doc
+    def _unwatched(self, dirs: list[str]) -> None:
+        new = [d for d in dirs if d not in self._warned]
+        self._warned.update(new)
+        if new:
+            self.context.report_error(
+                f"inotify watch limit reached (max_watches={self.config.max_watches or 'kernel'}"
+                f"): {len(new)} director{'y' if len(new) == 1 else 'ies'} covered by scans "
+                f"every {self.config.unwatched_scan_interval:g}s instead of in real time",
+                {"file.path": new[0]})
+
+    # scans
+    def request_scan(self, wp: WatchPath | None, reason: str, top: str | None = None) -> None:
+        targets = [wp] if wp is not None else list(self.config.watch_paths)
+        with self._lock:
+            self._requests.extend((t, top, reason) for t in targets)
+        self._wake.set()
+
+    def _scan(self, wp: WatchPath, reason: str, top: str | None = None) -> None:
+        assert self.reconciler is not None
+        try:
+            stats = Scanner(self.reconciler, self._stop, progress=True).scan(
+                wp, reason=reason, top=top)
+        except Exception as e:
+            self.context.health.count_error(f"scan {wp.root}: {type(e).__name__}: {e}")
+            log.exception("fim scan failed", path=wp.root)
+            return
+        self.last_scan = stats
+        log.info("fim scan done", summary=stats.summary())
+        if stats.initial and stats.completed:
+            self._initializing.discard(wp.root)
+            if wp.protect is Protect.RESTORE and not self.reconciler.baseline.has_approvals(
+                    wp.root):
+                n = approve(self.reconciler.baseline, self.reconciler.reader, wp.root)
+                log.warning("protected root had no approved content: approved it as found",
+                            path=wp.root, entries=n)
+        self._update_health()
+
+    def _scan_loop(self) -> None:
+        cfg = self.config
+        due: dict[str, float] = {}
+        for wp in cfg.watch_paths:
+            if self._stop.is_set():
+                return
+            self._scan(wp, "initial" if wp.root in self._initializing else "startup")
+            self._initializing.discard(wp.root)
+            due[wp.root] = time.monotonic() + cfg.interval(wp)
+        next_unwatched = time.monotonic() + cfg.unwatched_scan_interval
+        while not self._stop.is_set():
+            now = time.monotonic()
+            wait = min([*due.values(), next_unwatched]) - now
+            self._wake.wait(max(0.05, min(wait, 30.0)))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            with self._lock:
+                requests, self._requests = self._requests, []
+            for wp, top, reason in requests:
+                self._scan(wp, reason, top)
+            now = time.monotonic()
+            for wp in cfg.watch_paths:
+                if now >= due[wp.root]:
+                    self._scan(wp, "scheduled")
+                    due[wp.root] = time.monotonic() + cfg.interval(wp)
+            if now >= next_unwatched:
+                self._scan_unwatched()
+                next_unwatched = time.monotonic() + cfg.unwatched_scan_interval
+            self._update_health()
+
+    def _scan_unwatched(self) -> None:
+        assert self.watcher is not None
+        with self.watcher.lock:
+            dirs = sorted(self.watcher.unwatched)
+        for directory in dirs:
+            wp = self.rules.root_of(directory)
+            if wp is None:
+                continue
+            self._scan(wp, "unwatched", top=directory)
+            if not os.path.isdir(directory):
+                with self.watcher.lock:
+                    self.watcher.unwatched.discard(directory)
+            else:
+                self.watcher.add_tree(directory)   # budget may have freed up
+
+    def _update_health(self) -> None:
+        if self.reconciler is None or self.watcher is None:
+            return
+        try:
+            entries = self.reconciler.baseline.count()
+            size = self.reconciler.baseline.size_bytes()
+        except Exception as e:
+            self.context.health.count_error(f"baseline: {e}")
+            return
+        self.context.health.mode = (f"inotify: {self.watcher.count} watches, "
+                                    f"{len(self.watcher.unwatched)} dirs by scan; baseline "
+                                    f"{entries} entries, {size / 1048576:.1f} MiB")

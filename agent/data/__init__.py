@@ -1,0 +1,1 @@
+"""Data files shipped with the agent (FIM content signatures)."""

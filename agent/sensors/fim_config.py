@@ -1,0 +1,166 @@
+"""FIM configuration: global settings and one entry per watched path.
+
+``paths`` accepts plain strings (``--watch PATH``) or mappings::
+
+    sensor:
+      fim:
+        paths:
+          - /etc
+          - path: /var/www/portal
+            report_changes: true
+            content_checks: true
+            protect: restore
+            scan_interval: 10m
+            exclude: ["cache/*", "*.log"]
+
+Entries are normalized into ``WatchPath`` by ``FimConfig.__post_init__``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+from common.errors import ConfigError, Location
+from common.yamlconf import Duration, PositionedDict, Size, from_dict
+
+INTERNAL_PREFIX = ".sisguard-"   # our own temporary files (protection restores)
+HASHES = ("sha256", "sha1", "md5", "sha512")  # ECS file.hash.* names
+
+
+class Protect(enum.Enum):
+    OFF = "off"
+    RESTORE = "restore"
+
+
+@dataclass(frozen=True)
+class WatchPath:
+    path: Path
+    recursive: bool = True
+    report_changes: bool = False     # unified diffs of text files in sisguard.fim.diff
+    content_checks: bool = False     # web-shell / spam signatures on web content
+    protect: Protect = Protect.OFF
+    scan_interval: Duration | None = None   # default: FimConfig.scan_interval
+    include: tuple[str, ...] = ()    # files must match one (empty: all)
+    exclude: tuple[str, ...] = ()    # added to FimConfig.exclude
+
+    @property
+    def root(self) -> str:
+        return os.path.abspath(os.fspath(self.path))
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class FimConfig:
+    paths: tuple[Any, ...] = ()      # str or mapping; normalized to WatchPath
+    exclude: tuple[str, ...] = ("*.swp", "*~", "*.tmp", ".#*", "4913")
+    hashes: tuple[str, ...] = ("sha256",)
+    xattrs: bool = True              # a digest of extended attributes (incl. POSIX ACLs)
+    settle: Duration = Duration(0.2)
+    max_delay: Duration = Duration(1.0)
+    hash_max_bytes: Size = Size(256 * 1024 * 1024)
+    scan_interval: Duration = Duration(6 * 3600.0)
+    unwatched_scan_interval: Duration = Duration(60.0)  # dirs past max_watches
+    scan_bytes_per_second: Size = Size(50 * 1024 * 1024)  # 0: unthrottled
+    scan_files_per_second: int = 0                         # 0: unthrottled
+    full_rehash: bool = False        # reconciliation scans rehash unchanged-looking files
+    initial_scan_events: bool = False
+    max_watches: int = 0             # 0: up to the kernel's limit
+    nodiff: tuple[str, ...] = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-",
+                               "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+                               "*.pem", "*.p12", "*.pfx", "*.kdbx")
+    diff_max_file: Size = Size(1024 * 1024)
+    diff_max_bytes: Size = Size(64 * 1024)
+    diff_store_max: Size = Size(256 * 1024 * 1024)
+    content_max_bytes: Size = Size(2 * 1024 * 1024)
+    content_extensions: tuple[str, ...] = ("html", "htm", "shtml", "php", "php3", "php4",
+                                           "php5", "php7", "phtml", "phar", "inc", "asp",
+                                           "aspx", "ashx", "asmx", "jsp", "jspx", "js", "txt",
+                                           "cgi", "pl", "py")
+    signatures: Path | None = None   # a site signature file, added to the shipped one
+    quarantine_dir: Path | None = None  # default: <state dir>/quarantine
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "paths", tuple(_watch_path(e, i)
+                                                for i, e in enumerate(self.paths)))
+        bad = [h for h in self.hashes if h not in HASHES]
+        if bad or not self.hashes:
+            raise ConfigError(f"sensor.fim.hashes: {bad or 'empty'} (allowed: "
+                              f"{', '.join(HASHES)})", location=Location("<config>"))
+
+    @property
+    def watch_paths(self) -> tuple[WatchPath, ...]:
+        return tuple(p for p in self.paths if isinstance(p, WatchPath))
+
+    def interval(self, wp: WatchPath) -> float:
+        return float(wp.scan_interval if wp.scan_interval is not None else self.scan_interval)
+
+
+def _watch_path(entry: Any, index: int) -> WatchPath:
+    where = f"sensor.fim.paths[{index}]"
+    if isinstance(entry, WatchPath):
+        return entry
+    if isinstance(entry, str | Path):
+        return WatchPath(path=Path(entry))
+    if isinstance(entry, dict):
+        source = "<config>"
+        if isinstance(entry, PositionedDict) and entry.start:
+            source = f"<config>:{entry.start[0]}:{entry.start[1]}"
+        return from_dict(WatchPath, entry, source=source, path=where)
+    raise ConfigError(f"{where}: expected a path or a mapping, got {type(entry).__name__}",
+                      location=Location("<config>"))
+
+
+class Rules:
+    """Which paths under which root are watched (include/exclude, longest root wins)."""
+
+    def __init__(self, config: FimConfig) -> None:
+        self.config = config
+        self.paths = sorted(config.watch_paths, key=lambda w: len(w.root), reverse=True)
+
+    def root_of(self, path: str) -> WatchPath | None:
+        for wp in self.paths:
+            root = wp.root
+            if path == root:
+                return wp
+            if path.startswith(root.rstrip("/") + "/"):
+                if not wp.recursive and os.path.dirname(path) != root:
+                    continue
+                return wp
+        return None
+
+    def excluded(self, wp: WatchPath, path: str, *, is_dir: bool) -> bool:
+        """True when ``path`` (under ``wp``) is not to be watched or recorded."""
+        if path == wp.root:
+            return False
+        name = os.path.basename(path)
+        if name.startswith(INTERNAL_PREFIX):
+            return True
+        rel = os.path.relpath(path, wp.root)
+        for pattern in (*self.config.exclude, *wp.exclude):
+            if fnmatch(name, pattern) or fnmatch(rel, pattern):
+                return True
+        if wp.include and not is_dir:
+            return not any(fnmatch(name, p) or fnmatch(rel, p) for p in wp.include)
+        return False
+
+    def wanted(self, path: str, *, is_dir: bool) -> WatchPath | None:
+        """The root ``path`` belongs to, unless it or a directory above it is excluded."""
+        wp = self.root_of(path)
+        if wp is None or self.excluded(wp, path, is_dir=is_dir):
+            return None
+        parent = os.path.dirname(path)
+        while len(parent) > len(wp.root):
+            if self.excluded(wp, parent, is_dir=True):
+                return None
+            parent = os.path.dirname(parent)
+        return wp

@@ -1,0 +1,147 @@
+"""Content checks on web content: web-shell signatures and injected spam links.
+
+Signatures come from ``agent/data/fim_signatures.yml`` (shipped) plus an optional site
+file; both are YAML, so they are updated without code changes. Text is normalized
+before matching: UTF-8 (invalid bytes replaced), HTML entities decoded, NFC, casefolded;
+Vietnamese terms therefore match with their diacritics whatever the case or Unicode
+form (NFC or NFD) of the page.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from common.errors import ConfigError, Location
+from common.yamlconf import PositionedDict, load_yaml, parse_yaml
+
+EXCERPT_CONTEXT = 60
+EXCERPT_MAX = 200
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    category: str
+    pattern: re.Pattern[str]
+    extensions: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ContentMatch:
+    signatures: list[str]
+    categories: list[str]
+    excerpt: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"signatures": self.signatures, "categories": self.categories,
+                "excerpt": self.excerpt}
+
+
+def normalize(text: str) -> str:
+    return unicodedata.normalize("NFC", html.unescape(text)).casefold()
+
+
+def _term_regex(term: str) -> str:
+    words = normalize(term).split()
+    return r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
+
+
+def _where(source: str, item: Any) -> Location:
+    if isinstance(item, PositionedDict) and item.start:
+        return Location(source, item.start[0], item.start[1])
+    return Location(source)
+
+
+def parse_signatures(data: Any, source: str) -> tuple[list[Signature], list[ConfigError]]:
+    """Every signature that loads, and an error for each one that does not."""
+    loaded: list[Signature] = []
+    errors: list[ConfigError] = []
+    items = data.get("signatures") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return [], [ConfigError("expected a mapping with a 'signatures' list",
+                                location=Location(source))]
+    for i, item in enumerate(items):
+        try:
+            loaded.append(_signature(item, source, i))
+        except ConfigError as e:
+            errors.append(e)
+    return loaded, errors
+
+
+def _signature(item: Any, source: str, index: int) -> Signature:
+    where = _where(source, item)
+    if not isinstance(item, dict):
+        raise ConfigError(f"signatures[{index}]: expected a mapping", location=where)
+    unknown = set(item) - {"name", "category", "regex", "terms", "extensions", "description"}
+    if unknown:
+        raise ConfigError(f"signatures[{index}]: unknown key {sorted(unknown)[0]!r}",
+                          location=where)
+    name, category = item.get("name"), item.get("category")
+    if not isinstance(name, str) or not isinstance(category, str):
+        raise ConfigError(f"signatures[{index}]: 'name' and 'category' are required",
+                          location=where)
+    parts = [str(r) for r in item.get("regex") or []]
+    parts += [_term_regex(str(t)) for t in item.get("terms") or []]
+    if not parts:
+        raise ConfigError(f"signature {name}: needs 'regex' or 'terms'", location=where)
+    try:
+        pattern = re.compile("|".join(f"(?:{p})" for p in parts), re.DOTALL)
+    except re.error as e:
+        raise ConfigError(f"signature {name}: bad regex: {e}", location=where) from e
+    extensions = frozenset(str(e).lower().lstrip(".") for e in item.get("extensions") or [])
+    return Signature(name, category, pattern, extensions)
+
+
+def load_signatures(site_file: Path | None = None
+                    ) -> tuple[list[Signature], list[ConfigError]]:
+    """The shipped signatures, then the site file's (same name: the site's wins)."""
+    text = resources.files("agent.data").joinpath("fim_signatures.yml").read_text("utf-8")
+    shipped, errors = parse_signatures(parse_yaml(text, "agent/data/fim_signatures.yml"),
+                                       "agent/data/fim_signatures.yml")
+    by_name = {s.name: s for s in shipped}
+    if site_file is not None:
+        try:
+            site, site_errors = parse_signatures(load_yaml(site_file), str(site_file))
+        except ConfigError as e:
+            site, site_errors = [], [e]
+        errors += site_errors
+        by_name.update({s.name: s for s in site})
+    return list(by_name.values()), errors
+
+
+class ContentChecker:
+    def __init__(self, signatures: list[Signature]) -> None:
+        self.signatures = signatures
+
+    def check(self, content: bytes, extension: str = "") -> ContentMatch | None:
+        text = normalize(content.decode("utf-8", errors="replace"))
+        names: list[str] = []
+        categories: list[str] = []
+        first: tuple[int, int] | None = None
+        for sig in self.signatures:
+            if sig.extensions and extension not in sig.extensions:
+                continue
+            m = sig.pattern.search(text)
+            if m is None:
+                continue
+            names.append(sig.name)
+            if sig.category not in categories:
+                categories.append(sig.category)
+            if first is None or m.start() < first[0]:
+                first = (m.start(), m.end())
+        if not names or first is None:
+            return None
+        return ContentMatch(names, categories, _excerpt(text, *first))
+
+
+def _excerpt(text: str, start: int, end: int) -> str:
+    lo = max(0, start - EXCERPT_CONTEXT)
+    hi = min(len(text), max(end, start + 1) + EXCERPT_CONTEXT)
+    snippet = " ".join(text[lo:hi].split())
+    return snippet[:EXCERPT_MAX]

@@ -1,0 +1,259 @@
+"""Compare a path with the baseline, record it, and report what changed.
+
+Real-time events and scans both end here, under one lock: whatever saw a change first
+updates the baseline, so the other finds nothing to say and nothing is reported twice.
+A reported change is enriched (diff, content checks) and then, under a protected root,
+enforced (restore / quarantine).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.ecs import Document
+from agent.sensors.base import SensorHealth
+from agent.sensors.fim_baseline import Baseline
+from agent.sensors.fim_config import FimConfig, Protect, Rules, WatchPath
+from agent.sensors.fim_content import ContentChecker
+from agent.sensors.fim_diff import is_nodiff, read_for_diff, unified
+from agent.sensors.fim_events import fim_event
+from agent.sensors.fim_protect import Protector
+from agent.sensors.fim_state import FileState, Reader, classify, compare
+
+ReportError = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class Reconciler:
+    config: FimConfig
+    baseline: Baseline
+    reader: Reader
+    emit: Callable[[Document], None]
+    report_error: ReportError
+    health: SensorHealth
+    checker: ContentChecker | None = None
+    protector: Protector | None = None
+    rules: Rules = field(init=False)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _denied: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.rules = Rules(self.config)
+
+    # reading
+    def read(self, path: str) -> FileState | None:
+        """Current state, or None if gone; permission errors are reported once per path."""
+        try:
+            state = self.reader.read(path)
+        except PermissionError as e:
+            self.denied(path, e)
+            raise
+        self._denied.discard(path)
+        return state
+
+    def denied(self, path: str, e: OSError) -> None:
+        if path not in self._denied and len(self._denied) < 10_000:
+            self._denied.add(path)
+            self.report_error(f"permission denied: {e.strerror}", {"file.path": path})
+        else:
+            self.health.count_error(f"permission denied: {path}")
+
+    # real-time entry point
+    def check(self, path: str, *, old_path: str | None = None,
+              detected_by: str = "realtime") -> None:
+        with self.lock:
+            try:
+                cur = self.read(path)
+            except PermissionError:
+                return
+            if old_path is not None and old_path != path:
+                moved = self.baseline.get(old_path)
+                if moved is not None and not os.path.lexists(old_path):
+                    self._moved(old_path, moved, path, cur, detected_by)
+                    return
+            self.record(path, cur, detected_by=detected_by)
+
+    def record(self, path: str, cur: FileState | None, *, detected_by: str,
+               old: FileState | None = None, known_old: bool = False) -> str | None:
+        """Compare ``cur`` with the baseline, update it, report; returns the action."""
+        with self.lock:
+            if not known_old:
+                old = self.baseline.get(path)
+            if cur is None:
+                if old is not None:
+                    self.deleted(path, old, detected_by=detected_by)
+                    return "deleted"
+                return None
+            wp = self.rules.wanted(path, is_dir=cur.type == "dir")
+            if wp is None:
+                if old is not None:
+                    self.baseline.delete([path])
+                return None
+            if old is None:
+                self.baseline.put(cur)
+                self.report("created", wp, cur, None, [], detected_by=detected_by)
+                if cur.type == "dir":
+                    self.scan_new_dir(path, detected_by)
+                return "created"
+            changed = compare(old, cur)
+            action = classify(changed)
+            if old.type == "dir" and cur.type != "dir":
+                self._forget_tree(path, detected_by, report=True)
+            self.baseline.put(cur)
+            if action is not None:
+                self.report(action, wp, cur, old, changed, detected_by=detected_by)
+            return action
+
+    def deleted(self, path: str, old: FileState, *, detected_by: str) -> None:
+        """``path`` is gone: report it and, for a directory, everything it held."""
+        wp = self.rules.root_of(path)
+        gone = self._forget_tree(path, detected_by, report=True) if old.type == "dir" else []
+        self.baseline.delete([path])
+        self.baseline.copy_delete(path)
+        self.emit(fim_event("deleted", new=None, old=old, detected_by=detected_by))
+        if wp is not None and wp.protect is Protect.RESTORE:
+            for p in sorted([path, *gone]):   # parents first
+                self.enforce(wp, p)
+
+    def _forget_tree(self, path: str, detected_by: str, *, report: bool) -> list[str]:
+        children = self.baseline.under(path)
+        for child in children:
+            if report:
+                self.emit(fim_event("deleted", new=None, old=child, detected_by=detected_by))
+            self.baseline.copy_delete(child.path)
+        self.baseline.delete(c.path for c in children)
+        return [c.path for c in children]
+
+    def _moved(self, old_path: str, moved: FileState, path: str, cur: FileState | None,
+               detected_by: str) -> None:
+        new_wp = self.rules.wanted(path, is_dir=moved.type == "dir") if cur else None
+        if cur is None or new_wp is None:   # moved out of sight: as good as deleted
+            self.deleted(old_path, moved, detected_by=detected_by)
+            return
+        children = self.baseline.under(old_path) if moved.type == "dir" else []
+        self._rename_one(old_path, moved, path, cur, new_wp, detected_by)
+        for child in children:
+            new_child = path + child.path[len(old_path):]
+            try:
+                child_cur = self.reader.read(new_child)
+            except OSError:
+                child_cur = None
+            if child_cur is None:
+                self.baseline.delete([child.path])
+                self.emit(fim_event("deleted", new=None, old=child, detected_by=detected_by))
+            else:
+                self._rename_one(child.path, child, new_child, child_cur, new_wp, detected_by)
+        old_wp = self.rules.root_of(old_path)
+        if old_wp is not None and old_wp.protect is Protect.RESTORE:
+            self.enforce(old_wp, old_path)
+            for child in children:
+                self.enforce(old_wp, child.path)
+
+    def _rename_one(self, old_path: str, old: FileState, path: str, cur: FileState,
+                    wp: WatchPath, detected_by: str) -> None:
+        changed = [c for c in compare(old, cur) if c != "inode"]
+        copy = self.baseline.copy_get(old_path)
+        self.baseline.delete([old_path])
+        self.baseline.copy_delete(old_path)
+        if copy is not None:
+            self.baseline.copy_put(path, copy)
+        self.baseline.put(cur)
+        self.report("renamed", wp, cur, old, changed, old_path=old_path,
+                    detected_by=detected_by)
+
+    def scan_new_dir(self, path: str, detected_by: str) -> None:
+        """A new directory: whatever was created in it before its watch is reported now."""
+        try:
+            entries = list(os.scandir(path))
+        except OSError as e:
+            if isinstance(e, PermissionError):
+                self.denied(path, e)
+            return
+        for entry in entries:
+            try:
+                cur = self.read(entry.path)
+            except OSError:
+                continue
+            self.record(entry.path, cur, detected_by=detected_by)
+
+    # reporting
+    def report(self, action: str, wp: WatchPath, cur: FileState, old: FileState | None,
+               changed: list[str], *, detected_by: str, old_path: str | None = None) -> None:
+        doc = fim_event(action, new=cur, old=old, changed=changed, old_path=old_path,
+                        detected_by=detected_by)
+        content_changed = action == "created" or "hash" in changed or "size" in changed
+        if cur.type == "file" and content_changed:
+            try:
+                self._enrich(doc, wp, cur, old_path or cur.path)
+            except OSError as e:
+                self.health.count_error(f"enrich {cur.path}: {e}")
+        self.emit(doc)
+        if wp.protect is Protect.RESTORE:
+            self.enforce(wp, cur.path)
+
+    def _enrich(self, doc: Document, wp: WatchPath, cur: FileState, copy_key: str) -> None:
+        cfg = self.config
+        fim: dict[str, Any] = doc["sisguard"]["fim"]
+        if wp.report_changes and not is_nodiff(cur.path, cfg.nodiff):
+            content = read_for_diff(cur.path, cfg.diff_max_file)
+            if content is not None:
+                previous = self.baseline.copy_get(copy_key)
+                if previous is not None and previous != content:
+                    fim["diff"] = unified(cur.path, previous, content,
+                                          max_bytes=cfg.diff_max_bytes)
+                self.baseline.copy_put(cur.path, content)
+        ext = os.path.splitext(cur.path)[1][1:].lower()
+        if wp.content_checks and self.checker is not None and ext in cfg.content_extensions:
+            fd = os.open(cur.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(cfg.content_max_bytes)
+            match = self.checker.check(data, ext)
+            if match is not None:
+                doc["sisguard"]["content"] = match.fields()
+
+    def keep_copy(self, wp: WatchPath, state: FileState) -> None:
+        """During a silent baseline scan: keep the copy a later diff will need."""
+        if (wp.report_changes and state.type == "file"
+                and not is_nodiff(state.path, self.config.nodiff)):
+            content = read_for_diff(state.path, self.config.diff_max_file)
+            if content is not None:
+                self.baseline.copy_put(state.path, content)
+
+    def enforce(self, wp: WatchPath, path: str) -> None:
+        if self.protector is None:
+            return
+        doc = self.protector.enforce(wp.root, path)
+        if doc is None:
+            return
+        self.emit(doc)
+        # what we did is the new state: record it silently
+        try:
+            now = self.reader.read(path)
+        except OSError:
+            now = None
+        if now is None:
+            self._forget_tree(path, "protection", report=False)
+            self.baseline.delete([path])
+        else:
+            self.baseline.put(now)
+            if now.type == "dir":
+                for entry in _walk_states(self.reader, path):
+                    self.baseline.put(entry)
+
+
+def _walk_states(reader: Reader, path: str) -> list[FileState]:
+    out: list[FileState] = []
+    try:
+        for entry in os.scandir(path):
+            st = entry.stat(follow_symlinks=False)
+            out.append(reader.from_stat(entry.path, st))
+            if stat.S_ISDIR(st.st_mode):
+                out.extend(_walk_states(reader, entry.path))
+    except OSError:
+        pass
+    return out

@@ -1,0 +1,235 @@
+"""Scans: the initial baseline and reconciliation against it.
+
+The first scan of a root records every file silently (``initial_scan`` events only if
+asked), in batches of one transaction each. Later scans compare each path with the
+baseline: a path whose lstat matches its record (size, mtime, ctime, inode, mode, owner)
+is not re-hashed unless ``full_rehash``; changes and paths missing from disk go through
+the ``Reconciler`` like real-time events. Scans are throttled in bytes/s and files/s.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TextIO
+
+from agent.sensors.fim_config import WatchPath
+from agent.sensors.fim_events import fim_event
+from agent.sensors.fim_reconcile import Reconciler
+from agent.sensors.fim_state import FileState
+
+BATCH = 2000
+
+
+@dataclass
+class ScanStats:
+    root: str
+    reason: str
+    files: int = 0
+    bytes: int = 0
+    hashed: int = 0
+    changes: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    initial: bool = False
+    completed: bool = False
+
+    def summary(self) -> str:
+        mib = self.bytes / 1048576
+        rate = mib / self.seconds if self.seconds else 0.0
+        kind = "baseline" if self.initial else "reconciliation"
+        return (f"{kind} scan of {self.root} ({self.reason}): {self.files} entries, "
+                f"{mib:.1f} MiB, {self.hashed} hashed, {self.changes} changes, "
+                f"{self.errors} errors, {self.seconds:.1f}s ({rate:.1f} MiB/s)")
+
+
+class Throttle:
+    """Sleeps so that bytes/s and files/s stay under their limits (0: no limit)."""
+
+    def __init__(self, bytes_per_s: int, files_per_s: int, stop: threading.Event) -> None:
+        self.bytes_per_s, self.files_per_s, self.stop = bytes_per_s, files_per_s, stop
+        self.start = time.monotonic()
+        self.bytes = 0
+        self.files = 0
+
+    def account(self, nbytes: int) -> None:
+        self.bytes += nbytes
+        self.files += 1
+        wait = 0.0
+        if self.bytes_per_s:
+            wait = self.bytes / self.bytes_per_s
+        if self.files_per_s:
+            wait = max(wait, self.files / self.files_per_s)
+        ahead = wait - (time.monotonic() - self.start)
+        if ahead > 0.01:
+            self.stop.wait(ahead)
+
+
+class Progress:
+    def __init__(self, stats: ScanStats, out: TextIO | None) -> None:
+        self.stats, self.out = stats, out
+        self.start = time.monotonic()
+        self.next = self.start + 0.25
+
+    def tick(self) -> None:
+        if self.out is None:
+            return
+        now = time.monotonic()
+        if now < self.next:
+            return
+        self.next = now + 0.25
+        mib = self.stats.bytes / 1048576
+        self.out.write(f"\rfim scan {self.stats.root}: {self.stats.files} entries, "
+                       f"{mib:.0f} MiB, {mib / max(now - self.start, 1e-6):.0f} MiB/s   ")
+        self.out.flush()
+
+    def done(self) -> None:
+        if self.out is not None:
+            self.out.write("\r" + " " * 79 + "\r")
+            self.out.flush()
+
+
+class Scanner:
+    def __init__(self, reconciler: Reconciler, stop: threading.Event, *,
+                 progress: bool = False) -> None:
+        self.r = reconciler
+        self.stop = stop
+        self.progress = progress
+
+    def scan(self, wp: WatchPath, *, reason: str, top: str | None = None,
+             recursive: bool | None = None, throttled: bool = True) -> ScanStats:
+        cfg = self.r.config
+        root = wp.root
+        top = top or root
+        recursive = wp.recursive if recursive is None else recursive
+        initial = top == root and not self.r.baseline.initialized(root)
+        stats = ScanStats(root=top, reason=reason, initial=initial)
+        throttle = Throttle(cfg.scan_bytes_per_second if throttled else 0,
+                            cfg.scan_files_per_second if throttled else 0, self.stop)
+        out = sys.stderr if self.progress and sys.stderr.isatty() else None
+        progress = Progress(stats, out)
+        started = time.monotonic()
+        seen: set[str] = set()
+        batch: list[FileState] = []
+        for path, st in self._walk(wp, top, recursive, stats):
+            if self.stop.is_set():
+                break
+            stats.files += 1
+            progress.tick()
+            try:
+                if initial:
+                    self._initial(wp, path, st, batch, stats)
+                    if len(batch) >= BATCH:
+                        self.r.baseline.put_many(batch)
+                        batch.clear()
+                else:
+                    seen.add(path)
+                    self._reconcile(path, st, stats)
+            except FileNotFoundError:
+                continue
+            except PermissionError as e:
+                stats.errors += 1
+                self.r.denied(path, e)
+            except OSError as e:
+                stats.errors += 1
+                self.r.health.count_error(f"scan {path}: {e}")
+            if stat.S_ISREG(st.st_mode):
+                throttle.account(st.st_size)
+        if batch:
+            self.r.baseline.put_many(batch)
+        progress.done()
+        if not self.stop.is_set():
+            if not initial:
+                self._sweep(top, recursive, seen, stats)
+            elif top == root:
+                self.r.baseline.mark_initialized(root)
+            stats.completed = True
+        stats.seconds = time.monotonic() - started
+        return stats
+
+    def _initial(self, wp: WatchPath, path: str, st: os.stat_result,
+                 batch: list[FileState], stats: ScanStats) -> None:
+        state = self.r.reader.from_stat(path, st)
+        if state.hashes:
+            stats.hashed += 1
+        stats.bytes += st.st_size if state.type == "file" else 0
+        batch.append(state)
+        self.r.keep_copy(wp, state)
+        if self.r.config.initial_scan_events:
+            self.r.emit(fim_event("initial_scan", new=state, detected_by="initial_scan"))
+
+    def _reconcile(self, path: str, st: os.stat_result, stats: ScanStats) -> None:
+        old = self.r.baseline.get(path)
+        if old is not None and not self.r.config.full_rehash and old.same_stat(st):
+            return
+        state = self.r.reader.from_stat(path, st)
+        stats.hashed += 1
+        stats.bytes += st.st_size if state.type == "file" else 0
+        with self.r.lock:
+            again = os.lstat(path)
+            if (again.st_mtime_ns, again.st_ctime_ns, again.st_size, again.st_ino) != (
+                    st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino):
+                return   # changing under us: the real-time path or the next scan has it
+            if self.r.record(path, state, detected_by="scan") is not None:
+                stats.changes += 1
+
+    def _sweep(self, top: str, recursive: bool, seen: set[str], stats: ScanStats) -> None:
+        """Baseline entries that the walk did not find are gone."""
+        candidates = [top, *self.r.baseline.paths_under(top)]
+        for path in sorted(candidates):
+            if path in seen or (not recursive and path != top
+                                and os.path.dirname(path) != top):
+                continue
+            with self.r.lock:
+                if os.path.lexists(path):
+                    continue
+                old = self.r.baseline.get(path)
+                if old is not None:
+                    self.r.deleted(path, old, detected_by="scan")
+                    stats.changes += 1
+
+    def _walk(self, wp: WatchPath, top: str, recursive: bool, stats: ScanStats
+              ) -> Iterator[tuple[str, os.stat_result]]:
+        """(path, lstat) for ``top`` and below, pruning excluded directories."""
+        r = self.r
+        try:
+            st = os.lstat(top)
+        except FileNotFoundError:
+            return
+        except PermissionError as e:
+            stats.errors += 1
+            r.denied(top, e)
+            return
+        if top != wp.root and r.rules.excluded(wp, top, is_dir=stat.S_ISDIR(st.st_mode)):
+            return
+        yield top, st
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        stack = [top]
+        while stack:
+            directory = stack.pop()
+            try:
+                with os.scandir(directory) as it:
+                    entries = list(it)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except PermissionError as e:
+                stats.errors += 1
+                r.denied(directory, e)
+                continue
+            for entry in entries:
+                try:
+                    est = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                is_dir = stat.S_ISDIR(est.st_mode)
+                if r.rules.excluded(wp, entry.path, is_dir=is_dir):
+                    continue
+                yield entry.path, est
+                if is_dir and recursive:
+                    stack.append(entry.path)
