@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="identity and spool depth")
     p.add_argument("--state-dir", default="/var/lib/sisguard-agent")
     p.set_defaults(func=_status)
+
+    from agent.fim_cli import add_fim_parser
+
+    add_fim_parser(sub)
     return parser
 
 
