@@ -78,6 +78,15 @@ def _agents_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    data = DataDir(Path(args.data_dir))
+    try:
+        print(data.health.read_text(), end="")
+    except FileNotFoundError:
+        raise SisguardError(f"{data.health}: no health file: is the collector running?") from None
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from collector.runner import run
 
@@ -117,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data-dir", required=True)
     a.add_argument("agent_id")
     a.set_defaults(func=_agents_revoke)
+
+    p = sub.add_parser("status", help="the running collector's health (written every 2 s)")
+    p.add_argument("--data-dir", required=True)
+    p.set_defaults(func=_status)
 
     p = sub.add_parser("run", help="serve enrollment and event streams")
     p.add_argument("--data-dir", default=None)

@@ -14,8 +14,9 @@ import grpc
 from collector.config import CollectorConfig
 from collector.enroll import EnrollmentService
 from collector.ingest import IngestService, Limits
+from collector.monitor import Monitor
 from collector.outputs.archive import JsonlArchive
-from collector.outputs.base import Output
+from collector.outputs.base import Output, Record
 from collector.pipeline import Detector, Pipeline, Validate
 from collector.pki import CertificateAuthority
 from collector.store import Store
@@ -47,6 +48,10 @@ class DataDir:
     @property
     def config(self) -> Path:
         return self.root / "collector.yml"
+
+    @property
+    def health(self) -> Path:
+        return self.root / "health.json"
 
 
 def server_credentials(data: DataDir, *, require_client_cert: bool) -> grpc.ServerCredentials:
@@ -94,6 +99,7 @@ class Collector:
             stopping=self.stopping,
         )
         self.server: grpc.Server | None = None
+        self.monitor: Monitor | None = None
         self.port = 0
         self.enroll_port = 0
 
@@ -128,12 +134,38 @@ class Collector:
             raise SisguardError(f"cannot listen on {enroll_listen} (enrollment)")
         server.start()
         self.server = server
+        self.monitor = Monitor(
+            store=self.store, emit=self._publish_everywhere,
+            detect=self.detector.process if self.detector is not None else None,
+            offline_after=self.config.health.offline_after_intervals,
+            health=self.health_snapshot, health_path=self.data.health,
+        )
+        self.monitor.start()
         log.info("collector listening", listen=self.config.listen, port=self.port,
                  enroll_port=self.enroll_port, outputs=[o.name for o in self.outputs])
         return self.port
 
+    def _publish_everywhere(self, records: list[Record]) -> None:
+        for output in self.outputs:
+            output.publish(records)
+
+    def health_snapshot(self) -> dict[str, Any]:
+        ingest = self.ingest
+        stats: Any = getattr(self.detector, "stats", None)
+        return {
+            "listen": self.config.listen, "port": self.port, "enroll_port": self.enroll_port,
+            "ingest": {"batches": ingest.batches, "events": ingest.events,
+                       "rejected": ingest.rejected, "output_outage_since": ingest.outage_since},
+            "pipeline": {name: vars(c) for name, c in self.pipeline.counters.items()},
+            "alerts": self.pipeline.alerts, "detection_errors": self.pipeline.detect_errors,
+            "detection": stats() if callable(stats) else None,
+            "outputs": {o.name: o.health() for o in self.outputs},
+        }
+
     def stop(self, grace: float = 5.0) -> None:
         self.stopping.set()
+        if self.monitor is not None:
+            self.monitor.stop()
         if self.server is not None:
             self.server.stop(grace).wait()
         for output in self.outputs:

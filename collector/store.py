@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS agents (
     revoked REAL,
     address TEXT NOT NULL DEFAULT '',
     last_seen REAL,
-    heartbeat TEXT
+    heartbeat TEXT,
+    offline_since REAL
 );
 CREATE TABLE IF NOT EXISTS revoked_serials (
     serial TEXT PRIMARY KEY,
@@ -66,6 +67,7 @@ class AgentRecord:
     address: str
     last_seen: float | None
     heartbeat: dict[str, Any] | None
+    offline_since: float | None = None
 
 
 def hash_token(token: str) -> str:
@@ -79,6 +81,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(agents)")}
+        if "offline_since" not in columns:  # databases made by 0.1.0 before this column
+            self._db.execute("ALTER TABLE agents ADD COLUMN offline_since REAL")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -164,11 +169,15 @@ class Store:
                                    (serial,)).fetchone()
         return row is not None
 
+    def set_offline(self, agent_id: str, since: float | None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE agents SET offline_since=? WHERE agent_id=?", (since, agent_id))
+
     def seen(self, agent_id: str, *, address: str, version: str | None = None,
              heartbeat: dict[str, Any] | None = None) -> None:
         with self._tx() as db:
-            db.execute("UPDATE agents SET last_seen=?, address=? WHERE agent_id=?",
-                       (time.time(), address, agent_id))
+            db.execute("UPDATE agents SET last_seen=?, address=?, offline_since=NULL"
+                       " WHERE agent_id=?", (time.time(), address, agent_id))
             if version:
                 db.execute("UPDATE agents SET version=? WHERE agent_id=?", (version, agent_id))
             if heartbeat is not None:
@@ -181,4 +190,5 @@ def _record(row: tuple[Any, ...]) -> AgentRecord:
         agent_id=row[0], hostname=row[1], organization=row[2], version=row[3], os=row[4],
         serial=row[5], enrolled=row[6], revoked=row[7], address=row[8], last_seen=row[9],
         heartbeat=json.loads(row[10]) if row[10] else None,
+        offline_since=row[11] if len(row) > 11 else None,
     )

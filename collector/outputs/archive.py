@@ -71,7 +71,8 @@ class JsonlArchive(Output):
             touched: set[str] = set()
             batch_hwm: dict[str, int] = {}
             for record in records:
-                if record.kind is Kind.EVENT and record.seq <= max(
+                # seq 0: made by the collector itself (e.g. agent_offline), not resent
+                if record.kind is Kind.EVENT and record.seq and record.seq <= max(
                     self._hwm.get(record.agent_id, 0), batch_hwm.get(record.agent_id, 0)
                 ):
                     result.outcomes.append(Outcome.DUPLICATE)
@@ -81,7 +82,7 @@ class JsonlArchive(Output):
                 line = json.dumps(record.document, ensure_ascii=False, separators=(",", ":"))
                 self._file(name).write(line.encode() + b"\n")
                 touched.add(name)
-                if record.kind is Kind.EVENT:
+                if record.kind is Kind.EVENT and record.seq:
                     batch_hwm[record.agent_id] = record.seq
                 result.outcomes.append(Outcome.STORED)
             for name in touched:
