@@ -1,0 +1,118 @@
+"""Content signatures (web shells, injected spam) and diffs of changed text files."""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from agent.sensors.fim_content import ContentChecker, load_signatures, parse_signatures
+from agent.sensors.fim_diff import is_nodiff, is_text, unified
+from common.yamlconf import parse_yaml
+from tests.agent.sensors.test_fim_sensor import SensorFactory, make_sensor  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def checker() -> ContentChecker:
+    signatures, errors = load_signatures()
+    assert errors == []
+    return ContentChecker(signatures)
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("<?php @eval($_POST['x']);?>", "webshell.eval_request"),
+    ("<?php eval(base64_decode('ZWNobyAxOw=='));", "webshell.eval_base64"),
+    ("<?php assert ( $_REQUEST['c'] );", "webshell.eval_request"),
+    ('<?php system($_GET["cmd"]); ?>', "webshell.exec_request"),
+    ("<% Runtime.getRuntime().exec(request.getParameter(\"c\")); %>", "webshell.jsp_exec"),
+    ("var psi = new ProcessStartInfo(\"cmd.exe\");", "webshell.aspx_process"),
+    ('<%@ Page Language="Jscript"%><%eval(Request.Item["z"],"unsafe");%>',
+     "webshell.asp_eval_request"),
+])
+def test_web_shells(checker: ContentChecker, text: str, name: str) -> None:
+    match = checker.check(text.encode(), "php")
+    assert match is not None and name in match.signatures
+    assert match.categories == ["webshell"]
+
+
+def test_vietnamese_gambling_link_any_case_and_unicode_form(checker: ContentChecker) -> None:
+    page = ('<div style="display: none"><a href="https://x.example/">'
+            'NHÀ CÁI uy tín - Nổ Hũ đổi thưởng</a></div>')
+    for form in ("NFC", "NFD"):
+        match = checker.check(unicodedata.normalize(form, page).encode(), "html")
+        assert match is not None, form
+        assert {"spam.gambling", "spam.hidden_link"} <= set(match.signatures)
+        assert match.categories == ["spam"]
+        assert "nhà cái" in match.excerpt and len(match.excerpt) <= 200
+
+
+def test_html_entities_do_not_hide_terms(checker: ContentChecker) -> None:
+    match = checker.check(b"<p>c&#225; c&#432;&#7907;c b&#243;ng &#273;&#225;</p>", "html")
+    assert match is not None and match.signatures == ["spam.gambling"]
+
+
+def test_diacritics_matter_and_ordinary_pages_are_clean(checker: ContentChecker) -> None:
+    ordinary = ("<p>Cổng thông tin điện tử tỉnh: thủ tục hành chính, cá nhân và tổ chức, "
+                "nhà ở xã hội, cái cày, tài liệu, xử lý hồ sơ; time slot for meetings</p>")
+    assert checker.check(ordinary.encode(), "html") is None
+    # "cá cược" (betting) is spam; "các cuộc" (the meetings) is not
+    assert checker.check("các cuộc họp".encode(), "html") is None
+
+
+def test_signature_file_errors_name_the_place() -> None:
+    text = "signatures:\n  - name: ok.one\n    category: spam\n    terms: [x]\n" \
+           "  - name: bad.regex\n    category: spam\n    regex: ['(']\n"
+    loaded, errors = parse_signatures(parse_yaml(text, "site.yml"), "site.yml")
+    assert [s.name for s in loaded] == ["ok.one"]
+    assert len(errors) == 1 and "site.yml:5" in str(errors[0])
+
+
+def test_site_file_adds_and_overrides(tmp_path: Path) -> None:
+    site = tmp_path / "site.yml"
+    site.write_text("signatures:\n  - name: spam.local_brand\n    category: spam\n"
+                    "    terms: [siêu khuyến mãi]\n")
+    signatures, errors = load_signatures(site)
+    assert errors == []
+    match = ContentChecker(signatures).check("SIÊU KHUYẾN MÃI".encode(), "html")
+    assert match is not None and match.signatures == ["spam.local_brand"]
+
+
+def test_unified_diff_and_nodiff_patterns() -> None:
+    diff = unified("/var/www/a.html", b"one\ntwo\n", b"one\nthree\n", max_bytes=1000)
+    assert diff.splitlines() == ["--- a/var/www/a.html", "+++ b/var/www/a.html",
+                                 "@@ -1,2 +1,2 @@", " one", "-two", "+three"]
+    cut = unified("/x", b"", b"".join(b"%d\n" % i for i in range(1000)), max_bytes=100)
+    assert cut.endswith("... diff cut at 100 bytes\n") and len(cut) < 200
+    patterns = ("/etc/shadow", "*.key", "id_rsa*")
+    assert is_nodiff("/etc/shadow", patterns) and is_nodiff("/srv/tls/site.key", patterns)
+    assert is_nodiff("/root/.ssh/id_rsa.pub", patterns)
+    assert not is_nodiff("/etc/shadow.d/x", patterns) and not is_nodiff("/a/b.html", patterns)
+    assert is_text("tiếng Việt".encode()) and not is_text(b"\x7fELF\0\0")
+
+
+def test_sensor_reports_diffs_content_and_never_diffs_secrets(
+        make_sensor: SensorFactory, tmp_path: Path) -> None:  # noqa: F811
+    www = tmp_path / "www"
+    www.mkdir()
+    page, key = www / "index.html", www / "server.key"
+    page.write_text("<h1>Xin chào</h1>\n<p>Tin tức</p>\n")
+    key.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n")
+    _, stub = make_sensor({"paths": [{"path": str(www), "report_changes": True,
+                                      "content_checks": True}]})
+    page.write_text("<h1>Xin chào</h1>\n<a href='//x'>tài xỉu online</a>\n")
+    doc = stub.wait("updated", page)
+    assert doc["sisguard"]["fim"]["diff"].splitlines()[2:] == [
+        "@@ -1,2 +1,2 @@", " <h1>Xin chào</h1>", "-<p>Tin tức</p>",
+        "+<a href='//x'>tài xỉu online</a>"]
+    assert doc["sisguard"]["content"]["signatures"] == ["spam.gambling"]
+
+    key.write_text("-----BEGIN PRIVATE KEY-----\nBBBB\n")
+    doc = stub.wait("updated", key)
+    assert "diff" not in doc["sisguard"]["fim"]
+    assert "BBBB" not in str(doc) and "AAAA" not in str(doc)
+
+    shell = www / "up.php"
+    shell.write_text("<?php echo 1; eval(gzinflate(base64_decode('x'))); ?>")
+    doc = stub.wait("created", shell)
+    assert doc["sisguard"]["content"]["categories"] == ["webshell"]
