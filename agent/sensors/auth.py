@@ -46,6 +46,7 @@ MAX_LINE = 64 * 1024
 class AuthConfig:
     paths: tuple[Path, ...] = (Path("/var/log/auth.log"), Path("/var/log/secure"))
     journald: bool = True            # use journalctl when none of the paths exists
+    journald_socket: Path = Path("/run/systemd/journal/socket")  # ... and journald runs
     poll_interval: Duration = Duration(0.5)
     rotate_grace: Duration = Duration(5.0)
     start_at: str = "end"            # for a file never seen before: "end" or "beginning"
@@ -76,6 +77,7 @@ class FileFollower:
         self._saved = saved
         self._start_at_end = start_at_end and saved is None
         self._first = True
+        self._head_bytes = b""
 
     # -- opening -----------------------------------------------------------------------
     def _open_current(self) -> bool:
@@ -85,7 +87,7 @@ class FileFollower:
             self._first = False  # a file that appears later is read from its start
             return False
         st = os.fstat(f.fileno())
-        self.file, self.offset, self.buffer = f, 0, b""
+        self.file, self.offset, self.buffer, self._head_bytes = f, 0, b"", b""
         if self._first:
             self._first = False
             saved = self._saved
@@ -140,6 +142,11 @@ class FileFollower:
                 f.close()
         return None
 
+    def prime(self) -> None:
+        """Open the file now (if it exists), so "start at end" means the end as of now."""
+        if self.file is None:
+            self._open_current()
+
     # -- reading -----------------------------------------------------------------------
     @staticmethod
     def _read(f: IO[bytes], partial: bytes) -> tuple[list[bytes], bytes, int]:
@@ -158,6 +165,7 @@ class FileFollower:
     def poll(self) -> list[bytes]:
         lines: list[bytes] = []
         now = self.clock()
+        opened = self.file is not None or self._open_current()  # may queue a rotated file
         keep: list[tuple[IO[bytes], bytes, float]] = []
         for f, partial, until in self.old:
             got, partial, n = self._read(f, partial)
@@ -171,12 +179,11 @@ class FileFollower:
                     lines.append(partial + b"\n")
                 f.close()
         self.old = keep
-        if self.file is None and not self._open_current():
+        if not opened:
             return lines
         assert self.file is not None
-        got, self.buffer, _ = self._read(self.file, self.buffer)
-        lines.extend(got)
-        self.offset = self.file.tell() - len(self.buffer)
+        self._check_truncated()
+        lines.extend(self.poll_current())
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -188,17 +195,39 @@ class FileFollower:
             self.file = None
             if self._open_current():
                 lines.extend(self.poll_current())
-        elif fst.st_size < self.offset:
-            log.info("log truncated", path=str(self.path), size=fst.st_size, offset=self.offset)
-            self.file.seek(0)
-            self.offset, self.buffer = 0, b""
-            lines.extend(self.poll_current())
         return lines
+
+    def _check_truncated(self) -> None:
+        """Before reading: a file shorter than our offset, or with other first bytes, was
+        truncated (and maybe rewritten past our offset): start it over."""
+        assert self.file is not None
+        size = os.fstat(self.file.fileno()).st_size
+        if size < self.offset or not self._same_head(self.file, size):
+            log.info("log truncated", path=str(self.path), size=size, offset=self.offset)
+            self.file.seek(0)
+            self.offset, self.buffer, self._head_bytes = 0, b"", b""
+
+    def _same_head(self, f: IO[bytes], size: int) -> bool:
+        """False if the file's first bytes changed (truncated and rewritten past our offset)."""
+        want = min(size, HEAD_BYTES, self.offset)
+        data = self._read_at(f, 0, want)
+        n = min(len(data), len(self._head_bytes))
+        if data[:n] != self._head_bytes[:n]:
+            return False
+        if len(data) > len(self._head_bytes):
+            self._head_bytes = data
+        return True
+
+    @staticmethod
+    def _read_at(f: IO[bytes], offset: int, n: int) -> bytes:
+        return os.pread(f.fileno(), n, offset)
 
     def poll_current(self) -> list[bytes]:
         assert self.file is not None
         got, self.buffer, _ = self._read(self.file, self.buffer)
         self.offset = self.file.tell() - len(self.buffer)
+        if len(self._head_bytes) < min(self.offset, HEAD_BYTES):  # what we have read
+            self._head_bytes = self._read_at(self.file, 0, min(self.offset, HEAD_BYTES))
         return got
 
     def state(self) -> dict[str, Any] | None:
@@ -279,7 +308,8 @@ class AuthSensor(Sensor):
 
     def start(self) -> None:
         existing = [p for p in self.config.paths if p.exists()]
-        journalctl = self._which("journalctl") if self.config.journald else None
+        journalctl = (self._which("journalctl") if self.config.journald
+                      and self.config.journald_socket.exists() else None)
         if not existing and journalctl:
             self.context.health.mode = "journald"
             thread = threading.Thread(target=self._journal_loop, args=(journalctl,),
@@ -293,6 +323,8 @@ class AuthSensor(Sensor):
             self._followers = [
                 FileFollower(p, saved.get(str(p)), start_at_end=self.config.start_at == "end",
                              grace=self.config.rotate_grace) for p in self.config.paths]
+            for follower in self._followers:  # fix the start offsets before returning
+                follower.prime()
             thread = threading.Thread(target=self._file_loop, name="auth-files", daemon=True)
         log.info("auth sensor", mode=self.context.health.mode,
                  paths=[str(p) for p in existing])
