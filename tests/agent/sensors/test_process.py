@@ -1,0 +1,229 @@
+"""The process sensor: kernel events decoded, documents built, the poll fallback, and
+(as root on Linux) real short-lived processes captured through the netlink connector."""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.sensors.base import SensorContext, SensorHealth
+from agent.sensors.netlink import (
+    CN_IDX_PROC,
+    CN_VAL_PROC,
+    ConnectorError,
+    ProcConnector,
+    ProcEvent,
+    What,
+    parse_messages,
+)
+from agent.sensors.process import Mode, ProcessConfig, ProcessSensor
+from agent.sensors.procfs import ProcFS, Snapshot
+from tests.harness import Agent, Collector, in_ci, wait_for
+
+
+def _message(what: int, *fields: int) -> bytes:
+    body = struct.pack("=IIQ", what, 0, 123_000_000_000) + struct.pack(f"={len(fields)}I", *fields)
+    cn = struct.pack("=IIIIHH", CN_IDX_PROC, CN_VAL_PROC, 0, 0, len(body), 0) + body
+    return struct.pack("=IHHII", 16 + len(cn), 3, 0, 0, 0) + cn
+
+
+def test_parse_fork_exec_exit_and_ack() -> None:
+    data = (_message(What.FORK, 10, 10, 11, 11) + _message(What.EXEC, 11, 11)
+            + _message(What.EXIT, 11, 11, 256, 17, 10, 10) + _message(What.NONE, 0))
+    events = parse_messages(data)
+    assert [e.what for e in events] == [What.FORK, What.EXEC, What.EXIT, What.NONE]
+    assert (events[0].parent_tgid, events[0].tgid) == (10, 11)
+    assert events[2].exit_code == 256 and events[2].parent_tgid == 10
+    assert events[0].timestamp_ns == 123_000_000_000
+    assert parse_messages(b"\x00" * 10) == []
+
+
+class FakeProcFS(ProcFS):
+    def __init__(self, snaps: dict[int, Snapshot]) -> None:
+        super().__init__(root="/nonexistent")
+        self.snaps = snaps
+        self.clk_tck = 100
+
+    def pids(self) -> list[int]:
+        return list(self.snaps)
+
+    def snapshot(self, pid: int) -> Snapshot:
+        return self.snaps.get(pid, Snapshot(pid))
+
+    def boot_id(self) -> str:
+        return "boot-1"
+
+    def boot_time(self) -> float:
+        return 1_700_000_000.0
+
+
+class RefusingConnector(ProcConnector):
+    def open(self, *, ack_timeout: float = 2.0) -> None:
+        raise ConnectorError(errno.EPERM, "Operation not permitted")
+
+
+def _sensor(procfs: ProcFS, **kw: Any) -> tuple[ProcessSensor, list[dict[str, Any]],
+                                                 list[str], SensorHealth]:
+    docs: list[dict[str, Any]] = []
+    errors: list[str] = []
+    health = SensorHealth("process")
+    ctx = SensorContext(emit=docs.append, health=health, state_dir=Path(tempfile.mkdtemp()),
+                        report_error=lambda m, f: errors.append(m))
+    return (ProcessSensor(ProcessConfig(hash=False, **kw.pop("config", {})), ctx, procfs=procfs,
+                          user_name=lambda uid: {0: "root", 33: "www-data"}.get(uid), **kw),
+            docs, errors, health)
+
+
+def test_exec_of_a_process_already_gone_still_has_pid_and_parent() -> None:
+    nginx = Snapshot(100, exe="/usr/sbin/nginx", args=["nginx: worker"], ppid=1,
+                     start_ticks=500, uid=33, euid=33, cwd="/")
+    sensor, docs, _, _ = _sensor(FakeProcFS({100: nginx}))
+    sensor._scan_existing()
+    sensor.handle(ProcEvent(What.FORK, 10**9, 200, 200, parent_pid=100, parent_tgid=100), None)
+    shell = Snapshot(200, exe="/usr/bin/dash", args=["sh", "-c", "id"], ppid=100,
+                     start_ticks=700, uid=33, euid=33, cwd="/var/www")
+    sensor.handle(ProcEvent(What.EXEC, 2 * 10**9, 200, 200), shell)
+    sensor.handle(ProcEvent(What.FORK, 3 * 10**9, 201, 201, parent_pid=200, parent_tgid=200),
+                  None)
+    sensor.handle(ProcEvent(What.EXEC, 3 * 10**9, 201, 201), None)  # gone before we read
+    sensor.handle(ProcEvent(What.EXIT, 4 * 10**9, 201, 201, exit_code=2 << 8), None)
+    sensor.handle(ProcEvent(What.EXIT, 4 * 10**9, 200, 200, exit_code=9), None)
+    start, gone, gone_end, end = docs
+    p = start["process"]
+    assert (p["pid"], p["ppid"], p["executable"], p["name"]) == (200, 100, "/usr/bin/dash",
+                                                                   "dash")
+    assert p["command_line"] == "sh -c id" and p["args_count"] == 3
+    assert p["working_directory"] == "/var/www"
+    assert p["parent"]["executable"] == "/usr/sbin/nginx"
+    assert p["parent"]["command_line"] == "nginx: worker"
+    assert start["user"]["name"] == "www-data" and start["user"]["id"] == "33"
+    assert p["start"] == "2023-11-14T22:13:27.000000Z"  # boot + 700 ticks at 100 Hz
+    assert gone["process"]["pid"] == 201 and gone["process"]["ppid"] == 200
+    assert gone["process"]["parent"]["executable"] == "/usr/bin/dash"
+    assert gone["sisguard"]["process"]["gone_before_read"] is True
+    assert gone_end["event"]["action"] == "exit" and gone_end["process"]["exit_code"] == 2
+    assert gone_end["process"]["entity_id"] == gone["process"]["entity_id"]
+    assert end["process"]["exit_code"] == 128 + 9
+    assert end["process"]["entity_id"] == p["entity_id"]
+    assert p["entity_id"] != sensor._entity(200, 701)
+
+
+def test_no_netlink_means_poll_mode_and_a_health_event() -> None:
+    sensor, _docs, errors, health = _sensor(FakeProcFS({1: Snapshot(1, exe="/sbin/init",
+                                                                   ppid=0)}),
+                                           connector_factory=RefusingConnector)
+    sensor.start()
+    try:
+        assert health.mode == "poll"
+        assert errors and "Operation not permitted" in errors[0]
+    finally:
+        sensor.stop()
+        sensor.join()
+    # another platform:
+    sensor2, _, errors2, health2 = _sensor(FakeProcFS({}), platform="freebsd14")
+    sensor2.start()
+    sensor2.stop()
+    sensor2.join()
+    assert health2.mode == "poll" and "Linux" in errors2[0]
+
+
+def test_poll_mode_reports_new_and_ended_processes() -> None:
+    procs = {1: Snapshot(1, exe="/sbin/init", ppid=0, start_ticks=1)}
+    fs = FakeProcFS(procs)
+    sensor, docs, _, _ = _sensor(fs, config={"mode": Mode.POLL})
+    sensor._scan_existing()
+    procs[50] = Snapshot(50, exe="/usr/bin/xmrig", args=["xmrig", "-o", "pool:3333"], ppid=1,
+                         start_ticks=9, uid=0, euid=0)
+    sensor.poll_once()
+    del procs[50]
+    sensor.poll_once()
+    assert [(d["event"]["action"], d["process"]["pid"]) for d in docs] == [("exec", 50),
+                                                                          ("exit", 50)]
+    assert docs[0]["process"]["parent"]["executable"] == "/sbin/init"
+
+
+def test_a_bad_event_is_counted_not_fatal() -> None:
+    sensor, _docs, _, health = _sensor(FakeProcFS({}))
+
+    def boom(event: ProcEvent, snap: Snapshot | None) -> None:
+        raise RuntimeError("bad")
+
+    sensor.handle = boom  # type: ignore[method-assign]
+    sensor._inbox.put((ProcEvent(What.EXEC, 0, 1, 1), None))
+    sensor._stop.set()
+    sensor._inbox.put((ProcEvent(What.NONE, 0, 0, 0), None))
+    sensor._work_loop()
+    assert health.errors == 1 and "bad" in health.last_error
+
+
+# --- real kernel, real agent --------------------------------------------------------------
+
+def _netlink_possible() -> bool:
+    if os.geteuid() != 0 or not hasattr(os, "sched_getaffinity"):
+        return False
+    try:
+        c = ProcConnector()
+        c.open()
+        c.close()
+        return True
+    except ConnectorError:
+        return False
+
+
+@pytest.mark.service
+def test_short_lived_processes_are_captured_with_their_parent(
+        collector_factory: Callable[..., Collector],
+        agent_factory: Callable[..., Agent]) -> None:
+    if not _netlink_possible():
+        reason = "needs root on Linux with the netlink process connector"
+        if in_ci():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    collector = collector_factory()
+    agent = agent_factory(collector, "--sensors", "process")
+    assert agent.proc is not None
+    wait_for(lambda: '"mode": "netlink"' in agent.proc.tail(200) if agent.proc else False,
+             timeout=10, message="netlink mode in the agent log")
+    script = ("echo $$; for i in $(seq 20); do /bin/true & echo $!; wait; done; "
+              "for i in 1 2 3; do sleep 0.03 & echo s$!; wait; done")
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                         check=True).stdout.split()
+    shell = int(out[0])
+    trues = {int(x) for x in out[1:] if not x.startswith("s")}
+    sleeps = {int(x[1:]) for x in out[1:] if x.startswith("s")}
+
+    def starts() -> dict[int, dict[str, Any]]:
+        return {e["process"]["pid"]: e for e in collector.events()
+                if e["event"]["dataset"] == "sisguard.process"
+                and e["event"]["action"] == "exec"
+                and e["process"]["pid"] in trues | sleeps}
+
+    got = wait_for(lambda: len(s := starts()) == len(trues | sleeps) and s, timeout=30,
+                   message="every short-lived process")
+    assert isinstance(got, dict)
+    for pid in trues | sleeps:
+        p = got[pid]["process"]
+        assert p["ppid"] == shell and p["parent"]["pid"] == shell
+        assert p["parent"]["executable"] == "/usr/bin/bash"
+        assert "seq 20" in p["parent"]["command_line"]
+        assert p["entity_id"] and p["parent"]["entity_id"]
+    # /bin/true lives ~1 ms: most are described, some only by pid and parent
+    assert any(got[pid]["process"].get("executable") == "/usr/bin/true" for pid in trues)
+    for pid in sleeps:  # 30 ms is plenty: fully described, as Sigma rules need
+        p = got[pid]["process"]
+        assert p["executable"] == "/usr/bin/sleep" and p["command_line"] == "sleep 0.03"
+        assert p["args"] == ["sleep", "0.03"] and p["name"] == "sleep"
+        assert len(p["hash"]["sha256"]) == 64 and p["working_directory"]
+        assert got[pid]["user"]["name"] == "root"
+    ends = wait_for(lambda: {e["process"]["pid"] for e in collector.events()
+                             if e["event"]["action"] == "exit"} >= sleeps, timeout=30,
+                    message="exit events")
+    assert ends
