@@ -1,0 +1,94 @@
+"""Index names, composable templates and retention for the Elasticsearch output.
+
+Daily indices ``PREFIX-events-YYYY.MM.DD``, ``PREFIX-alerts-YYYY.MM.DD`` (UTC, from the
+document's ``@timestamp``) and ``PREFIX-deadletter-YYYY.MM.DD``. Plain composable
+templates and index deletion: no ILM, data streams or paid features, so this works on
+every Elasticsearch 7.10+/8/9 and OpenSearch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from elasticsearch import Elasticsearch
+
+from collector.outputs.base import Kind
+from collector.outputs.es_fields import properties
+
+TEMPLATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IndexNames:
+    prefix: str
+
+    def daily(self, kind: Kind, document: dict[str, Any]) -> str:
+        ts = document.get("@timestamp")
+        day = (ts[:10].replace("-", ".") if isinstance(ts, str) and len(ts) >= 10
+               and ts[4] == "-" else dt.datetime.now(dt.UTC).strftime("%Y.%m.%d"))
+        return f"{self.prefix}-{kind.value}-{day}"
+
+    def deadletter(self, now: dt.datetime) -> str:
+        return f"{self.prefix}-deadletter-{now.strftime('%Y.%m.%d')}"
+
+    def patterns(self) -> dict[str, str]:
+        return {kind: f"{self.prefix}-{kind}-*" for kind in ("events", "alerts", "deadletter")}
+
+    def day_of(self, index: str) -> dt.date | None:
+        match = re.fullmatch(re.escape(self.prefix)
+                             + r"-(?:events|alerts|deadletter)-(\d{4})\.(\d{2})\.(\d{2})", index)
+        if not match:
+            return None
+        try:
+            return dt.date(int(match[1]), int(match[2]), int(match[3]))
+        except ValueError:
+            return None
+
+
+def template_body(pattern: str, *, shards: int, replicas: int) -> dict[str, Any]:
+    return {
+        "index_patterns": [pattern],
+        "priority": 200,
+        "version": TEMPLATE_VERSION,
+        "_meta": {"managed_by": "sisguard"},
+        "template": {
+            "settings": {
+                "number_of_shards": shards,
+                "number_of_replicas": replicas,
+                "refresh_interval": "1s",
+                "mapping": {"total_fields": {"limit": 2000}},
+            },
+            "mappings": {
+                # unexpected fields stay in _source, unindexed: they can't break a mapping
+                "dynamic": False,
+                "date_detection": False,
+                "properties": properties(),
+            },
+        },
+    }
+
+
+def install_templates(client: Elasticsearch, names: IndexNames, *, shards: int,
+                      replicas: int) -> None:
+    """Idempotent: PUT each composable template (same body, same result)."""
+    for kind, pattern in names.patterns().items():
+        client.indices.put_index_template(
+            name=f"{names.prefix}-{kind}",
+            **template_body(pattern, shards=shards, replicas=replicas),
+        )
+
+
+def remove_expired(client: Elasticsearch, names: IndexNames, retention_days: int, *,
+                   today: dt.date) -> list[str]:
+    """Delete daily indices dated more than ``retention_days`` before today."""
+    oldest_kept = today - dt.timedelta(days=retention_days)
+    found = client.indices.get(index=f"{names.prefix}-*", expand_wildcards="open,closed",
+                               allow_no_indices=True, ignore_unavailable=True)
+    expired = sorted(index for index in found
+                     if (day := names.day_of(index)) is not None and day < oldest_kept)
+    for index in expired:
+        client.indices.delete(index=index, ignore_unavailable=True)
+    return expired

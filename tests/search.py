@@ -1,0 +1,65 @@
+"""The real search engine for indexing tests (deploy/dev/search: genuine Elasticsearch).
+
+``scripts/test`` starts one node and exports ``SISGUARD_TEST_ES_URL``. Tests that stop
+and restart the engine start a node of their own with ``SearchNode``. In CI a missing
+engine fails the test; elsewhere it skips, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness import REPO, free_port, in_ci
+
+SCRIPT = REPO / "deploy" / "dev" / "search"
+
+
+def need_engine(reason: str) -> None:
+    if in_ci():
+        pytest.fail(f"search engine required in CI: {reason}")
+    pytest.skip(f"no search engine: {reason} (run scripts/test, or set SISGUARD_TEST_ES_URL)")
+
+
+def engine_url() -> str:
+    url = os.environ.get("SISGUARD_TEST_ES_URL", "")
+    if not url:
+        need_engine("SISGUARD_TEST_ES_URL is not set")
+    return url
+
+
+@dataclass
+class SearchNode:
+    """A node of a test's own, with its data kept across stop/start."""
+
+    state: Path
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self.port = self.port or free_port()
+        if not SCRIPT.exists():
+            need_engine(f"{SCRIPT} is missing")
+
+    def _run(self, *args: str, timeout: float = 300, check: bool = True) -> str:
+        env = {**os.environ, "PORT": str(self.port), "SISGUARD_SEARCH_STATE": str(self.state),
+               "ES_HEAP": os.environ.get("SISGUARD_TEST_ES_HEAP", "512m")}
+        result = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True,
+                                env=env, timeout=timeout)
+        if result.returncode != 0 and check:
+            need_engine(f"deploy/dev/search {' '.join(args)} failed: {result.stderr[-2000:]}")
+        return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+
+    def start(self) -> str:
+        return self._run("start", "--data", str(self.state / "data"))
+
+    def stop(self) -> None:
+        """Never raises: it runs in ``finally`` blocks, where it must not hide a failure."""
+        self._run("stop", check=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
