@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Agent cost with every sensor on: idle, then under 50 process starts per second.
+
+Starts a real collector and a real enrolled agent (tests.harness), FIM over a generated
+20,000-file tree in /tmp, and prints the agent's median CPU (% of one core) and RSS while
+idle for ``--idle`` minutes, then while ``--rate`` processes per second are started for
+``--load`` seconds, and how many of those starts reached the collector's archive.
+
+    .venv/bin/python bench/agent/agent_bench.py --idle 1
+Targets: idle <= 1 % CPU and <= 60 MB RSS; under load every start captured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.harness import Agent, Collector, wait_for  # noqa: E402
+
+
+def make_tree(root: Path, files: int) -> None:
+    per_dir = 100
+    for i in range(files):
+        d = root / f"d{i // per_dir:04d}"
+        if i % per_dir == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:05d}.php").write_text(f"<?php echo {i}; ?>\n")
+
+
+def sample(proc: psutil.Process, seconds: float, every: float = 5.0) -> tuple[list[float],
+                                                                             list[int]]:
+    cpu: list[float] = []
+    rss: list[int] = []
+    proc.cpu_percent(None)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(min(every, max(0.1, deadline - time.monotonic())))
+        cpu.append(proc.cpu_percent(None))
+        rss.append(proc.memory_info().rss)
+    return cpu, rss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--idle", type=float, default=5.0, help="idle minutes (default 5)")
+    parser.add_argument("--load", type=float, default=30.0, help="load seconds (default 30)")
+    parser.add_argument("--rate", type=int, default=50, help="process starts per second")
+    parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="sisguard-bench-"))
+    try:
+        tree = work / "www"
+        t0 = time.monotonic()
+        make_tree(tree, args.files)
+        print(f"tree: {args.files} files in {time.monotonic() - t0:.1f}s")
+        collector = Collector(work / "collector")
+        collector.start()
+        cfg = work / "agent.yml"
+        cfg.write_text(f"sensor:\n  fim:\n    paths: ['{tree}']\n")
+        agent = Agent(work / "agent", collector,
+                      ["--sensors", "fim,process,network,auth,inventory", "--config", str(cfg)])
+        agent.start()
+        assert agent.proc is not None and agent.proc.popen is not None
+        proc = psutil.Process(agent.proc.popen.pid)
+        # let start-up work (FIM baseline, inventory's first run) finish before "idle"
+        time.sleep(20)
+        print(f"agent up; start-up RSS {proc.memory_info().rss / 2**20:.1f} MiB; "
+              f"idle sampling {args.idle:g} min")
+        cpu, rss = sample(proc, args.idle * 60)
+        print(f"IDLE  median CPU {statistics.median(cpu):.2f} % of one core "
+              f"(max {max(cpu):.2f}), median RSS {statistics.median(rss) / 2**20:.1f} MiB "
+              f"(max {max(rss) / 2**20:.1f})")
+
+        true = shutil.which("true") or "/bin/true"
+        pids: list[int] = []
+        children: list[subprocess.Popen[bytes]] = []
+        proc.cpu_percent(None)
+        load_cpu: list[float] = []
+        load_rss: list[int] = []
+        start = time.monotonic()
+        n = int(args.load * args.rate)
+        next_sample = start + 1.0
+        for i in range(n):
+            due = start + i / args.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            p = subprocess.Popen([true])
+            pids.append(p.pid)
+            children.append(p)
+            for c in children[:]:
+                if c.poll() is not None:
+                    children.remove(c)
+            if time.monotonic() >= next_sample:
+                load_cpu.append(proc.cpu_percent(None))
+                load_rss.append(proc.memory_info().rss)
+                next_sample += 1.0
+        for c in children:
+            c.wait()
+        elapsed = time.monotonic() - start
+        wanted = set(pids)
+
+        def captured() -> set[int]:
+            return {e["process"]["pid"] for e in collector.events()
+                    if e.get("event", {}).get("dataset") == "sisguard.process"
+                    and e["event"].get("action") == "exec"} & wanted
+
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: len(captured()) == len(wanted), timeout=60, interval=1.0)
+        got = captured()
+        described = sum(1 for e in collector.events()
+                        if e.get("event", {}).get("action") == "exec"
+                        and e["process"]["pid"] in wanted and e["process"].get("executable"))
+        print(f"LOAD  {n} starts in {elapsed:.1f}s ({n / elapsed:.1f}/s): captured "
+              f"{len(got)}/{n}, with executable {described}; median CPU "
+              f"{statistics.median(load_cpu):.1f} %, max RSS {max(load_rss) / 2**20:.1f} MiB")
+        agent.proc.stop()
+        if collector.proc:
+            collector.proc.stop()
+        return 0 if len(got) == n else 1
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work}")
+
+
+if __name__ == "__main__":
+    os.umask(0o022)
+    sys.exit(main())
