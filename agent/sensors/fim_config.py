@@ -19,9 +19,10 @@ Entries are normalized into ``WatchPath`` by ``FimConfig.__post_init__``.
 from __future__ import annotations
 
 import enum
+import fnmatch
 import os
+import re
 from dataclasses import dataclass
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ class FimConfig:
     unwatched_scan_interval: Duration = Duration(60.0)  # dirs past max_watches
     scan_bytes_per_second: Size = Size(50 * 1024 * 1024)  # 0: unthrottled
     scan_files_per_second: int = 0                         # 0: unthrottled
+    scan_workers: int = 2            # threads hashing during a baseline scan
     full_rehash: bool = False        # reconciliation scans rehash unchanged-looking files
     initial_scan_events: bool = False
     max_watches: int = 0             # 0: up to the kernel's limit
@@ -120,12 +122,20 @@ def _watch_path(entry: Any, index: int) -> WatchPath:
                       location=Location("<config>"))
 
 
+def _regex(patterns: list[str]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
 class Rules:
     """Which paths under which root are watched (include/exclude, longest root wins)."""
 
     def __init__(self, config: FimConfig) -> None:
         self.config = config
         self.paths = sorted(config.watch_paths, key=lambda w: len(w.root), reverse=True)
+        self._patterns: dict[str, tuple[re.Pattern[str] | None, re.Pattern[str] | None,
+                                        re.Pattern[str] | None]] = {}
 
     def root_of(self, path: str) -> WatchPath | None:
         for wp in self.paths:
@@ -139,19 +149,31 @@ class Rules:
         return None
 
     def excluded(self, wp: WatchPath, path: str, *, is_dir: bool) -> bool:
-        """True when ``path`` (under ``wp``) is not to be watched or recorded."""
+        """True when ``path`` (under ``wp``) is not to be watched or recorded. A pattern
+        without a slash matches the name, one with a slash the path below the root."""
         if path == wp.root:
             return False
-        name = os.path.basename(path)
+        name = path[path.rfind("/") + 1:]
         if name.startswith(INTERNAL_PREFIX):
             return True
-        rel = os.path.relpath(path, wp.root)
-        for pattern in (*self.config.exclude, *wp.exclude):
-            if fnmatch(name, pattern) or fnmatch(rel, pattern):
-                return True
-        if wp.include and not is_dir:
-            return not any(fnmatch(name, p) or fnmatch(rel, p) for p in wp.include)
+        by_name, by_rel, include = self._compiled(wp)
+        rel = path[len(wp.root.rstrip("/")) + 1:]
+        if (by_name is not None and by_name.match(name)) or (
+                by_rel is not None and by_rel.match(rel)):
+            return True
+        if include is not None and not is_dir:
+            return not (include.match(name) or include.match(rel))
         return False
+
+    def _compiled(self, wp: WatchPath) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None,
+                                                re.Pattern[str] | None]:
+        found = self._patterns.get(wp.root)
+        if found is None:
+            patterns = (*self.config.exclude, *wp.exclude)
+            found = (_regex([p for p in patterns if "/" not in p]),
+                     _regex([p for p in patterns if "/" in p]), _regex(list(wp.include)))
+            self._patterns[wp.root] = found
+        return found
 
     def wanted(self, path: str, *, is_dir: bool) -> WatchPath | None:
         """The root ``path`` belongs to, unless it or a directory above it is excluded."""

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -24,6 +25,8 @@ from agent.sensors.fim_reconcile import Reconciler
 from agent.sensors.fim_state import FileState
 
 BATCH = 2000
+_Results = list["FileState | OSError"]
+_Pending = tuple[list[tuple[str, os.stat_result]], list["Future[_Results] | _Results"]]
 
 
 @dataclass
@@ -115,7 +118,10 @@ class Scanner:
         progress = Progress(stats, out)
         started = time.monotonic()
         seen: set[str] = set()
-        batch: list[FileState] = []
+        chunk: list[tuple[str, os.stat_result]] = []
+        workers = max(1, cfg.scan_workers)
+        pool = ThreadPoolExecutor(workers, "fim-hash") if initial and workers > 1 else None
+        pending: _Pending | None = None
         for path, st in self._walk(wp, top, recursive, stats):
             if self.stop.is_set():
                 break
@@ -123,10 +129,10 @@ class Scanner:
             progress.tick()
             try:
                 if initial:
-                    self._initial(wp, path, st, batch, stats)
-                    if len(batch) >= BATCH:
-                        self.r.baseline.put_many(batch)
-                        batch.clear()
+                    chunk.append((path, st))
+                    if len(chunk) >= BATCH:
+                        pending = self._initial(wp, chunk, stats, pool, pending)
+                        chunk = []
                 else:
                     seen.add(path)
                     self._reconcile(path, st, stats)
@@ -140,8 +146,11 @@ class Scanner:
                 self.r.health.count_error(f"scan {path}: {e}")
             if stat.S_ISREG(st.st_mode):
                 throttle.account(st.st_size)
-        if batch:
-            self.r.baseline.put_many(batch)
+        pending = self._initial(wp, chunk, stats, pool, pending)
+        if pending is not None:
+            self._record_initial(wp, pending, stats)
+        if pool is not None:
+            pool.shutdown()
         progress.done()
         if not self.stop.is_set():
             if not initial:
@@ -152,16 +161,54 @@ class Scanner:
         stats.seconds = time.monotonic() - started
         return stats
 
-    def _initial(self, wp: WatchPath, path: str, st: os.stat_result,
-                 batch: list[FileState], stats: ScanStats) -> None:
-        state = self.r.reader.from_stat(path, st)
-        if state.hashes:
-            stats.hashed += 1
-        stats.bytes += st.st_size if state.type == "file" else 0
-        batch.append(state)
-        self.r.keep_copy(wp, state)
-        if self.r.config.initial_scan_events:
-            self.r.emit(fim_event("initial_scan", new=state, detected_by="initial_scan"))
+    def _initial(self, wp: WatchPath, chunk: list[tuple[str, os.stat_result]],
+                 stats: ScanStats, pool: ThreadPoolExecutor | None, pending: _Pending | None
+                 ) -> _Pending | None:
+        """Start hashing ``chunk`` on the pool (reads and hashing release the GIL), and
+        record the previous chunk meanwhile; returns what is now in flight."""
+        if pool is None:
+            self._record_initial(wp, (chunk, [self._read_many(chunk)]), stats)
+            return None
+        step = max(1, len(chunk) // (4 * max(1, self.r.config.scan_workers)))
+        futures: list[Future[_Results] | _Results] = [
+            pool.submit(self._read_many, chunk[i:i + step]) for i in range(0, len(chunk), step)]
+        if pending is not None:
+            self._record_initial(wp, pending, stats)
+        return (chunk, futures)
+
+    def _record_initial(self, wp: WatchPath, pending: _Pending, stats: ScanStats) -> None:
+        chunk, parts = pending
+        results = [s for part in parts
+                   for s in (part.result() if isinstance(part, Future) else part)]
+        batch: list[FileState] = []
+        for (path, st), state in zip(chunk, results, strict=True):
+            if isinstance(state, OSError):
+                if not isinstance(state, FileNotFoundError):
+                    stats.errors += 1
+                    if isinstance(state, PermissionError):
+                        self.r.denied(path, state)
+                    else:
+                        self.r.health.count_error(f"scan {path}: {state}")
+                continue
+            if state.hashes:
+                stats.hashed += 1
+                stats.bytes += st.st_size
+            batch.append(state)
+            self.r.keep_copy(wp, state)
+            if self.r.config.initial_scan_events:
+                self.r.emit(fim_event("initial_scan", new=state, detected_by="initial_scan"))
+        if batch:
+            self.r.baseline.put_many(batch)
+
+    def _read_many(self, items: list[tuple[str, os.stat_result]]
+                   ) -> list[FileState | OSError]:
+        return [self._read_or_error(item) for item in items]
+
+    def _read_or_error(self, item: tuple[str, os.stat_result]) -> FileState | OSError:
+        try:
+            return self.r.reader.from_stat(*item)
+        except OSError as e:
+            return e
 
     def _reconcile(self, path: str, st: os.stat_result, stats: ScanStats) -> None:
         old = self.r.baseline.get(path)
