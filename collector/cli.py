@@ -1,4 +1,4 @@
-"""sisguard-collector: init, token create, run, agents list, agents revoke."""
+"""sisguard-collector: init, token create, run, agents list, agents revoke, kibana import."""
 
 from __future__ import annotations
 
@@ -93,6 +93,12 @@ def _run(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _kibana_import(args: argparse.Namespace) -> int:
+    from collector.kibana import import_command
+
+    return import_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sisguard-collector", description=__doc__)
     parser.add_argument("--log-level", default=None)
@@ -147,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", choices=["on", "off"], default=None,
                    help="keep the JSONL archive (default: on unless Elasticsearch is set)")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("kibana", help="Kibana data views, searches and dashboard")
+    ksub = p.add_subparsers(dest="kibana_command", required=True)
+    k = ksub.add_parser("import", help="import deploy/kibana/sisguard.ndjson (overwrites)")
+    k.add_argument("--url", required=True, help="Kibana base URL, e.g. https://kibana:5601")
+    k.add_argument("--space", default=None, help="Kibana space id (default: the default space)")
+    k.add_argument("--api-key", help="API key (base64 or id:key); or SISGUARD_KIBANA_API_KEY")
+    k.add_argument("--user")
+    k.add_argument("--password", help="or SISGUARD_KIBANA_PASSWORD; asked for when missing")
+    k.add_argument("--ca", help="CA certificate file for an https URL")
+    k.add_argument("--file", help="NDJSON to import (default: deploy/kibana/sisguard.ndjson)")
+    k.set_defaults(func=_kibana_import)
     return parser
 
 
