@@ -1,0 +1,19 @@
+"""The shipped example configs load (their keys exist, their values parse)."""
+
+from __future__ import annotations
+
+from collector.config import load_config as load_collector_config
+from tests.harness import REPO
+
+
+def test_example_collector_config_loads() -> None:
+    config = load_collector_config(REPO / "deploy" / "config" / "collector.yml", {})
+    assert config.elasticsearch.retention_days == 90
+    assert config.archive_enabled
+
+
+def test_systemd_units_run_the_installed_commands() -> None:
+    for name in ("agent", "collector"):
+        unit = (REPO / "deploy" / "systemd" / f"sisguard-{name}.service").read_text()
+        assert f"/opt/sisguard/.venv/bin/sisguard-{name} run --config /etc/sisguard/{name}.yml" \
+            in unit
