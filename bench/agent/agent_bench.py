@@ -82,10 +82,17 @@ def main() -> int:
         time.sleep(20)
         print(f"agent up; start-up RSS {proc.memory_info().rss / 2**20:.1f} MiB; "
               f"idle sampling {args.idle:g} min")
+        def process_events() -> int:
+            return sum(1 for e in collector.events()
+                       if e.get("event", {}).get("dataset") == "sisguard.process")
+
+        before = process_events()
         cpu, rss = sample(proc, args.idle * 60)
+        background = (process_events() - before) / (args.idle * 60)
         print(f"IDLE  median CPU {statistics.median(cpu):.2f} % of one core "
               f"(max {max(cpu):.2f}), median RSS {statistics.median(rss) / 2**20:.1f} MiB "
-              f"(max {max(rss) / 2**20:.1f})")
+              f"(max {max(rss) / 2**20:.1f}); other processes on the host made "
+              f"{background:.1f} process events/s meanwhile (an idle host: ~0)")
 
         true = shutil.which("true") or "/bin/true"
         pids: list[int] = []
