@@ -74,8 +74,15 @@ def threat_of(tags: Sequence[str]) -> dict[str, Any] | None:
     return threat
 
 
-def build_alert(meta: RuleMeta, last_event: Mapping[str, Any], event_ids: Sequence[str],
-                *, correlation: str | None = None) -> dict[str, Any]:
+_STATIC_LIMIT = 100_000
+# id(meta) -> (meta, rule fields, threat, severity, level): what an alert says about a rule.
+_STATIC: dict[int, tuple[RuleMeta, dict[str, Any], dict[str, Any] | None, int, str]] = {}
+
+
+def _static(meta: RuleMeta) -> tuple[RuleMeta, dict[str, Any], dict[str, Any] | None, int, str]:
+    entry = _STATIC.get(id(meta))
+    if entry is not None and entry[0] is meta:
+        return entry
     rule: dict[str, Any] = {"id": meta.id, "name": meta.title, "ruleset": meta.ruleset}
     if meta.description:
         rule["description"] = meta.description
@@ -84,6 +91,36 @@ def build_alert(meta: RuleMeta, last_event: Mapping[str, Any], event_ids: Sequen
     if meta.version:
         rule["version"] = meta.version
     level = meta.level or "medium"
+    entry = (meta, rule, threat_of(meta.tags), SEVERITY.get(level, SEVERITY["medium"]), level)
+    if len(_STATIC) >= _STATIC_LIMIT:
+        _STATIC.clear()
+    _STATIC[id(meta)] = entry
+    return entry
+
+
+_PLAIN = (str, int, float, bool, type(None))
+_MAX_DEPTH = 64
+
+
+def json_copy(value: Any, depth: int = 0) -> Any:
+    """``json.loads(json.dumps(value, default=str))``, without the text in between."""
+    cls = value.__class__
+    if cls in _PLAIN:
+        return value
+    if depth < _MAX_DEPTH:
+        if cls is dict and all(k.__class__ is str for k in value):
+            return {k: json_copy(v, depth + 1) for k, v in value.items()}
+        if cls is list:
+            return [json_copy(v, depth + 1) for v in value]
+    return json.loads(json.dumps(value, default=str))
+
+
+def build_alert(meta: RuleMeta, last_event: Mapping[str, Any], event_ids: Sequence[str],
+                *, correlation: str | None = None) -> dict[str, Any]:
+    _, rule_static, threat, severity, level = _static(meta)
+    rule = dict(rule_static)
+    if "reference" in rule:
+        rule["reference"] = list(rule["reference"])
     alert_meta: dict[str, Any] = {"level": level, "event_ids": list(event_ids)}
     if correlation is not None:
         alert_meta["correlation"] = correlation
@@ -92,7 +129,7 @@ def build_alert(meta: RuleMeta, last_event: Mapping[str, Any], event_ids: Sequen
         "event": {
             "kind": "alert",
             "id": alert_id(meta.id, event_ids),
-            "severity": SEVERITY.get(level, SEVERITY["medium"]),
+            "severity": severity,
             "module": "sisguard",
             "dataset": "sisguard.alert",
         },
@@ -100,13 +137,12 @@ def build_alert(meta: RuleMeta, last_event: Mapping[str, Any], event_ids: Sequen
         "rule": rule,
         "sisguard": {"alert": alert_meta},
     }
-    threat = threat_of(meta.tags)
     if threat is not None:
-        doc["threat"] = threat
+        doc["threat"] = json_copy(threat)
     if meta.tags:
         doc["tags"] = list(meta.tags)
     for name in COPIED_FIELDS:
         value = last_event.get(name)
         if isinstance(value, dict):
-            doc[name] = json.loads(json.dumps(value, default=str))
+            doc[name] = json_copy(value)
     return doc

@@ -1,4 +1,4 @@
-"""Compile pySigma's parsed condition trees into closures over an ``EventView``.
+"""Compile pySigma's parsed condition trees into expressions (expr.py) and closures.
 
 pySigma resolves identifiers, ``1 of x*``, ``all of them`` and value lists into a tree
 of ``ConditionAND``/``OR``/``NOT`` with field=value leaves. We compile that tree; inside
@@ -37,6 +37,16 @@ from sigma.types import (
 )
 
 from collector.detection import matcher
+from collector.detection.expr import (
+    Expr,
+    NotOf,
+    RawCheck,
+    TextsCheck,
+    TextTest,
+    all_of,
+    any_of,
+    to_leaf,
+)
 from collector.detection.fieldmap import UnknownFieldError, resolve_field
 from collector.detection.matcher import EventView, Leaf
 from collector.detection.modifiers import (
@@ -47,7 +57,6 @@ from collector.detection.modifiers import (
     UnsupportedConstruct,
     regex_pattern,
     string_pattern,
-    text_predicate,
 )
 from collector.detection.prefilter import Anchor, anchor_score, indexable
 
@@ -69,15 +78,17 @@ class ConditionCompiler:
         self.modifiers = modifiers or {}
 
     def compile(self, node: Node) -> Leaf:
+        return to_leaf(self.expr(node))
+
+    def expr(self, node: Node) -> Expr:
         if node is None:
             raise UnsupportedConstruct("empty condition", "the condition selects nothing")
         if isinstance(node, ConditionNOT):
-            inner = self.compile(node.args[0])
-            return lambda ev: not inner(ev)
+            return NotOf(self.expr(node.args[0]))
         if isinstance(node, ConditionAND):
-            return _all([self.compile(arg) for arg in node.args])
+            return all_of([self.expr(arg) for arg in node.args])
         if isinstance(node, ConditionOR):
-            return self._compile_or(node.args)
+            return self._expr_or(node.args)
         if isinstance(node, ConditionFieldEqualsValueExpression | ConditionValueExpression):
             return self._leaf(node)
         raise UnsupportedConstruct(type(node).__name__, "unknown condition element")
@@ -103,19 +114,19 @@ class ConditionCompiler:
             return None
         return Anchor(paths[0], cased, tuple(patterns))
 
-    def _compile_or(self, args: Sequence[Any]) -> Leaf:
+    def _expr_or(self, args: Sequence[Any]) -> Expr:
         groups: dict[_GroupKey, list[Pattern]] = {}
-        others: list[Leaf] = []
+        others: list[Expr] = []
         for arg in args:
             grouped = self._patterns(arg)
             if grouped is None:
-                others.append(self.compile(arg))
+                others.append(self.expr(arg))
             else:
                 key, patterns = grouped
                 groups.setdefault(key, []).extend(patterns)
-        leaves = [matcher.text_leaf(paths, text_predicate(patterns), cased=cased)
-                  for (paths, cased), patterns in groups.items()]
-        return _any(leaves + others)
+        leaves: list[Expr] = [TextTest(paths, cased, tuple(patterns))
+                              for (paths, cased), patterns in groups.items()]
+        return any_of(leaves + others)
 
     def _field(self, node: ConditionFieldEqualsValueExpression | ConditionValueExpression
                ) -> tuple[str, ...]:
@@ -144,14 +155,14 @@ class ConditionCompiler:
             return None
         return (self._field(node), cased_set.pop()), patterns
 
-    def _leaf(self, node: ConditionFieldEqualsValueExpression | ConditionValueExpression) -> Leaf:
+    def _leaf(self, node: ConditionFieldEqualsValueExpression | ConditionValueExpression) -> Expr:
         grouped = self._patterns(node)
         if grouped is not None:
             (paths, cased), patterns = grouped
-            return matcher.text_leaf(paths, text_predicate(patterns), cased=cased)
+            return TextTest(paths, cased, tuple(patterns))
         value = node.value
         if isinstance(value, SigmaExpansion):
-            return _any([self._leaf(type(node)(*_with_value(node, v))) for v in value.values])
+            return any_of([self._leaf(type(node)(*_with_value(node, v))) for v in value.values])
         if isinstance(node, ConditionValueExpression):
             raise UnsupportedConstruct(f"keyword value {type(value).__name__}",
                                        "keywords must be strings")
@@ -159,27 +170,28 @@ class ConditionCompiler:
         return self._typed_leaf(path, value, node)
 
     def _typed_leaf(self, path: str, value: SigmaType,
-                    node: ConditionFieldEqualsValueExpression) -> Leaf:
+                    node: ConditionFieldEqualsValueExpression) -> Expr:
         if isinstance(value, SigmaNull):
-            return matcher.null_leaf(path)
+            return RawCheck(path, matcher.null_test)
         if isinstance(value, SigmaExists):
-            return matcher.exists_leaf(path, value.exists)
+            return RawCheck(path, matcher.exists_test(value.exists))
         if isinstance(value, SigmaBool):
-            return matcher.bool_leaf(path, value.boolean)
+            return RawCheck(path, matcher.bool_test(value.boolean))
         if isinstance(value, SigmaNumber):
-            return matcher.number_leaf(path, value.number)
+            return RawCheck(path, matcher.number_test(value.number), value.number)
         if isinstance(value, SigmaCompareExpression):
             op = value.op.name.lower()
-            return matcher.compare_leaf(path, op, value.number.number)
+            return RawCheck(path, matcher.compare_test(op, value.number.number))
         if isinstance(value, SigmaCIDRExpression):
-            return matcher.cidr_leaf(path, value.network)
+            return TextsCheck((path,), True, matcher.cidr_test(value.network))
         if isinstance(value, SigmaFieldReference):
             try:
                 other = resolve_field(value.field, self.mapping)
             except UnknownFieldError as e:
                 raise UnsupportedConstruct("fieldref", str(e), field=node.field) from e
-            return matcher.fieldref_leaf(path, other, starts=value.starts_with,
-                                         ends=value.ends_with, cased=False)
+            return TextsCheck((path, other), False,
+                              matcher.fieldref_test(starts=value.starts_with,
+                                                    ends=value.ends_with))
         raise UnsupportedConstruct(f"value type {type(value).__name__}",
                                    "not supported by the sisguard engine", field=node.field)
 
@@ -229,27 +241,6 @@ def _pattern(value: SigmaString | SigmaRegularExpression, *, encoded: bool,
         if not value.endswith(SpecialChars.WILDCARD_MULTI):
             value = value + SpecialChars.WILDCARD_MULTI
     return string_pattern(value, cased=cased)
-
-
-def _all(leaves: Sequence[Leaf]) -> Leaf:
-    if len(leaves) == 1:
-        return leaves[0]
-    if len(leaves) == 2:
-        first, second = leaves
-        return lambda ev: first(ev) and second(ev)
-    if len(leaves) == 3:
-        a, b, c = leaves
-        return lambda ev: a(ev) and b(ev) and c(ev)
-    return lambda ev: all(leaf(ev) for leaf in leaves)
-
-
-def _any(leaves: Sequence[Leaf]) -> Leaf:
-    if len(leaves) == 1:
-        return leaves[0]
-    if len(leaves) == 2:
-        first, second = leaves
-        return lambda ev: first(ev) or second(ev)
-    return lambda ev: any(leaf(ev) for leaf in leaves)
 
 
 def compile_condition(node: Node, mapping: Mapping[str, str],

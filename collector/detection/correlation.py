@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.detection.codegen import field_getter
 from collector.detection.matcher import as_text, lookup
 from collector.detection.rules import CorrelationRule, CorrelationType
 
@@ -78,24 +79,37 @@ class CorrelationState:
                        else 1)
         self.evicted_groups = 0
         self.dropped_matches = 0
+        self._link(rule)
+
+    def _link(self, rule: CorrelationRule) -> None:
+        self._group_getters = {ref: tuple(map(field_getter, paths))
+                               for ref, paths in rule.group_paths.items()}
+        self._value_getters = {ref: field_getter(path)
+                               for ref, path in rule.value_paths.items()}
 
     def relink(self, rule: CorrelationRule) -> None:
         """Same definition, new rule object (after a reload)."""
         self.rule = rule
+        self._link(rule)
 
     @property
     def group_count(self) -> int:
         return len(self._groups)
 
     def group_key(self, ref: str, doc: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(_key_part(lookup(doc, p)) for p in self.rule.group_paths.get(ref, ()))
+        getters = self._group_getters.get(ref)
+        if getters is None:  # group_paths changed after linking: look the paths up
+            return tuple(_key_part(lookup(doc, p)) for p in self.rule.group_paths.get(ref, ()))
+        return tuple([_key_part(get(doc)) for get in getters])
 
     def feed(self, ref: str, doc: Mapping[str, Any], ts: float,
              event_ids: tuple[str, ...]) -> list[Firing]:
         rule = self.rule
         value = None
         if rule.type is CorrelationType.VALUE_COUNT:
-            value = as_text(lookup(doc, rule.value_paths.get(ref, "")))
+            getter = self._value_getters.get(ref)
+            value = as_text(getter(doc) if getter is not None
+                            else lookup(doc, rule.value_paths.get(ref, "")))
             if value is None:
                 return []
         slot = rule.references.index(ref) if self._slots > 1 else 0
@@ -156,15 +170,23 @@ class CorrelationState:
         rule = self.rule
         if (rule.op in ("lt", "lte")) != closing:
             return None
+        # The measure first: copying the matches is only worth it when the group fires.
         if rule.type is CorrelationType.EVENT_COUNT:
+            measure = float(len(group.entries[0]))
+            if not measure or not self._check(measure, rule.count):
+                return None
             chosen = list(group.entries[0])
-            measure = float(len(chosen))
         elif rule.type is CorrelationType.VALUE_COUNT:
-            chosen = list(group.entries[0])
-            measure = float(len({m.value for m in chosen}))
+            entries = group.entries[0]
+            measure = float(len({m.value for m in entries}))
+            if not entries or not self._check(measure, rule.count):
+                return None
+            chosen = list(entries)
         elif rule.type is CorrelationType.TEMPORAL:
-            chosen = [m for dq in group.entries for m in dq]
             measure = float(sum(1 for dq in group.entries if dq))
+            if not measure or not self._check(measure, rule.count):
+                return None
+            chosen = [m for dq in group.entries for m in dq]
         else:
             if slot != self._slots - 1:
                 return None
@@ -176,9 +198,7 @@ class CorrelationState:
         if not chosen or not self._check(measure, rule.count):
             return None
         chosen.sort(key=lambda m: m.ts)
-        ids: list[str] = []
-        for m in chosen:
-            ids.extend(i for i in m.event_ids if i not in ids)
+        ids = dict.fromkeys(i for m in chosen for i in m.event_ids)  # first seen, in order
         return Firing(tuple(ids), chosen[-1].doc, chosen[-1].ts)
 
     def _ordered_chain(self, group: _Group) -> list[Match] | None:

@@ -1,7 +1,8 @@
 """The detection engine: an immutable rule snapshot, swapped atomically on reload.
 
-``process(event)`` classifies the event once (logsources.py), tries only the rules
-indexed under the log sources it satisfies, feeds matches to correlations and returns
+``process(event)`` classifies the event once (logsources.py, cached by the few fields
+that decide it), runs the generated function (codegen.py) for the rules indexed under
+the log sources it satisfies, feeds matches to correlations and returns
 alert documents. It never raises: a rule or event that fails is counted and logged.
 Several threads may call ``process`` at once: the snapshot is read-only, correlation
 state has its own locks, counters a lock of their own.
@@ -12,13 +13,14 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from collector.detection.alerts import build_alert, event_id_of
+from collector.detection.codegen import MatchFn, build_matcher, closure_matcher
 from collector.detection.correlation import (
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_GROUPS,
@@ -26,10 +28,20 @@ from collector.detection.correlation import (
     Firing,
 )
 from collector.detection.loader import load_rules
-from collector.detection.logsources import EventKind, LogsourceKey, event_kind, satisfied_keys
-from collector.detection.matcher import EventView
-from collector.detection.prefilter import Prefilter
-from collector.detection.rules import CorrelationRule, DetectionRule, LoadResult, Rule
+from collector.detection.logsources import (
+    EventKind,
+    LogsourceKey,
+    event_kind,
+    kind_key,
+    satisfied_keys,
+)
+from collector.detection.rules import (
+    REVISION,
+    CorrelationRule,
+    DetectionRule,
+    LoadResult,
+    Rule,
+)
 from common.logs import get_logger
 
 log = get_logger("sisguard.collector.detection")
@@ -51,37 +63,65 @@ def event_time(event: Mapping[str, Any]) -> float:
     return time.time()
 
 
+@dataclass(frozen=True)
+class _Candidates:
+    """The rules an event kind may trigger, and the generated function that tries them."""
+
+    rules: tuple[DetectionRule, ...]
+    match: MatchFn
+
+
+def _matcher_for(rules: tuple[DetectionRule, ...]) -> MatchFn:
+    try:
+        return build_matcher(rules)
+    except Exception:  # a generator bug must not stop detection: fall back to closures
+        log.exception("detection: code generation failed; using the rules' closures")
+        return closure_matcher(rules)
+
+
 @dataclass
 class _Snapshot:
     result: LoadResult
     index: dict[LogsourceKey, list[DetectionRule]]
     correlations: dict[str, CorrelationState]  # by correlation rule id
     consumers: dict[int, list[tuple[CorrelationState, str]]]  # id(rule) -> (state, ref)
-    kinds: dict[EventKind, _Candidates] = field(default_factory=dict)
+    kinds: dict[Hashable, _Candidates] = field(default_factory=dict)  # by kind_key()
+    by_keys: dict[tuple[LogsourceKey, ...], _Candidates] = field(default_factory=dict)
+    revision: int = field(default_factory=lambda: REVISION[0])
+
+    def refresh(self) -> None:
+        """A rule's match was replaced: forget the code generated before."""
+        self.revision = REVISION[0]
+        self.kinds.clear()
+        self.by_keys.clear()
+
+    def candidates(self, event: Mapping[str, Any]) -> _Candidates:
+        key = kind_key(event)
+        if key is not None:
+            try:
+                return self.kinds[key]
+            except KeyError:
+                pass
+            except TypeError:  # an unhashable event.dataset, say
+                key = None
+        found = self.rules_for(event_kind(event))
+        if key is not None:
+            if len(self.kinds) >= _KIND_CACHE_LIMIT:
+                self.kinds.clear()
+            self.kinds[key] = found
+        return found
 
     def rules_for(self, kind: EventKind) -> _Candidates:
-        found = self.kinds.get(kind)
+        keys = satisfied_keys(kind)
+        found = self.by_keys.get(keys)
         if found is None:
             seen: dict[int, DetectionRule] = {}
-            for key in satisfied_keys(kind):
+            for key in keys:
                 for rule in self.index.get(key, ()):
                     seen.setdefault(id(rule), rule)
             rules = tuple(seen.values())
-            found = _Candidates(rules, Prefilter([r.anchor for r in rules]))
-            if len(self.kinds) >= _KIND_CACHE_LIMIT:
-                self.kinds.clear()
-            self.kinds[kind] = found
+            found = self.by_keys[keys] = _Candidates(rules, _matcher_for(rules))
         return found
-
-
-@dataclass(frozen=True)
-class _Candidates:
-    rules: tuple[DetectionRule, ...]
-    prefilter: Prefilter
-
-    def select(self, view: EventView) -> list[DetectionRule]:
-        rules = self.rules
-        return [rules[i] for i in self.prefilter.candidates(view)]
 
 
 def _state_key(rule: CorrelationRule) -> tuple[str, str]:
@@ -147,22 +187,14 @@ class DetectionEngine:
     def process(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         next(self._events)
         snap = self._snapshot
+        if snap.revision != REVISION[0]:
+            snap.refresh()
         try:
-            view = EventView(event)
-            rules = snap.rules_for(event_kind(event)).select(view)
+            matched, failed = snap.candidates(event).match(event)
         except Exception:  # a malformed event must not stop the stream
             log.exception("detection: cannot classify event")
             self._count(errors=1)
             return []
-        matched: list[DetectionRule] = []
-        failed: list[DetectionRule] = []
-        for rule in rules:
-            try:
-                if rule.match(view):
-                    matched.append(rule)
-            except Exception:
-                failed.append(rule)
-                log.exception("detection: rule failed on event", rule=rule.meta.id)
         alerts: list[dict[str, Any]] = []
         fired: list[CorrelationRule] = []
         if matched:

@@ -29,6 +29,7 @@ from collector.detection.documents import (
     read_documents,
     sigma_message,
 )
+from collector.detection.expr import Expr, any_of, to_leaf
 from collector.detection.fieldmap import field_map_for
 from collector.detection.logsources import covered_keys
 from collector.detection.modifiers import UnsupportedConstruct
@@ -218,7 +219,7 @@ def _compile(item: _Parsed, errors: list[RuleLoadError]) -> Rule | None:
                                     "sisguard event satisfies it"))
         return None
     mapping = field_map_for(source.category, source.service)
-    matchers = []
+    exprs: list[Expr] = []
     compiler = ConditionCompiler(mapping, modifiers_by_value(sigma.detection))
     anchor: Anchor | None = None
     for condition in sigma.detection.parsed_condition:
@@ -228,7 +229,7 @@ def _compile(item: _Parsed, errors: list[RuleLoadError]) -> Rule | None:
             errors.append(RuleLoadError(doc.at("detection", "condition"), sigma_message(e)))
             return None
         try:
-            matchers.append(compiler.compile(tree))
+            exprs.append(compiler.expr(tree))
             if len(sigma.detection.parsed_condition) == 1:
                 anchor = compiler.anchor(tree)
         except UnsupportedConstruct as e:
@@ -237,12 +238,8 @@ def _compile(item: _Parsed, errors: list[RuleLoadError]) -> Rule | None:
             errors.append(RuleLoadError(where, f"unsupported construct '{e.construct}': "
                                                f"{e.reason}"))
             return None
-    if len(matchers) == 1:
-        match = matchers[0]
-    else:
-        def match(ev: Any, _ms: tuple[Any, ...] = tuple(matchers)) -> bool:
-            return any(m(ev) for m in _ms)
+    expression = any_of(exprs)
     return DetectionRule(
         meta=meta_of(sigma, doc, item.ruleset), location=doc.at(),
-        keys=tuple(keys), match=match, mapping=mapping, fingerprint=fingerprint(doc),
-        tests=tests, anchor=anchor)
+        keys=tuple(keys), match=to_leaf(expression), mapping=mapping,
+        fingerprint=fingerprint(doc), tests=tests, anchor=anchor, condition=expression)

@@ -9,7 +9,7 @@ source it satisfies.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple
 
 # (product, category, service); None means "not specified".
@@ -94,6 +94,30 @@ def event_kind(event: Mapping[str, Any]) -> EventKind:
         program = _text(proc.get("name")) if isinstance(proc, dict) else _text(
             event.get("process.name"))
     return EventKind(dataset, action, types, program)
+
+
+def kind_key(event: Mapping[str, Any]) -> Hashable | None:
+    """The raw values event_kind() reads, as a cache key (None: just call event_kind).
+
+    Two events with equal keys have the same kind. Kept to plain ``event`` objects
+    whose ``event.type`` is absent, a string or a list.
+    """
+    ev = event.get("event")
+    if ev.__class__ is not dict:
+        return None
+    dataset = ev["dataset"] if "dataset" in ev else event.get("event.dataset")
+    action = ev["action"] if "action" in ev else event.get("event.action")
+    types = ev["type"] if "type" in ev else event.get("event.type")
+    if types.__class__ is list:
+        types = tuple(types)
+    elif types is not None and not isinstance(types, str):
+        return None
+    if isinstance(dataset, str) and dataset == "sisguard.auth":
+        proc = event.get("process")
+        program = _text(proc.get("name")) if isinstance(proc, dict) else _text(
+            event.get("process.name"))
+        return (dataset, action, types, program)
+    return (dataset, action, types)
 
 
 def satisfied_keys(kind: EventKind) -> tuple[LogsourceKey, ...]:

@@ -14,7 +14,7 @@ are the texts ``true``/``false``.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from collector.detection.fieldmap import COMPUTED, MISSING
@@ -109,6 +109,13 @@ def as_number(value: Any) -> float | None:
     return None
 
 
+def texts_of(value: Any) -> tuple[str, ...]:
+    """The texts of a field's raw value (none when absent, several for an array)."""
+    if isinstance(value, str):
+        return (value,)
+    return tuple(t for t in map(as_text, _scalars(value)) if t is not None)
+
+
 class EventView:
     """One event, with per-field caches for the duration of one match."""
 
@@ -131,12 +138,7 @@ class EventView:
         try:
             return self._texts[path]
         except KeyError:
-            value = self.raw(path)
-            if isinstance(value, str):
-                texts: tuple[str, ...] = (value,)
-            else:
-                texts = tuple(t for t in map(as_text, _scalars(value)) if t is not None)
-            self._texts[path] = texts
+            texts = self._texts[path] = texts_of(self.raw(path))
             return texts
 
     def folded(self, path: str) -> tuple[str, ...]:
@@ -172,41 +174,65 @@ def text_leaf(paths: tuple[str, ...], pred: TextPredicate, *, cased: bool) -> Le
     return many
 
 
-def number_leaf(path: str, number: float) -> Leaf:
-    text = str(int(number)) if float(number).is_integer() else str(number)
+RawTest = Callable[[Any], bool]
+TextsTest = Callable[..., bool]
+
+
+def raw_leaf(path: str, test: RawTest) -> Leaf:
+    return lambda ev: test(ev.raw(path))
+
+
+def _number_text(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def number_test(number: float) -> RawTest:
+    text = _number_text(number)
 
     def test(value: Any) -> bool:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return bool(value == number)
         return as_text(value) == text
-    return lambda ev: any(test(v) for v in _scalars(ev.raw(path)))
+    return lambda raw: any(test(v) for v in _scalars(raw))
 
 
-def bool_leaf(path: str, wanted: bool) -> Leaf:
+def numbers_test(numbers: Sequence[float]) -> RawTest:
+    """``any(number_test(n)(raw) for n in numbers)`` as set lookups (numbers not NaN)."""
+    assert all(n == n for n in numbers), "NaN never equals itself: test it on its own"
+    values = frozenset(numbers)
+    texts = frozenset(map(_number_text, numbers))
+
+    def test(value: Any) -> bool:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value in values
+        return as_text(value) in texts
+
+    def run(raw: Any) -> bool:
+        if raw.__class__ is int:
+            return raw in values
+        return any(test(v) for v in _scalars(raw))
+    return run
+
+
+def bool_test(wanted: bool) -> RawTest:
     word = "true" if wanted else "false"
 
     def test(value: Any) -> bool:
         if isinstance(value, bool):
             return value is wanted
         return isinstance(value, str) and value.lower() == word
-    return lambda ev: any(test(v) for v in _scalars(ev.raw(path)))
+    return lambda raw: any(test(v) for v in _scalars(raw))
 
 
-def null_leaf(path: str) -> Leaf:
-    def test(ev: EventView) -> bool:
-        value = ev.raw(path)
-        return value is MISSING or value is None
-    return test
+def null_test(raw: Any) -> bool:
+    return raw is MISSING or raw is None
 
 
-def exists_leaf(path: str, wanted: bool) -> Leaf:
-    def test(ev: EventView) -> bool:
-        value = ev.raw(path)
-        return (value is not MISSING and value is not None) is wanted
-    return test
+def exists_test(wanted: bool) -> RawTest:
+    return lambda raw: (raw is not MISSING and raw is not None) is wanted
 
 
-def compare_leaf(path: str, op: str, number: float) -> Leaf:
+def compare_test(op: str, number: float) -> RawTest:
     ops: dict[str, Callable[[float], bool]] = {
         "lt": lambda v: v < number, "lte": lambda v: v <= number,
         "gt": lambda v: v > number, "gte": lambda v: v >= number,
@@ -214,8 +240,8 @@ def compare_leaf(path: str, op: str, number: float) -> Leaf:
     }
     check = ops[op]
 
-    def test(ev: EventView) -> bool:
-        for value in _scalars(ev.raw(path)):
+    def test(raw: Any) -> bool:
+        for value in _scalars(raw):
             num = as_number(value)
             if num is not None and check(num):
                 return True
@@ -223,9 +249,10 @@ def compare_leaf(path: str, op: str, number: float) -> Leaf:
     return test
 
 
-def cidr_leaf(path: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Leaf:
-    def test(ev: EventView) -> bool:
-        for text in ev.texts(path):
+def cidr_test(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> TextsTest:
+    """Over the (cased) texts of one field."""
+    def test(texts: tuple[str, ...]) -> bool:
+        for text in texts:
             try:
                 if ipaddress.ip_address(text) in network:
                     return True
@@ -235,7 +262,8 @@ def cidr_leaf(path: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network)
     return test
 
 
-def fieldref_leaf(path: str, other: str, *, starts: bool, ends: bool, cased: bool) -> Leaf:
+def fieldref_test(*, starts: bool, ends: bool) -> TextsTest:
+    """Over the texts of a field and of the field it refers to (same casing)."""
     def compare(value: str, ref: str) -> bool:
         if starts and ends:
             return ref in value
@@ -245,8 +273,41 @@ def fieldref_leaf(path: str, other: str, *, starts: bool, ends: bool, cased: boo
             return value.endswith(ref)
         return value == ref
 
-    def test(ev: EventView) -> bool:
-        mine = ev.texts(path) if cased else ev.folded(path)
-        refs = ev.texts(other) if cased else ev.folded(other)
+    def test(mine: tuple[str, ...], refs: tuple[str, ...]) -> bool:
         return any(compare(v, r) for v in mine for r in refs)
     return test
+
+
+def texts_leaf(paths: tuple[str, ...], test: TextsTest, *, cased: bool) -> Leaf:
+    """test(texts of paths[0], texts of paths[1], ...)."""
+    if cased:
+        return lambda ev: test(*(ev.texts(p) for p in paths))
+    return lambda ev: test(*(ev.folded(p) for p in paths))
+
+
+def number_leaf(path: str, number: float) -> Leaf:
+    return raw_leaf(path, number_test(number))
+
+
+def bool_leaf(path: str, wanted: bool) -> Leaf:
+    return raw_leaf(path, bool_test(wanted))
+
+
+def null_leaf(path: str) -> Leaf:
+    return raw_leaf(path, null_test)
+
+
+def exists_leaf(path: str, wanted: bool) -> Leaf:
+    return raw_leaf(path, exists_test(wanted))
+
+
+def compare_leaf(path: str, op: str, number: float) -> Leaf:
+    return raw_leaf(path, compare_test(op, number))
+
+
+def cidr_leaf(path: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Leaf:
+    return texts_leaf((path,), cidr_test(network), cased=True)
+
+
+def fieldref_leaf(path: str, other: str, *, starts: bool, ends: bool, cased: bool) -> Leaf:
+    return texts_leaf((path, other), fieldref_test(starts=starts, ends=ends), cased=cased)

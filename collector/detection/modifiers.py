@@ -125,14 +125,38 @@ def _any(preds: Sequence[TextPredicate]) -> TextPredicate:
     return lambda t: any(p(t) for p in preds)
 
 
+@dataclass(frozen=True)
+class PatternSet:
+    """Patterns on one field, grouped by kind and compiled: what a predicate tests."""
+
+    equals: frozenset[str]
+    prefixes: tuple[str, ...]
+    suffixes: tuple[str, ...]
+    contains: tuple[str, ...]
+    contains_re: re.Pattern[str] | None  # one alternation, when there are several
+    wildcard: re.Pattern[str] | None  # fullmatch
+    regexes: tuple[re.Pattern[str], ...]  # search
+
+
+def pattern_set(patterns: Sequence[Pattern]) -> PatternSet:
+    contains = tuple(p.text for p in patterns if p.kind is Kind.CONTAINS)
+    wildcards = [p.text for p in patterns if p.kind is Kind.WILDCARD]
+    return PatternSet(
+        equals=frozenset(p.text for p in patterns if p.kind is Kind.EQUALS),
+        prefixes=tuple(p.text for p in patterns if p.kind is Kind.PREFIX),
+        suffixes=tuple(p.text for p in patterns if p.kind is Kind.SUFFIX),
+        contains=contains,
+        contains_re=(re.compile("|".join(re.escape(c) for c in contains))
+                     if len(contains) > 1 else None),
+        wildcard=(re.compile("|".join(f"(?:{w})" for w in wildcards), re.DOTALL)
+                  if wildcards else None),
+        regexes=tuple(re.compile(p.text) for p in patterns if p.kind is Kind.REGEX))
+
+
 def text_predicate(patterns: Sequence[Pattern]) -> TextPredicate:
     """One predicate that is true when any of the patterns matches a text."""
-    equals = frozenset(p.text for p in patterns if p.kind is Kind.EQUALS)
-    prefixes = tuple(p.text for p in patterns if p.kind is Kind.PREFIX)
-    suffixes = tuple(p.text for p in patterns if p.kind is Kind.SUFFIX)
-    contains = [p.text for p in patterns if p.kind is Kind.CONTAINS]
-    wildcards = [p.text for p in patterns if p.kind is Kind.WILDCARD]
-    regexes = [p.text for p in patterns if p.kind is Kind.REGEX]
+    ps = pattern_set(patterns)
+    equals, prefixes, suffixes, contains = ps.equals, ps.prefixes, ps.suffixes, ps.contains
     preds: list[TextPredicate] = []
     if equals:
         preds.append(equals.__contains__)
@@ -143,11 +167,11 @@ def text_predicate(patterns: Sequence[Pattern]) -> TextPredicate:
     if len(contains) == 1:
         (needle,) = contains
         preds.append(lambda t: needle in t)
-    elif contains:
-        preds.append(re.compile("|".join(re.escape(c) for c in contains)).search)
-    if wildcards:
-        preds.append(re.compile("|".join(f"(?:{w})" for w in wildcards), re.DOTALL).fullmatch)
-    preds.extend(re.compile(r).search for r in regexes)
+    elif ps.contains_re is not None:
+        preds.append(ps.contains_re.search)
+    if ps.wildcard is not None:
+        preds.append(ps.wildcard.fullmatch)
+    preds.extend(r.search for r in ps.regexes)
     if not preds:
         return lambda t: False
     return _any(preds)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.detection.expr import Expr
 from collector.detection.logsources import LogsourceKey
 from collector.detection.matcher import EventView
 from collector.detection.prefilter import Anchor
@@ -52,6 +53,11 @@ class TestCase:
     location: Location
 
 
+# Bumped whenever a loaded rule's ``match`` is replaced (tests do this to inject faults):
+# the engine then regenerates its code and calls that rule's new ``match``.
+REVISION = [0]
+
+
 @dataclass
 class DetectionRule:
     meta: RuleMeta
@@ -63,7 +69,13 @@ class DetectionRule:
     tests: tuple[TestCase, ...] = ()
     generate: bool = True  # False when only correlations use its matches
     anchor: Anchor | None = None  # for the prefilter
+    condition: Expr | None = None  # what match() evaluates; the engine generates code from it
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "match" and "match" in self.__dict__:  # replaced after construction
+            object.__setattr__(self, "condition", None)
+            REVISION[0] += 1
+        object.__setattr__(self, name, value)
 
     @property
     def path(self) -> str:

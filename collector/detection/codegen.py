@@ -1,0 +1,366 @@
+"""One generated Python function per set of candidate rules: the engine's hot path.
+
+For the rules an event kind may trigger (logsources.py), ``build_matcher`` writes the
+source of one function ``match(doc) -> (matched, failed)`` and compiles it once:
+
+* each field is looked up at most once per event, lazily, into a local (raw, texts or
+  folded texts: a ``str`` for the usual single value, a ``tuple`` otherwise);
+* each rule is an ``if`` over those locals (expr.py tree), its literals bound in the
+  function's globals as frozensets, tuples and precompiled regexes;
+* rules anchored on the same field (prefilter.py) share a gate: one combined test of
+  the field (a set lookup, ``startswith``/``endswith`` of a tuple, one alternation)
+  computed once; when it fails, none of those rules is looked at further;
+* rules are tried in the given order, each inside its own ``try``, as the engine did.
+
+Only rule values reach the source text, and only as ``repr()`` of a ``str`` (field path
+parts, short literals) or as names bound in the namespace; nothing from an event is
+ever compiled. ``closure_matcher`` is the same contract over ``DetectionRule.match``,
+the fallback should generation ever fail.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from collector.detection.expr import AllOf, AnyOf, Expr, NotOf, RawCheck, TextsCheck, TextTest
+from collector.detection.fieldmap import COMPUTED, MISSING
+from collector.detection.matcher import EventView, lookup, numbers_test, texts_of
+from collector.detection.modifiers import Pattern, PatternSet, fold, pattern_set, text_predicate
+from collector.detection.prefilter import Prefilter
+from collector.detection.rules import DetectionRule
+from common.logs import get_logger
+
+log = get_logger("sisguard.collector.detection")
+
+Matched = tuple[list[DetectionRule], list[DetectionRule]]
+MatchFn = Callable[[Mapping[str, Any]], Matched]
+
+_INLINE_CONTAINS = 4  # up to this many needles: ``in`` tests, beyond: one regex
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+_UNSET = _Unset()
+
+
+def fold_value(raw: Any) -> str | tuple[str, ...]:
+    """Folded texts of a raw field value: the text itself when there is exactly one."""
+    if raw.__class__ is str:
+        return raw.lower() if raw.isascii() else fold(raw)
+    if raw is MISSING:
+        return ()
+    texts = tuple(map(fold, texts_of(raw)))
+    return texts[0] if len(texts) == 1 else texts
+
+
+def text_value(raw: Any) -> str | tuple[str, ...]:
+    """Texts of a raw field value: the text itself when there is exactly one."""
+    if raw.__class__ is str:
+        return raw
+    if raw is MISSING:
+        return ()
+    texts = texts_of(raw)
+    return texts[0] if len(texts) == 1 else texts
+
+
+def any_text(pred: Callable[[str], object], texts: tuple[str, ...]) -> bool:
+    return any(pred(t) for t in texts)
+
+
+def as_tuple(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return value if value.__class__ is tuple else (value,)  # type: ignore[return-value]
+
+
+def rule_failed(failed: list[DetectionRule], rule: DetectionRule) -> None:
+    """Called from inside the generated ``except``: logs the exception being handled."""
+    failed.append(rule)
+    log.exception("detection: rule failed on event", rule=rule.meta.id)
+
+
+def _lit(text: str) -> str:
+    assert isinstance(text, str)
+    return str.__repr__(text)
+
+
+class _Source:
+    """Names, locals and helper functions of one generated module."""
+
+    def __init__(self) -> None:
+        self.ns: dict[str, Any] = {
+            "_U": _UNSET, "_M": MISSING, "_lookup": lookup, "_fold": fold_value,
+            "_text": text_value, "_anyt": any_text, "_tup": as_tuple, "_fail": rule_failed,
+            "_View": EventView,
+        }
+        self._bound: dict[int, str] = {}
+        self.getters: list[str] = []
+        self.locals: list[str] = []
+        self._raw: dict[str, str] = {}  # path -> local
+        self._texts: dict[tuple[str, bool], str] = {}  # (path, cased) -> local
+        self._getter: dict[str, str] = {}  # raw local -> getter function
+        self._converted: dict[str, tuple[str, str]] = {}  # texts local -> (raw, convert)
+
+    def bind(self, value: object, prefix: str = "_c") -> str:
+        name = self._bound.get(id(value))
+        if name is None:
+            name = f"{prefix}{len(self.ns)}"
+            self.ns[name] = value
+            self._bound[id(value)] = name
+        return name
+
+    def raw(self, path: str) -> str:
+        local = self._raw.get(path)
+        if local is None:
+            getter = f"_get{len(self.getters)}"
+            self.getters.append(_getter_source(getter, path))
+            local = self._raw[path] = f"r{len(self.locals)}"
+            self.locals.append(local)
+            self._getter[local] = getter
+        return local
+
+    def texts(self, path: str, cased: bool) -> str:
+        local = self._texts.get((path, cased))
+        if local is None:
+            raw = self.raw(path)
+            local = self._texts[(path, cased)] = f"{'t' if cased else 'f'}{len(self.locals)}"
+            self.locals.append(local)
+            self._converted[local] = (raw, "_text" if cased else "_fold")
+        return local
+
+    def load(self, local: str) -> list[str]:
+        """Statements that fill local unless this event already did."""
+        getter = self._getter.get(local)
+        if getter is not None:
+            return [f"if {local} is _U: {local} = {getter}(doc)"]
+        raw, convert = self._converted[local]
+        return [f"if {local} is _U:", f"    if {raw} is _U: {raw} = {self._getter[raw]}(doc)",
+                f"    {local} = {convert}({raw})"]
+
+
+_MAX_INLINE_PARTS = 5  # deeper paths: plain nesting inline, the rest by lookup()
+
+
+def _getter_source(name: str, path: str) -> str:
+    """``name(doc)``: exactly ``lookup(doc, path)``, with the dict walk written out.
+
+    lookup() tries nested keys, then dotted keys (``{"event.dataset": ...}``), depth
+    first. For plain dicts this function tries the same keys in the same order; at
+    anything else that lookup() would descend into (a list, a dict subclass) it hands
+    over to lookup(), which then gives the answer.
+    """
+    lines = [f"def {name}(doc):"]
+    parts = path.split(".")
+    if path not in COMPUTED:
+        lines.append("    if doc.__class__ is not dict:")
+        lines.append(f"        return _lookup(doc, {_lit(path)})")
+        if len(parts) <= _MAX_INLINE_PARTS:
+            _walk_source(lines, parts, 0, "doc", "    ", path)
+            lines.append("    return _M")
+            return "\n".join(lines)
+        node = "doc"
+        for depth, part in enumerate(parts):  # the plain-nesting try only
+            child = f"n{depth}"
+            lines.append(f"    {child} = {node}.get({_lit(part)}, _M)")
+            if depth < len(parts) - 1:
+                lines.append(f"    if {child}.__class__ is not dict:")
+                lines.append(f"        return _lookup(doc, {_lit(path)})")
+            node = child
+        lines.append(f"    if {node} is not _M:")
+        lines.append(f"        return {node}")
+    lines.append(f"    return _lookup(doc, {_lit(path)})")
+    return "\n".join(lines)
+
+
+def _walk_source(lines: list[str], parts: list[str], start: int, node: str, indent: str,
+                 path: str) -> None:
+    """Statements trying parts[start:] under node (a plain dict); return when found."""
+    for end in range(start + 1, len(parts) + 1):
+        child = f"n{end}_{start}"
+        lines.append(f"{indent}{child} = {node}.get({_lit('.'.join(parts[start:end]))}, _M)")
+        if end == len(parts):
+            lines.append(f"{indent}if {child} is not _M:")
+            lines.append(f"{indent}    return {child}")
+            continue
+        lines.append(f"{indent}if {child}.__class__ is dict:")
+        _walk_source(lines, parts, end, child, indent + "    ", path)
+        lines.append(f"{indent}elif isinstance({child}, dict | list):")
+        lines.append(f"{indent}    return _lookup(doc, {_lit(path)})")
+
+
+_GETTERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
+
+
+def field_getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
+    """A compiled ``lambda doc: lookup(doc, path)`` (cached per path)."""
+    getter = _GETTERS.get(path)
+    if getter is None:
+        namespace: dict[str, Any] = {"_M": MISSING, "_lookup": lookup}
+        exec(compile(_getter_source("get", path), "<sisguard-field>", "exec"), namespace)
+        getter = namespace["get"]
+        if len(_GETTERS) < 10_000:
+            _GETTERS[path] = getter
+    return getter
+
+
+def _inline(src: _Source, var: str, ps: PatternSet) -> str:
+    """A Python expression: does the text in var match any pattern of ps?"""
+    tests: list[str] = []
+    if len(ps.equals) == 1:
+        tests.append(f"{var} == {_lit(next(iter(ps.equals)))}")
+    elif ps.equals:
+        tests.append(f"{var} in {src.bind(ps.equals)}")
+    for method, texts in (("startswith", ps.prefixes), ("endswith", ps.suffixes)):
+        if texts:
+            arg = _lit(texts[0]) if len(texts) == 1 else src.bind(texts)
+            tests.append(f"{var}.{method}({arg})")
+    if ps.contains_re is not None and len(ps.contains) > _INLINE_CONTAINS:
+        tests.append(f"{src.bind(ps.contains_re)}.search({var}) is not None")
+    else:
+        tests.extend(f"{_lit(needle)} in {var}" for needle in ps.contains)
+    if ps.wildcard is not None:
+        tests.append(f"{src.bind(ps.wildcard)}.fullmatch({var}) is not None")
+    tests.extend(f"{src.bind(r)}.search({var}) is not None" for r in ps.regexes)
+    return f"({' or '.join(tests)})" if tests else "False"
+
+
+def _text_test(src: _Source, local: str, patterns: Sequence[Pattern]) -> str:
+    """Any text in local (a str, or a tuple of them) matches any of the patterns."""
+    pred = src.bind(text_predicate(patterns))
+    return (f"(({local} and _anyt({pred}, {local})) if {local}.__class__ is tuple "
+            f"else {_inline(src, local, pattern_set(patterns))})")
+
+
+def _merge_numbers(args: Sequence[Expr]) -> list[Expr]:
+    """In an OR, ``field: n1``, ``field: n2``... become one set test per field."""
+    numbers: dict[str, list[float]] = {}
+    for arg in args:
+        if isinstance(arg, RawCheck) and arg.number is not None and arg.number == arg.number:
+            numbers.setdefault(arg.path, []).append(arg.number)
+    merged: list[Expr] = []
+    done: set[str] = set()
+    for arg in args:
+        if isinstance(arg, RawCheck) and arg.path in numbers and arg.number is not None \
+                and arg.number == arg.number:
+            if arg.path not in done:
+                done.add(arg.path)
+                merged.append(RawCheck(arg.path, numbers_test(numbers[arg.path])))
+        else:
+            merged.append(arg)
+    return merged
+
+
+def _expr(src: _Source, expr: Expr, used: dict[str, None]) -> str:
+    """Source of expr over field locals; the locals it reads are added to used."""
+    if isinstance(expr, TextTest):
+        tests = []
+        for path in expr.paths:
+            local = src.texts(path, expr.cased)
+            used[local] = None
+            tests.append(_text_test(src, local, expr.patterns))
+        return tests[0] if len(tests) == 1 else f"({' or '.join(tests)})"
+    if isinstance(expr, RawCheck):
+        local = src.raw(expr.path)
+        used[local] = None
+        return f"{src.bind(expr.test)}({local})"
+    if isinstance(expr, TextsCheck):
+        args = []
+        for path in expr.paths:
+            local = src.texts(path, expr.cased)
+            used[local] = None
+            args.append(f"_tup({local})")
+        return f"{src.bind(expr.test)}({', '.join(args)})"
+    if isinstance(expr, NotOf):
+        return f"(not {_expr(src, expr.arg, used)})"
+    if isinstance(expr, AllOf):
+        parts = [_expr(src, arg, used) for arg in expr.args]
+        return f"({' and '.join(parts)})" if parts else "True"
+    assert isinstance(expr, AnyOf)
+    parts = [_expr(src, arg, used) for arg in _merge_numbers(expr.args)]
+    return f"({' or '.join(parts)})" if parts else "False"
+
+
+def _rule_block(src: _Source, rule: DetectionRule,
+                gates: Mapping[tuple[str, bool], tuple[str, str]]) -> list[str]:
+    name = src.bind(rule, "_R")
+    body: list[str] = []
+    if rule.condition is None:  # built by hand, not by the loader: use its closure
+        body += ["if ev is _U: ev = _View(doc)", f"if {name}.match(ev):",
+                 f"    hits.append({name})"]
+        return ["try:", *("    " + line for line in body), "except Exception:",
+                f"    _fail(bad, {name})"]
+    used: dict[str, None] = {}
+    condition = _expr(src, rule.condition, used)
+    indent = ""
+    anchor = rule.anchor
+    if anchor is not None:
+        key = (anchor.path, anchor.cased)
+        local = src.texts(*key)
+        body += src.load(local)
+        test = _text_test(src, local, anchor.patterns)
+        gate = gates.get(key)
+        if gate is not None:
+            gate_local, gate_test = gate
+            body += [f"if {gate_local} is _U:", f"    {gate_local} = {gate_test}"]
+            test = f"{gate_local} and {test}"
+        body.append(f"if {test}:")
+        indent = "    "
+        used.pop(local, None)
+    for local in used:
+        body += [indent + line for line in src.load(local)]
+    body += [f"{indent}if {condition}:", f"{indent}    hits.append({name})"]
+    return ["try:", *("    " + line for line in body), "except Exception:",
+            f"    _fail(bad, {name})"]
+
+
+def generate(rules: Sequence[DetectionRule]) -> tuple[str, dict[str, Any]]:
+    """Source of the module defining ``match`` for rules, and its namespace."""
+    src = _Source()
+    anchored = Counter((r.anchor.path, r.anchor.cased) for r in rules
+                       if r.anchor is not None and r.condition is not None)
+    gates: dict[tuple[str, bool], tuple[str, str]] = {}  # field -> (local, test source)
+    for key, count in anchored.items():
+        if count > 1:
+            patterns = [p for r in rules if r.anchor is not None and r.condition is not None
+                        and (r.anchor.path, r.anchor.cased) == key for p in r.anchor.patterns]
+            gates[key] = (f"g{len(gates)}", _text_test(src, src.texts(*key), patterns))
+    blocks: list[str] = []
+    for rule in rules:
+        blocks += _rule_block(src, rule, gates)
+    names = [*src.locals, *(local for local, _ in gates.values()), "ev"]
+    lines = ["def match(doc):", "    hits = []", "    bad = []",
+             f"    {' = '.join(names)} = _U",
+             *("    " + line for line in blocks), "    return hits, bad"]
+    return "\n\n".join([*src.getters, "\n".join(lines)]) + "\n", src.ns
+
+
+def build_matcher(rules: Sequence[DetectionRule]) -> MatchFn:
+    """The generated ``match`` for rules (in this order)."""
+    source, namespace = generate(rules)
+    code = compile(source, "<sisguard-rules>", "exec")
+    exec(code, namespace)  # our own generated source; rule values are bound by name
+    match: MatchFn = namespace["match"]
+    return match
+
+
+def closure_matcher(rules: Sequence[DetectionRule]) -> MatchFn:
+    """The same contract through the prefilter and each rule's closure (reference)."""
+    ordered = tuple(rules)
+    prefilter = Prefilter([r.anchor for r in ordered])
+
+    def match(doc: Mapping[str, Any]) -> Matched:
+        view = EventView(doc)
+        hits: list[DetectionRule] = []
+        bad: list[DetectionRule] = []
+        for position in prefilter.candidates(view):
+            rule = ordered[position]
+            try:
+                if rule.match(view):
+                    hits.append(rule)
+            except Exception:
+                rule_failed(bad, rule)
+        return hits, bad
+    return match
