@@ -5,6 +5,9 @@
  * published on Maven Central. Clients need them (e.g. the Python client's info()/ping()), so this
  * plugin answers with the same document the module returns, filled from the running node
  * (node name, cluster name and UUID from the cluster state, build and Lucene versions).
+ *
+ * ActionPlugin#getRestHandlers has a different signature in 8.x and 9.x, so the concrete plugin
+ * is SisguardRootRest, of which deploy/dev/search compiles the one in src/es8 or src/es9.
  */
 package org.elasticsearch.node;
 
@@ -26,10 +29,8 @@ import org.elasticsearch.xcontent.XContentBuilder;
 import java.util.Collection;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicReference;
-import java.util.function.Predicate;
-import java.util.function.Supplier;
 
-public class SisguardRootPlugin extends Plugin implements ActionPlugin {
+public abstract class SisguardRootPlugin extends Plugin implements ActionPlugin {
 
     private final AtomicReference<ClusterService> clusterService = new AtomicReference<>();
 
@@ -39,12 +40,7 @@ public class SisguardRootPlugin extends Plugin implements ActionPlugin {
         return List.of();
     }
 
-    @Override
-    public Collection<RestHandler> getRestHandlers(
-        RestHandlersServices restHandlersServices,
-        Supplier<org.elasticsearch.cluster.node.DiscoveryNodes> nodesInCluster,
-        Predicate<org.elasticsearch.features.NodeFeature> clusterSupportsFeature
-    ) {
+    protected final Collection<RestHandler> rootHandlers() {
         return List.of(new RootHandler());
     }
 

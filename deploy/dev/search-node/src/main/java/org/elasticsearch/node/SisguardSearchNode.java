@@ -41,8 +41,7 @@ import java.util.concurrent.TimeUnit;
 public final class SisguardSearchNode {
 
     private static final String DEFAULT_PLUGINS = "org.elasticsearch.transport.netty4.Netty4Plugin,"
-        + "org.elasticsearch.node.SisguardRootPlugin,"
-        + "?org.elasticsearch.index.mapper.extras.MapperExtrasPlugin";
+        + "org.elasticsearch.node.SisguardRootRest";
 
     private SisguardSearchNode() {}
 
