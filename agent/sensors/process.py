@@ -288,8 +288,6 @@ class ProcessSensor(Sensor):
         action = "exec" if kind == "start" else "exit"
         doc = new_event(DATASET, category=["process"], type=[kind], action=action)
         process: dict[str, Any] = {"pid": info.pid, "entity_id": info.entity_id}
-        if info.ppid is not None:
-            process["ppid"] = info.ppid
         for key, value in (("name", info.name), ("executable", info.executable),
                            ("working_directory", info.cwd)):
             if value is not None:

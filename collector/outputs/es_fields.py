@@ -92,12 +92,18 @@ SISGUARD_FIELDS: dict[str, str] = {
     "sisguard.fim.before.inode": K, "sisguard.fim.before.type": K,
     "sisguard.fim.before.hash.sha256": K, "sisguard.fim.before.hash.sha1": K,
     "sisguard.fim.before.hash.md5": K, "sisguard.fim.before.hash.sha512": K,
-    "sisguard.fim.protect.action": K, "sisguard.fim.protect.quarantine_path": K,
+    "sisguard.fim.before.xattrs": K,
+    "sisguard.fim.detected_by": K, "sisguard.fim.quarantine_path": K,
     "sisguard.content.signatures": K, "sisguard.content.categories": K,
     "sisguard.content.excerpt": T,
     # auth
     "sisguard.auth.method": K, "sisguard.auth.invalid_user": B, "sisguard.auth.repeated": L,
-    "sisguard.auth.tty": K, "sisguard.auth.reason": K,
+    "sisguard.auth.tty": K, "sisguard.auth.reason": K, "sisguard.auth.attempts": L,
+    # process, network, inventory
+    "sisguard.process.gone_before_read": B, "sisguard.network.initial": B,
+    "sisguard.inventory.boot_time": D, "sisguard.inventory.change": K,
+    "sisguard.inventory.members": K, "sisguard.inventory.home": K,
+    "sisguard.inventory.shell": K,
     # agent health, spool
     "sisguard.spool.dropped": L, "sisguard.spool.dropped_total": L,
     "sisguard.spool.max_bytes": L, "sisguard.sensor.name": K,

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
+import socket
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from elasticsearch import Elasticsearch
+from elasticsearch import Elasticsearch, helpers
 
 from collector.config import ElasticsearchConfig
 from collector.outputs.base import Kind, Outcome, Record
 from collector.outputs.elasticsearch import ElasticsearchOutput
+from collector.outputs.es_fields import ALL_FIELDS
 from collector.outputs.es_indices import IndexNames, remove_expired
-from tests.ecs import problems
+from tests.ecs import leaves, problems
 from tests.harness import Agent, Collector, wait_for
 from tests.search import SearchNode, engine_url
 
@@ -58,6 +61,18 @@ def _write(root: Path, n: int, start: int = 0) -> None:
         (root / f"p{i:05d}.html").write_text(f"<p>{i}</p>\n")
 
 
+def unmapped(doc: dict[str, Any]) -> set[str]:
+    """Fields of ``doc`` that the index template does not map."""
+    def mapped(name: str) -> bool:
+        if name in ALL_FIELDS:
+            return True
+        parts = name.split(".")
+        return any(ALL_FIELDS.get(".".join(parts[:i])) in ("object", "stored")
+                   for i in range(1, len(parts)))
+
+    return {name for name, _ in leaves(doc) if not mapped(name)}
+
+
 def test_file_events_are_searchable_and_valid_ecs(
         es: Elasticsearch, prefix: str, collector_factory: Callable[..., Collector],
         agent_factory: AgentFactory, tmp_path: Path) -> None:
@@ -65,9 +80,15 @@ def test_file_events_are_searchable_and_valid_ecs(
                                   .as_posix())
     www = tmp_path / "www"
     www.mkdir()
-    agent = agent_factory(collector, "--sensors", "fim", "--watch", str(www))
+    agent = agent_factory(collector, "--sensors", "fim,process,network,inventory",
+                          "--watch", str(www))
     _write(www, 1000)
+    subprocess.run(["/bin/sh", "-c", "sleep 0.1"], check=True)  # a process start and end
+    listener = socket.create_server(("127.0.0.1", 0))           # a new listening port
     index = f"{prefix}-events-*"
+    wait_for(lambda: _count(es, index, {"term": {"event.action": "listen_opened"}}),
+             timeout=20, message="the listener reported")
+    listener.close()
     created = {"term": {"event.action": "created"}}
     wait_for(lambda: _count(es, index, created) >= 1000, timeout=60, interval=0.5,
              message="1,000 created events indexed")
@@ -76,9 +97,15 @@ def test_file_events_are_searchable_and_valid_ecs(
     assert _count(es, index, {"term": {"agent.id": agent.agent_id}}) >= 1000
     host = es.search(index=index, size=1)["hits"]["hits"][0]["_source"]["host"]["name"]
     assert _count(es, index, {"term": {"host.name": host}}) >= 1000
-    docs = [h["_source"] for h in es.search(index=index, size=2000)["hits"]["hits"]]
+    wait_for(lambda: _count(es, index, {"term": {"event.dataset": "sisguard.inventory"}}),
+             timeout=30, message="inventory documents indexed")
+    docs = [h["_source"] for h in helpers.scan(es, index=index)]
+    datasets = {d["event"]["dataset"] for d in docs}
+    assert {"sisguard.fim", "sisguard.process", "sisguard.network", "sisguard.inventory",
+            "sisguard.agent"} <= datasets
     invalid = {p for d in docs for p in problems(d)}
     assert invalid == set()
+    assert {f for d in docs for f in unmapped(d)} == set(), "fields missing from the template"
 
 
 def test_engine_down_for_60_s_then_back_loses_and_duplicates_nothing(
