@@ -98,7 +98,7 @@ def _static(meta: RuleMeta) -> tuple[RuleMeta, dict[str, Any], dict[str, Any] | 
     return entry
 
 
-_PLAIN = (str, int, float, bool, type(None))
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 _MAX_DEPTH = 64
 
 
@@ -108,11 +108,24 @@ def json_copy(value: Any, depth: int = 0) -> Any:
     if cls in _PLAIN:
         return value
     if depth < _MAX_DEPTH:
-        if cls is dict and all(k.__class__ is str for k in value):
-            return {k: json_copy(v, depth + 1) for k, v in value.items()}
-        if cls is list:
-            return [json_copy(v, depth + 1) for v in value]
+        if cls is dict:
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                if key.__class__ is not str:
+                    break
+                out[key] = item if item.__class__ in _PLAIN else json_copy(item, depth + 1)
+            else:
+                return out
+        elif cls is list:
+            return [item if item.__class__ in _PLAIN else json_copy(item, depth + 1)
+                    for item in value]
     return json.loads(json.dumps(value, default=str))
+
+
+def _copy_threat(threat: dict[str, Any]) -> dict[str, Any]:
+    """A fresh copy of a threat_of() result (str values, or dicts of lists of str)."""
+    return {key: {k: list(v) for k, v in value.items()} if value.__class__ is dict else value
+            for key, value in threat.items()}
 
 
 def build_alert(meta: RuleMeta, last_event: Mapping[str, Any], event_ids: Sequence[str],
@@ -138,7 +151,7 @@ def build_alert(meta: RuleMeta, last_event: Mapping[str, Any], event_ids: Sequen
         "sisguard": {"alert": alert_meta},
     }
     if threat is not None:
-        doc["threat"] = json_copy(threat)
+        doc["threat"] = _copy_threat(threat)
     if meta.tags:
         doc["tags"] = list(meta.tags)
     for name in COPIED_FIELDS:

@@ -20,7 +20,6 @@ the fallback should generation ever fail.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -206,6 +205,23 @@ def field_getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
     return getter
 
 
+def key_getter(paths: Sequence[str], convert: Callable[[Any], Any]
+               ) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A compiled ``lambda doc: tuple(convert(lookup(doc, p)) for p in paths)``,
+    where a value that is a plain ``str`` is taken as it is (convert must agree)."""
+    namespace: dict[str, Any] = {"_M": MISSING, "_lookup": lookup, "_conv": convert}
+    sources = [_getter_source(f"_get{i}", path) for i, path in enumerate(paths)]
+    lines = ["def key(doc):"]
+    lines += [f"    v{i} = _get{i}(doc)" for i in range(len(paths))]
+    parts = "".join(f"v{i} if v{i}.__class__ is str else _conv(v{i}), "
+                    for i in range(len(paths)))
+    lines.append(f"    return ({parts})")
+    exec(compile("\n\n".join([*sources, "\n".join(lines)]) + "\n", "<sisguard-key>", "exec"),
+         namespace)
+    key: Callable[[Mapping[str, Any]], tuple[Any, ...]] = namespace["key"]
+    return key
+
+
 def _inline(src: _Source, var: str, ps: PatternSet) -> str:
     """A Python expression: does the text in var match any pattern of ps?"""
     tests: list[str] = []
@@ -283,57 +299,71 @@ def _expr(src: _Source, expr: Expr, used: dict[str, None]) -> str:
     return f"({' or '.join(parts)})" if parts else "False"
 
 
-def _rule_block(src: _Source, rule: DetectionRule,
-                gates: Mapping[tuple[str, bool], tuple[str, str]]) -> list[str]:
+def _guarded(src: _Source, rule: DetectionRule, test: str | None) -> list[str]:
+    """A rule's statements: if test (an anchor pre-check) and its condition, a hit."""
     name = src.bind(rule, "_R")
-    body: list[str] = []
     if rule.condition is None:  # built by hand, not by the loader: use its closure
-        body += ["if ev is _U: ev = _View(doc)", f"if {name}.match(ev):",
-                 f"    hits.append({name})"]
-        return ["try:", *("    " + line for line in body), "except Exception:",
-                f"    _fail(bad, {name})"]
-    used: dict[str, None] = {}
-    condition = _expr(src, rule.condition, used)
-    indent = ""
-    anchor = rule.anchor
-    if anchor is not None:
-        key = (anchor.path, anchor.cased)
-        local = src.texts(*key)
-        body += src.load(local)
-        test = _text_test(src, local, anchor.patterns)
-        gate = gates.get(key)
-        if gate is not None:
-            gate_local, gate_test = gate
-            body += [f"if {gate_local} is _U:", f"    {gate_local} = {gate_test}"]
-            test = f"{gate_local} and {test}"
-        body.append(f"if {test}:")
-        indent = "    "
-        used.pop(local, None)
-    for local in used:
-        body += [indent + line for line in src.load(local)]
-    body += [f"{indent}if {condition}:", f"{indent}    hits.append({name})"]
+        body = ["if ev is _U: ev = _View(doc)", f"if {name}.match(ev):",
+                f"    hits.append({name})"]
+    else:
+        used: dict[str, None] = {}
+        condition = _expr(src, rule.condition, used)
+        body = [line for local in used for line in src.load(local)]
+        body += [f"if {condition}:", f"    hits.append({name})"]
+        if test is not None:
+            body = [f"if {test}:", *("    " + line for line in body)]
     return ["try:", *("    " + line for line in body), "except Exception:",
             f"    _fail(bad, {name})"]
 
 
-def generate(rules: Sequence[DetectionRule]) -> tuple[str, dict[str, Any]]:
-    """Source of the module defining ``match`` for rules, and its namespace."""
-    src = _Source()
-    anchored = Counter((r.anchor.path, r.anchor.cased) for r in rules
-                       if r.anchor is not None and r.condition is not None)
-    gates: dict[tuple[str, bool], tuple[str, str]] = {}  # field -> (local, test source)
-    for key, count in anchored.items():
-        if count > 1:
-            patterns = [p for r in rules if r.anchor is not None and r.condition is not None
-                        and (r.anchor.path, r.anchor.cased) == key for p in r.anchor.patterns]
-            gates[key] = (f"g{len(gates)}", _text_test(src, src.texts(*key), patterns))
-    blocks: list[str] = []
+def _anchored_group(src: _Source, key: tuple[str, bool], rules: Sequence[DetectionRule]
+                    ) -> list[str]:
+    """Rules anchored on one field: one gate for all, then each rule's own anchor.
+
+    A single text (the usual case) goes through the gate; several texts skip the
+    anchor tests (each condition decides); no text at all cannot satisfy any anchor.
+    """
+    local = src.texts(*key)
+    union = [p for r in rules if r.anchor is not None for p in r.anchor.patterns]
+    lines = [*src.load(local), f"if {local}.__class__ is str:"]
+    lines.append(f"    if {_inline(src, local, pattern_set(union))}:")
     for rule in rules:
-        blocks += _rule_block(src, rule, gates)
-    names = [*src.locals, *(local for local, _ in gates.values()), "ev"]
+        assert rule.anchor is not None
+        test = None if len(rules) == 1 else _inline(src, local, pattern_set(rule.anchor.patterns))
+        lines += ["        " + line for line in _guarded(src, rule, test)]
+    lines.append(f"elif {local}:")
+    for rule in rules:
+        lines += ["    " + line for line in _guarded(src, rule, None)]
+    return lines
+
+
+def generate(rules: Sequence[DetectionRule]) -> tuple[str, dict[str, Any]]:
+    """Source of the module defining ``match`` for rules, and its namespace.
+
+    Rules are grouped by anchor field (rules without one run on their own); matches
+    are put back in the order of rules, the order the engine reports them in.
+    """
+    src = _Source()
+    groups: dict[tuple[str, bool] | None, list[DetectionRule]] = {}
+    for rule in rules:
+        anchored = rule.anchor is not None and rule.condition is not None
+        key = (rule.anchor.path, rule.anchor.cased) if rule.anchor and anchored else None
+        groups.setdefault(key, []).append(rule)
+    blocks: list[str] = []
+    for key, members in groups.items():
+        if key is None:
+            for rule in members:
+                blocks += _guarded(src, rule, None)
+        else:
+            blocks += _anchored_group(src, key, members)
+    order = {id(rule): position for position, rule in enumerate(rules)}
+    src.ns["_order"] = lambda rule: order[id(rule)]
+    names = [*src.locals, "ev"]
     lines = ["def match(doc):", "    hits = []", "    bad = []",
              f"    {' = '.join(names)} = _U",
-             *("    " + line for line in blocks), "    return hits, bad"]
+             *("    " + line for line in blocks),
+             "    if len(hits) > 1:", "        hits.sort(key=_order)",
+             "    return hits, bad"]
     return "\n\n".join([*src.getters, "\n".join(lines)]) + "\n", src.ns
 
 

@@ -18,9 +18,9 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from collector.detection.codegen import field_getter
+from collector.detection.codegen import field_getter, key_getter
 from collector.detection.matcher import as_text, lookup
 from collector.detection.rules import CorrelationRule, CorrelationType
 
@@ -34,8 +34,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):
     """A rule match (or a fired correlation) fed to a correlation."""
 
     ts: float
@@ -59,6 +58,8 @@ class _Group:
 
 
 def _key_part(value: Any) -> Any:
+    if value.__class__ is str:
+        return value
     if isinstance(value, list):
         return tuple(as_text(v) for v in value)
     return as_text(value)
@@ -74,6 +75,7 @@ class CorrelationState:
         self._groups: OrderedDict[tuple[Any, ...], _Group] = OrderedDict()
         self._watermark = float("-inf")
         self._check = _OPS[rule.op]
+        self._closing = rule.op in ("lt", "lte")  # decided when a window closes
         self._slots = (len(rule.references)
                        if rule.type in (CorrelationType.TEMPORAL, CorrelationType.TEMPORAL_ORDERED)
                        else 1)
@@ -82,8 +84,8 @@ class CorrelationState:
         self._link(rule)
 
     def _link(self, rule: CorrelationRule) -> None:
-        self._group_getters = {ref: tuple(map(field_getter, paths))
-                               for ref, paths in rule.group_paths.items()}
+        self._group_keys = {ref: key_getter(paths, _key_part)
+                            for ref, paths in rule.group_paths.items()}
         self._value_getters = {ref: field_getter(path)
                                for ref, path in rule.value_paths.items()}
 
@@ -97,10 +99,10 @@ class CorrelationState:
         return len(self._groups)
 
     def group_key(self, ref: str, doc: Mapping[str, Any]) -> tuple[Any, ...]:
-        getters = self._group_getters.get(ref)
-        if getters is None:  # group_paths changed after linking: look the paths up
+        key = self._group_keys.get(ref)
+        if key is None:  # not linked (no group-by for this reference)
             return tuple(_key_part(lookup(doc, p)) for p in self.rule.group_paths.get(ref, ()))
-        return tuple([_key_part(get(doc)) for get in getters])
+        return key(doc)
 
     def feed(self, ref: str, doc: Mapping[str, Any], ts: float,
              event_ids: tuple[str, ...]) -> list[Firing]:
@@ -114,21 +116,23 @@ class CorrelationState:
                 return []
         slot = rule.references.index(ref) if self._slots > 1 else 0
         key = self.group_key(ref, doc)
+        match = Match(ts, event_ids, doc, value)
         with self._lock:
-            firings = self._expire(ts)
-            group = self._groups.get(key)
+            firings = self._expire(ts) if ts > self._watermark else []
+            groups = self._groups
+            group = groups.get(key)
             if group is None:
                 group = self._new_group(key, ts)
             else:
-                self._groups.move_to_end(key)
+                groups.move_to_end(key)
                 group.last_ts = max(group.last_ts, ts)
             entries = group.entries[slot]
-            entries.append(Match(ts, event_ids, doc, value))
+            entries.append(match)
             if len(entries) > self.max_events:
                 entries.popleft()
                 self.dropped_matches += 1
             self._prune(group, ts)
-            fired = self._evaluate(group, slot, closing=False)
+            fired = self._evaluate(group, slot, closing=False) if not self._closing else None
             if fired is not None:
                 firings.append(fired)
                 for dq in group.entries:
