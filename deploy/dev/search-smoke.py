@@ -4,7 +4,7 @@
     python3 deploy/dev/search-smoke.py [URL]      # default http://127.0.0.1:${PORT:-9200}
 
 Checks what sisguard's indexer needs: GET / (+ X-Elastic-Product header), a composable index
-template with keyword/date/long/ip/text/flattened fields, bulk op_type=create with explicit _id
+template with keyword/date/long/ip/text/flattened fields (flat_object on OpenSearch), bulk op_type=create with explicit _id
 (1,000 docs, then the same again: every item must be a 409), refresh, _count, search with
 filters and aggregations, get mapping, _cat/indices, cluster health, delete index and template.
 Leaves nothing behind (its names start with "sisguard-smoke"). Exit status 0 when all pass.
@@ -58,7 +58,12 @@ def main():
     st, hdr, body = call("GET", "/")
     lower = {k.lower(): v for k, v in hdr.items()}
     check("GET / returns 200", st == 200, body)
-    check("X-Elastic-Product: Elasticsearch", lower.get("x-elastic-product") == "Elasticsearch", hdr)
+    opensearch = isinstance(body, dict) and body.get("version", {}).get("distribution") == "opensearch"
+    if opensearch:  # ENGINE=opensearch: no Elastic product header, flat_object instead of flattened
+        check("X-OpenSearch-Version header", "x-opensearch-version" in lower, hdr)
+    else:
+        check("X-Elastic-Product: Elasticsearch", lower.get("x-elastic-product") == "Elasticsearch", hdr)
+    flat = "flat_object" if opensearch else "flattened"
     check("GET / has version.number", isinstance(body, dict) and "number" in body.get("version", {}), body)
     if isinstance(body, dict):
         print(f"     server {body.get('version', {}).get('number')} cluster {body.get('cluster_name')}")
@@ -76,7 +81,7 @@ def main():
                     "event": {"properties": {"kind": {"type": "keyword"}, "seq": {"type": "long"}}},
                     "host": {"properties": {"name": {"type": "keyword"}, "ip": {"type": "ip"}}},
                     "message": {"type": "text"},
-                    "labels": {"type": "flattened"},
+                    "labels": {"type": flat},
                 },
             },
         },
@@ -125,7 +130,7 @@ def main():
     check("search (filters, sort, terms + date_histogram aggs)", ok, str(body)[:300])
     st, _, body = call("GET", f"/{INDEX}/_mapping")
     props = body.get(INDEX, {}).get("mappings", {}).get("properties", {}) if isinstance(body, dict) else {}
-    check("get mapping", st == 200 and props.get("labels", {}).get("type") == "flattened"
+    check("get mapping", st == 200 and props.get("labels", {}).get("type") == flat
           and props.get("host", {}).get("properties", {}).get("ip", {}).get("type") == "ip", body)
     st, _, body = call("GET", "/_cat/indices?format=json")
     check("_cat/indices lists the index", st == 200 and any(r.get("index") == INDEX for r in body), body)
