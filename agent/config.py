@@ -15,6 +15,7 @@ class SpoolConfig:
     max_bytes: Size = Size(512 * 1024 * 1024)
     synchronous: str = "full"   # full: survives power loss; normal: survives agent crash
     queue_events: int = 20_000  # between sensors and the spool writer
+    linger: Duration = Duration(0.1)  # gather events this long into one commit
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class ShipperConfig:
     window: int = 4
     backoff_initial: Duration = Duration(0.5)
     backoff_max: Duration = Duration(30.0)
+    linger: Duration = Duration(0.1)   # wait this long for a small batch to fill
 
 
 @dataclass(frozen=True)

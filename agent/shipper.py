@@ -35,6 +35,7 @@ class ShipperSettings:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     heartbeat_interval: float = 30.0
+    linger: float = 0.1   # wait this long for a small batch to fill (fewer, larger batches)
 
 
 @dataclass
@@ -178,6 +179,10 @@ class Shipper(threading.Thread):
             if len(self._inflight) < limits["window"]:
                 events = self.spool.read_after(last_sent, limit=limits["events"],
                                                max_bytes=limits["bytes"])
+                if 0 < len(events) < limits["events"] and self.settings.linger > 0:
+                    self._stopping.wait(self.settings.linger)
+                    events = self.spool.read_after(last_sent, limit=limits["events"],
+                                                   max_bytes=limits["bytes"])
                 if events:
                     batch_id += 1
                     batch = pb.EventBatch(batch_id=batch_id, events=[
