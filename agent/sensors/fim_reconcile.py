@@ -242,18 +242,15 @@ class Reconciler:
         else:
             self.baseline.put(now)
             if now.type == "dir":
-                for entry in _walk_states(self.reader, path):
-                    self.baseline.put(entry)
+                self._record_tree_silently(path)
 
-
-def _walk_states(reader: Reader, path: str) -> list[FileState]:
-    out: list[FileState] = []
-    try:
-        for entry in os.scandir(path):
-            st = entry.stat(follow_symlinks=False)
-            out.append(reader.from_stat(entry.path, st))
-            if stat.S_ISDIR(st.st_mode):
-                out.extend(_walk_states(reader, entry.path))
-    except OSError:
-        pass
-    return out
+    def _record_tree_silently(self, path: str) -> None:
+        """A directory protection restored or left: its entries as they are now."""
+        try:
+            for entry in os.scandir(path):
+                st = entry.stat(follow_symlinks=False)
+                self.baseline.put(self.reader.from_stat(entry.path, st))
+                if stat.S_ISDIR(st.st_mode):
+                    self._record_tree_silently(entry.path)
+        except OSError as e:
+            self.health.count_error(f"after protection, {path}: {e}")
