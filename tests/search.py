@@ -25,11 +25,11 @@ def need_engine(reason: str) -> None:
     pytest.skip(f"no search engine: {reason} (run scripts/test, or set SISGUARD_TEST_ES_URL)")
 
 
-def engine_url() -> str:
-    url = os.environ.get("SISGUARD_TEST_ES_URL", "")
-    if not url:
-        need_engine("SISGUARD_TEST_ES_URL is not set")
-    return url
+def engine_urls() -> list[str]:
+    """The engines to test against: ``SISGUARD_TEST_ES_URLS`` (comma-separated) or
+    ``SISGUARD_TEST_ES_URL``; [""] when none is set (the fixture then fails or skips)."""
+    urls = os.environ.get("SISGUARD_TEST_ES_URLS") or os.environ.get("SISGUARD_TEST_ES_URL", "")
+    return [u.strip() for u in urls.split(",") if u.strip()] or [""]
 
 
 @dataclass

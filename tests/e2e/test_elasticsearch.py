@@ -21,15 +21,24 @@ from collector.outputs.es_fields import ALL_FIELDS
 from collector.outputs.es_indices import IndexNames, remove_expired
 from tests.ecs import leaves, problems
 from tests.harness import Agent, Collector, wait_for
-from tests.search import SearchNode, engine_url
+from tests.search import SearchNode, engine_urls, need_engine
 
 pytestmark = pytest.mark.service
 AgentFactory = Callable[..., Agent]
 
 
+@pytest.fixture(params=engine_urls(), ids=lambda url: url.rsplit(":", 1)[-1])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each test runs against every engine scripts/test started (ES 9 and ES 8)."""
+    url = str(request.param)
+    if not url:
+        need_engine("SISGUARD_TEST_ES_URLS / SISGUARD_TEST_ES_URL is not set")
+    return url
+
+
 @pytest.fixture
-def es() -> Iterator[Elasticsearch]:
-    client = Elasticsearch(engine_url(), request_timeout=30)
+def es(engine: str) -> Iterator[Elasticsearch]:
+    client = Elasticsearch(engine, request_timeout=30)
     yield client
     client.close()
 
@@ -74,9 +83,9 @@ def unmapped(doc: dict[str, Any]) -> set[str]:
 
 
 def test_file_events_are_searchable_and_valid_ecs(
-        es: Elasticsearch, prefix: str, collector_factory: Callable[..., Collector],
+        engine: str, es: Elasticsearch, prefix: str, collector_factory: Callable[..., Collector],
         agent_factory: AgentFactory, tmp_path: Path) -> None:
-    collector = collector_factory("--config", _collector_config(tmp_path, engine_url(), prefix)
+    collector = collector_factory("--config", _collector_config(tmp_path, engine, prefix)
                                   .as_posix())
     www = tmp_path / "www"
     www.mkdir()
@@ -112,8 +121,8 @@ def test_engine_down_for_60_s_then_back_loses_and_duplicates_nothing(
         collector_factory: Callable[..., Collector], agent_factory: AgentFactory,
         tmp_path: Path) -> None:
     node = SearchNode(tmp_path / "search")
-    url = node.start()
     try:
+        url = node.start()
         prefix = "outage"
         collector = collector_factory("--config",
                                       _collector_config(tmp_path, url, prefix).as_posix())
@@ -155,8 +164,8 @@ def test_engine_down_for_60_s_then_back_loses_and_duplicates_nothing(
 
 
 def test_document_refused_by_the_mapping_goes_to_dead_letter_and_rest_is_indexed(
-        es: Elasticsearch, prefix: str) -> None:
-    output = ElasticsearchOutput(ElasticsearchConfig(url=(engine_url(),), index_prefix=prefix))
+        engine: str, es: Elasticsearch, prefix: str) -> None:
+    output = ElasticsearchOutput(ElasticsearchConfig(url=(engine,), index_prefix=prefix))
     output.connect()
 
     def record(i: int, ip: str) -> Record:
@@ -200,9 +209,9 @@ def test_retention_removes_only_indices_older_than_retention_days(
 
 
 def test_templates_install_idempotently_with_explicit_mappings(
-        es: Elasticsearch, prefix: str) -> None:
+        engine: str, es: Elasticsearch, prefix: str) -> None:
     for _ in range(2):
-        output = ElasticsearchOutput(ElasticsearchConfig(url=(engine_url(),),
+        output = ElasticsearchOutput(ElasticsearchConfig(url=(engine,),
                                                          index_prefix=prefix))
         output.connect()
         output.close()
