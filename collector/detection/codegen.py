@@ -26,7 +26,14 @@ from typing import Any
 from collector.detection.expr import AllOf, AnyOf, Expr, NotOf, RawCheck, TextsCheck, TextTest
 from collector.detection.fieldmap import COMPUTED, MISSING
 from collector.detection.matcher import EventView, lookup, numbers_test, texts_of
-from collector.detection.modifiers import Pattern, PatternSet, fold, pattern_set, text_predicate
+from collector.detection.modifiers import (
+    Kind,
+    Pattern,
+    PatternSet,
+    fold,
+    pattern_set,
+    text_predicate,
+)
 from collector.detection.prefilter import Prefilter
 from collector.detection.rules import DetectionRule
 from common.logs import get_logger
@@ -129,6 +136,14 @@ class _Source:
             self.locals.append(local)
             self._converted[local] = (raw, "_text" if cased else "_fold")
         return local
+
+    def lazy(self, local: str) -> str:
+        """An expression with the value of local, filling it first if need be."""
+        getter = self._getter.get(local)
+        if getter is not None:
+            return f"({local} if {local} is not _U else ({local} := {getter}(doc)))"
+        raw, convert = self._converted[local]
+        return f"({local} if {local} is not _U else ({local} := {convert}({self.lazy(raw)})))"
 
     def load(self, local: str) -> list[str]:
         """Statements that fill local unless this event already did."""
@@ -238,15 +253,24 @@ def _inline(src: _Source, var: str, ps: PatternSet) -> str:
     else:
         tests.extend(f"{_lit(needle)} in {var}" for needle in ps.contains)
     if ps.wildcard is not None:
-        tests.append(f"{src.bind(ps.wildcard)}.fullmatch({var}) is not None")
+        full = f"{src.bind(ps.wildcard)}.fullmatch({var}) is not None"
+        if ps.wildcard_needles:  # no needle in the text: no wildcard can match
+            needles = " or ".join(f"{_lit(n)} in {var}" for n in ps.wildcard_needles)
+            full = f"(({needles}) and {full})"
+        tests.append(full)
     tests.extend(f"{src.bind(r)}.search({var}) is not None" for r in ps.regexes)
     return f"({' or '.join(tests)})" if tests else "False"
 
 
-def _text_test(src: _Source, local: str, patterns: Sequence[Pattern]) -> str:
-    """Any text in local (a str, or a tuple of them) matches any of the patterns."""
+def _text_test(src: _Source, local: str, patterns: Sequence[Pattern], *,
+               lazy: bool = False) -> str:
+    """Any text in local (a str, or a tuple of them) matches any of the patterns.
+
+    With lazy, local is filled on the way if this event has not needed it yet.
+    """
     pred = src.bind(text_predicate(patterns))
-    return (f"(({local} and _anyt({pred}, {local})) if {local}.__class__ is tuple "
+    first = src.lazy(local) if lazy else local
+    return (f"(({local} and _anyt({pred}, {local})) if {first}.__class__ is tuple "
             f"else {_inline(src, local, pattern_set(patterns))})")
 
 
@@ -269,33 +293,39 @@ def _merge_numbers(args: Sequence[Expr]) -> list[Expr]:
     return merged
 
 
-def _expr(src: _Source, expr: Expr, used: dict[str, None]) -> str:
-    """Source of expr over field locals; the locals it reads are added to used."""
+def _cost(expr: Expr) -> int:
+    """A rough price of evaluating expr, to try the cheap parts of an AND first."""
     if isinstance(expr, TextTest):
-        tests = []
-        for path in expr.paths:
-            local = src.texts(path, expr.cased)
-            used[local] = None
-            tests.append(_text_test(src, local, expr.patterns))
+        slow = any(p.kind in (Kind.WILDCARD, Kind.REGEX) for p in expr.patterns)
+        return len(expr.paths) * (4 if slow else 1)
+    if isinstance(expr, RawCheck):
+        return 2
+    if isinstance(expr, TextsCheck):
+        return 4
+    if isinstance(expr, NotOf):
+        return _cost(expr.arg)
+    return sum(_cost(arg) for arg in expr.args)
+
+
+def _expr(src: _Source, expr: Expr) -> str:
+    """Source of expr over field locals, each filled when first evaluated."""
+    if isinstance(expr, TextTest):
+        tests = [_text_test(src, src.texts(path, expr.cased), expr.patterns, lazy=True)
+                 for path in expr.paths]
         return tests[0] if len(tests) == 1 else f"({' or '.join(tests)})"
     if isinstance(expr, RawCheck):
-        local = src.raw(expr.path)
-        used[local] = None
-        return f"{src.bind(expr.test)}({local})"
+        return f"{src.bind(expr.test)}({src.lazy(src.raw(expr.path))})"
     if isinstance(expr, TextsCheck):
-        args = []
-        for path in expr.paths:
-            local = src.texts(path, expr.cased)
-            used[local] = None
-            args.append(f"_tup({local})")
+        args = [f"_tup({src.lazy(src.texts(path, expr.cased))})" for path in expr.paths]
         return f"{src.bind(expr.test)}({', '.join(args)})"
     if isinstance(expr, NotOf):
-        return f"(not {_expr(src, expr.arg, used)})"
+        return f"(not {_expr(src, expr.arg)})"
     if isinstance(expr, AllOf):
-        parts = [_expr(src, arg, used) for arg in expr.args]
+        # Conditions are pure: any order gives the same answer, cheap tests first.
+        parts = [_expr(src, arg) for arg in sorted(expr.args, key=_cost)]
         return f"({' and '.join(parts)})" if parts else "True"
     assert isinstance(expr, AnyOf)
-    parts = [_expr(src, arg, used) for arg in _merge_numbers(expr.args)]
+    parts = [_expr(src, arg) for arg in _merge_numbers(expr.args)]
     return f"({' or '.join(parts)})" if parts else "False"
 
 
@@ -306,10 +336,7 @@ def _guarded(src: _Source, rule: DetectionRule, test: str | None) -> list[str]:
         body = ["if ev is _U: ev = _View(doc)", f"if {name}.match(ev):",
                 f"    hits.append({name})"]
     else:
-        used: dict[str, None] = {}
-        condition = _expr(src, rule.condition, used)
-        body = [line for local in used for line in src.load(local)]
-        body += [f"if {condition}:", f"    hits.append({name})"]
+        body = [f"if {_expr(src, rule.condition)}:", f"    hits.append({name})"]
         if test is not None:
             body = [f"if {test}:", *("    " + line for line in body)]
     return ["try:", *("    " + line for line in body), "except Exception:",

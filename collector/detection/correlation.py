@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from collector.detection.codegen import field_getter, key_getter
@@ -50,11 +50,13 @@ class Firing:
     ts: float
 
 
-@dataclass
 class _Group:
-    last_ts: float
-    # one deque per reference for temporal types; index 0 only for the count types
-    entries: list[deque[Match]] = field(default_factory=list)
+    __slots__ = ("entries", "last_ts")
+
+    def __init__(self, last_ts: float, entries: list[deque[Match]]) -> None:
+        self.last_ts = last_ts
+        # one deque per reference for temporal types; index 0 only for the count types
+        self.entries = entries
 
 
 def _key_part(value: Any) -> Any:
@@ -122,30 +124,33 @@ class CorrelationState:
             groups = self._groups
             group = groups.get(key)
             if group is None:
-                group = self._new_group(key, ts)
+                if len(groups) >= self.max_groups:
+                    self._evict()
+                group = groups[key] = _Group(ts, [deque() for _ in range(self._slots)])
+                fresh = True
             else:
                 groups.move_to_end(key)
                 group.last_ts = max(group.last_ts, ts)
+                fresh = False
             entries = group.entries[slot]
             entries.append(match)
             if len(entries) > self.max_events:
                 entries.popleft()
                 self.dropped_matches += 1
-            self._prune(group, ts)
-            fired = self._evaluate(group, slot, closing=False) if not self._closing else None
-            if fired is not None:
-                firings.append(fired)
-                for dq in group.entries:
-                    dq.clear()
+            if not fresh:  # a new group holds just this match, inside its window
+                self._prune(group, ts)
+            if not self._closing:
+                fired = self._evaluate(group, slot, closing=False)
+                if fired is not None:
+                    firings.append(fired)
+                    for dq in group.entries:
+                        dq.clear()
         return firings
 
-    def _new_group(self, key: tuple[Any, ...], ts: float) -> _Group:
+    def _evict(self) -> None:
         while len(self._groups) >= self.max_groups:
             self._groups.popitem(last=False)
             self.evicted_groups += 1
-        group = _Group(ts, [deque() for _ in range(self._slots)])
-        self._groups[key] = group
-        return group
 
     def _prune(self, group: _Group, now: float) -> None:
         horizon = now - self.rule.timespan
@@ -159,12 +164,14 @@ class CorrelationState:
             return firings
         self._watermark = ts
         horizon = ts - self.rule.timespan
-        while self._groups:
-            key, group = next(iter(self._groups.items()))
+        expired: list[tuple[tuple[Any, ...], _Group]] = []
+        for key, group in self._groups.items():  # oldest first
             if group.last_ts >= horizon:
                 break
+            expired.append((key, group))
+        for key, group in expired:
             del self._groups[key]
-            if self.rule.op in ("lt", "lte"):
+            if self._closing:
                 fired = self._evaluate(group, 0, closing=True)
                 if fired is not None:
                     firings.append(fired)

@@ -73,6 +73,7 @@ class Pattern:
     kind: Kind
     text: str
     cased: bool
+    needle: str = ""  # WILDCARD: its longest literal part, which every match contains
 
 
 def string_pattern(value: SigmaString, *, cased: bool) -> Pattern:
@@ -95,7 +96,8 @@ def string_pattern(value: SigmaString, *, cased: bool) -> Pattern:
         return Pattern(Kind.CONTAINS, parts[1], cased)
     source = "".join(
         re.escape(p) if isinstance(p, str) else (".*" if p is multi else ".") for p in parts)
-    return Pattern(Kind.WILDCARD, source, cased)
+    needle = max((p for p in parts if isinstance(p, str)), key=len, default="")
+    return Pattern(Kind.WILDCARD, source, cased, needle)
 
 
 _FLAGS = {
@@ -135,12 +137,14 @@ class PatternSet:
     contains: tuple[str, ...]
     contains_re: re.Pattern[str] | None  # one alternation, when there are several
     wildcard: re.Pattern[str] | None  # fullmatch
+    wildcard_needles: tuple[str, ...]  # one of these is in every match (or none known)
     regexes: tuple[re.Pattern[str], ...]  # search
 
 
 def pattern_set(patterns: Sequence[Pattern]) -> PatternSet:
     contains = tuple(p.text for p in patterns if p.kind is Kind.CONTAINS)
     wildcards = [p.text for p in patterns if p.kind is Kind.WILDCARD]
+    needles = tuple(p.needle for p in patterns if p.kind is Kind.WILDCARD)
     return PatternSet(
         equals=frozenset(p.text for p in patterns if p.kind is Kind.EQUALS),
         prefixes=tuple(p.text for p in patterns if p.kind is Kind.PREFIX),
@@ -150,6 +154,7 @@ def pattern_set(patterns: Sequence[Pattern]) -> PatternSet:
                      if len(contains) > 1 else None),
         wildcard=(re.compile("|".join(f"(?:{w})" for w in wildcards), re.DOTALL)
                   if wildcards else None),
+        wildcard_needles=needles if all(needles) else (),
         regexes=tuple(re.compile(p.text) for p in patterns if p.kind is Kind.REGEX))
 
 
