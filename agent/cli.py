@@ -24,8 +24,11 @@ def _enroll(args: argparse.Namespace) -> int:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     sensor: dict[str, Any] = {}
-    if args.watch:
-        sensor["fim"] = {"paths": args.watch}
+    paths: list[Any] = list(args.watch or [])
+    paths += [{"path": p, "tags": ["web_root"], "content_checks": True}
+              for p in args.web_root or []]
+    if paths:
+        sensor["fim"] = {"paths": paths}
     return {
         "state_dir": args.state_dir,
         "collectors": args.collector,
@@ -73,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=None)
     p.add_argument("--config", default=None, help="YAML config file")
     p.add_argument("--watch", action="append", help="path for file integrity (repeatable)")
+    p.add_argument("--web-root", action="append",
+                   help="a web root: watched, tagged web_root, content-checked (repeatable)")
     p.add_argument("--sensors", default=None, help="comma-separated subset, e.g. fim,process")
     p.add_argument("--collector", action="append", help="override the enrolled collectors")
     p.set_defaults(func=_run)

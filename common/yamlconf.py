@@ -173,7 +173,12 @@ def _convert(hint: Any, value: Any, *, source: str, path: str) -> Any:
         args = [a for a in get_args(hint) if a is not type(None)]
         if value is None:
             return None
-        return _convert(args[0], value, source=source, path=path)
+        # a mapping goes to the dataclass branch (e.g. `str | WatchPath`), else the first
+        classes = [a for a in args if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and classes:
+            return _convert(classes[0], value, source=source, path=path)
+        scalars = [a for a in args if not dataclasses.is_dataclass(a)] or args
+        return _convert(scalars[0], value, source=source, path=path)
     if hint is Any:
         return value
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):

@@ -17,3 +17,12 @@ def test_systemd_units_run_the_installed_commands() -> None:
         unit = (REPO / "deploy" / "systemd" / f"sisguard-{name}.service").read_text()
         assert f"/opt/sisguard/.venv/bin/sisguard-{name} run --config /etc/sisguard/{name}.yml" \
             in unit
+
+
+def test_example_agent_config_loads_with_a_tagged_web_root() -> None:
+    from agent.config import load_config as load_agent_config
+
+    config, sensors = load_agent_config(REPO / "deploy" / "config" / "agent.yml", {})
+    assert set(config.sensors) == {"fim", "process", "network", "auth", "inventory"}
+    web = [wp for wp in sensors["fim"].watch_paths if "web_root" in wp.tags]
+    assert [str(wp.path) for wp in web] == ["/var/www"]

@@ -121,6 +121,10 @@ class FimSensor(Sensor):
     def _count_and(self, emit: Any) -> Any:
         def counted(doc: dict[str, Any]) -> None:
             self.context.health.count_event()
+            path = doc.get("file", {}).get("path")
+            wp = self.rules.root_of(path) if isinstance(path, str) else None
+            if wp is not None and wp.tags:  # e.g. web_root: rules need no path list
+                doc["tags"] = sorted({*doc.get("tags", ()), *wp.tags})
             emit(doc)
         return counted
 

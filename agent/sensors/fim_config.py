@@ -48,6 +48,7 @@ class WatchPath:
     scan_interval: Duration | None = None   # default: FimConfig.scan_interval
     include: tuple[str, ...] = ()    # files must match one (empty: all)
     exclude: tuple[str, ...] = ()    # added to FimConfig.exclude
+    tags: tuple[str, ...] = ()       # copied into each event's ECS `tags` (e.g. web_root)
 
     @property
     def root(self) -> str:
@@ -62,7 +63,7 @@ class WatchPath:
 
 @dataclass(frozen=True)
 class FimConfig:
-    paths: tuple[Any, ...] = ()      # str or mapping; normalized to WatchPath
+    paths: tuple[str | WatchPath, ...] = ()  # a path, or a mapping; normalized to WatchPath
     exclude: tuple[str, ...] = ("*.swp", "*~", "*.tmp", ".#*", "4913")
     hashes: tuple[str, ...] = ("sha256",)
     xattrs: bool = True              # a digest of extended attributes (incl. POSIX ACLs)
