@@ -132,7 +132,8 @@ class Agent:
             rss_bytes=self._process.memory_info().rss,
             interval_seconds=int(self.config.heartbeat_interval),
             sensors=[pb.SensorHealth(name=h.name, events=h.events, errors=h.errors,
-                                     mode=h.mode, last_error=h.last_error)
+                                     mode=h.mode, last_error=h.last_error,
+                                     details=dict(h.details))
                      for h in self.health.values()],
         )
 

@@ -70,6 +70,22 @@ def _agents_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agents_show(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from collector.health import agent_status
+
+    store = _store(args.data_dir)
+    agent = store.agent(args.agent_id)
+    if agent is None:
+        raise SisguardError(f"no agent {args.agent_id}")
+    data = dataclasses.asdict(agent)
+    data["status"] = agent_status(agent)
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+    return 0
+
+
 def _agents_revoke(args: argparse.Namespace) -> int:
     store = _store(args.data_dir)
     if not store.revoke(args.agent_id):
@@ -128,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--offline-after", type=float, default=3,
                    help="heartbeat intervals of silence before an agent is offline")
     a.set_defaults(func=_agents_list)
+    a = asub.add_parser("show", help="one agent: enrollment record and last heartbeat (JSON)")
+    a.add_argument("--data-dir", required=True)
+    a.add_argument("agent_id")
+    a.set_defaults(func=_agents_show)
     a = asub.add_parser("revoke")
     a.add_argument("--data-dir", required=True)
     a.add_argument("agent_id")

@@ -147,7 +147,8 @@ class IngestService(pb_grpc.IngestServicer):
             "cpu_percent": hb.cpu_percent, "rss_bytes": hb.rss_bytes,
             "interval_seconds": hb.interval_seconds,
             "sensors": [{"name": s.name, "events": s.events, "errors": s.errors,
-                         "mode": s.mode, "last_error": s.last_error} for s in hb.sensors],
+                         "mode": s.mode, "last_error": s.last_error,
+                         "details": dict(s.details)} for s in hb.sensors],
         }
         self.store.seen(agent.agent_id, address=peer, heartbeat=data)
 

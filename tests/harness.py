@@ -46,7 +46,7 @@ def free_port_pair() -> int:
     raise RuntimeError("no free port pair")
 
 
-def wait_for(predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05,
+def wait_for(predicate: Callable[[], T | None], *, timeout: float = 10.0, interval: float = 0.05,
              message: str = "condition") -> T:
     """Poll until predicate() is truthy; fail with ``message`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout

@@ -30,6 +30,7 @@ class SensorHealth:
     errors: int = 0
     mode: str = ""
     last_error: str = ""
+    details: dict[str, str] = field(default_factory=dict)  # sent in every heartbeat
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_event(self) -> None:

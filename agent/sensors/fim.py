@@ -275,6 +275,10 @@ class FimSensor(Sensor):
         except Exception as e:
             self.context.health.count_error(f"baseline: {e}")
             return
-        self.context.health.mode = (f"inotify: {self.watcher.count} watches, "
-                                    f"{len(self.watcher.unwatched)} dirs by scan; baseline "
-                                    f"{entries} entries, {size / 1048576:.1f} MiB")
+        self.context.health.mode = "inotify"
+        self.context.health.details = {
+            "watches": str(self.watcher.count),
+            "dirs_by_scan": str(len(self.watcher.unwatched)),
+            "baseline_entries": str(entries),
+            "baseline_bytes": str(size),
+        }

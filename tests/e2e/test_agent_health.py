@@ -6,6 +6,7 @@ import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.harness import REPO, Agent, Collector, cli, wait_for
 
@@ -22,9 +23,24 @@ def test_silent_agent_raises_offline_alert_through_the_rules(
     collector = collector_factory("--rules", str(REPO / "rules"))
     config = tmp_path / "agent.yml"
     config.write_text("heartbeat_interval: 1s\nsensors: [fim]\n")
-    agent = agent_factory(collector, "--config", str(config))
+    www = tmp_path / "www"
+    www.mkdir()
+    agent = agent_factory(collector, "--config", str(config), "--watch", str(www))
     wait_for(lambda: "online" in _listing(collector), timeout=10,
              message="the agent listed online")
+
+    def fim_health() -> dict[str, Any] | None:
+        shown = json.loads(cli("collector", "agents", "show", "--data-dir",
+                               str(collector.data_dir), agent.agent_id).stdout)
+        sensors = (shown.get("heartbeat") or {}).get("sensors", [])
+        fim = next((s for s in sensors if s["name"] == "fim"), None)
+        return fim if fim and fim["details"].get("watches") else None
+
+    fim: dict[str, Any] = wait_for(fim_health, timeout=10,
+                                   message="FIM health in a heartbeat")
+    assert fim["mode"] == "inotify"
+    assert fim["details"]["watches"] == "1"
+    assert int(fim["details"]["baseline_bytes"]) > 0
     row = next(line for line in _listing(collector).splitlines() if agent.agent_id in line)
     assert "test-org" in row and "127.0.0.1" in row
     assert agent.proc is not None

@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asisguard/v1/sisguard.proto\x12\x0bsisguard.v1\"d\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\x12\n\n\x02os\x18\x05 \x01(\t\"a\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63\x61_pem\x18\x03 \x01(\x0c\x12\x14\n\x0corganization\x18\x04 \x01(\t\"R\n\x08\x45nvelope\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x16\n\x0etime_unix_nano\x18\x02 \x01(\x03\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x10\n\x08\x64ocument\x18\x04 \x01(\x0c\"E\n\nEventBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.sisguard.v1.Envelope\"0\n\x05Hello\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\"^\n\x0cSensorHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x12\n\nlast_error\x18\x05 \x01(\t\"\xd3\x01\n\tHeartbeat\x12\x16\n\x0etime_unix_nano\x18\x01 \x01(\x03\x12\x14\n\x0cspool_events\x18\x02 \x01(\x04\x12\x13\n\x0bspool_bytes\x18\x03 \x01(\x04\x12\x15\n\rspool_dropped\x18\x04 \x01(\x04\x12\x13\n\x0b\x63pu_percent\x18\x05 \x01(\x01\x12\x11\n\trss_bytes\x18\x06 \x01(\x04\x12*\n\x07sensors\x18\x07 \x03(\x0b\x32\x19.sisguard.v1.SensorHealth\x12\x18\n\x10interval_seconds\x18\x08 \x01(\x04\"\x92\x01\n\x0c\x41gentMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.sisguard.v1.HelloH\x00\x12(\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x17.sisguard.v1.EventBatchH\x00\x12+\n\theartbeat\x18\x03 \x01(\x0b\x32\x16.sisguard.v1.HeartbeatH\x00\x42\x06\n\x04kind\"`\n\x07Welcome\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x18\n\x10max_batch_events\x18\x02 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06window\x18\x04 \x01(\r\"\'\n\x08Rejected\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x8b\x01\n\x03\x41\x63k\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\r\x12\x12\n\nduplicates\x18\x05 \x01(\r\x12\'\n\x08rejected\x18\x06 \x03(\x0b\x32\x15.sisguard.v1.Rejected\"r\n\x07\x43ommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x1e.sisguard.v1.Command.ArgsEntry\x1a+\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8d\x01\n\x10\x43ollectorMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.sisguard.v1.WelcomeH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.sisguard.v1.AckH\x00\x12\'\n\x07\x63ommand\x18\x03 \x01(\x0b\x32\x14.sisguard.v1.CommandH\x00\x42\x06\n\x04kind2O\n\nEnrollment\x12\x41\n\x06\x45nroll\x12\x1a.sisguard.v1.EnrollRequest\x1a\x1b.sisguard.v1.EnrollResponse2P\n\x06Ingest\x12\x46\n\x06Stream\x12\x19.sisguard.v1.AgentMessage\x1a\x1d.sisguard.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asisguard/v1/sisguard.proto\x12\x0bsisguard.v1\"d\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\x12\n\n\x02os\x18\x05 \x01(\t\"a\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x02 \x01(\x0c\x12\x0e\n\x06\x63\x61_pem\x18\x03 \x01(\x0c\x12\x14\n\x0corganization\x18\x04 \x01(\t\"R\n\x08\x45nvelope\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x16\n\x0etime_unix_nano\x18\x02 \x01(\x03\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x10\n\x08\x64ocument\x18\x04 \x01(\x0c\"E\n\nEventBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.sisguard.v1.Envelope\"0\n\x05Hello\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\"\xc7\x01\n\x0cSensorHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x03 \x01(\x04\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x12\n\nlast_error\x18\x05 \x01(\t\x12\x37\n\x07\x64\x65tails\x18\x06 \x03(\x0b\x32&.sisguard.v1.SensorHealth.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd3\x01\n\tHeartbeat\x12\x16\n\x0etime_unix_nano\x18\x01 \x01(\x03\x12\x14\n\x0cspool_events\x18\x02 \x01(\x04\x12\x13\n\x0bspool_bytes\x18\x03 \x01(\x04\x12\x15\n\rspool_dropped\x18\x04 \x01(\x04\x12\x13\n\x0b\x63pu_percent\x18\x05 \x01(\x01\x12\x11\n\trss_bytes\x18\x06 \x01(\x04\x12*\n\x07sensors\x18\x07 \x03(\x0b\x32\x19.sisguard.v1.SensorHealth\x12\x18\n\x10interval_seconds\x18\x08 \x01(\x04\"\x92\x01\n\x0c\x41gentMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.sisguard.v1.HelloH\x00\x12(\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x17.sisguard.v1.EventBatchH\x00\x12+\n\theartbeat\x18\x03 \x01(\x0b\x32\x16.sisguard.v1.HeartbeatH\x00\x42\x06\n\x04kind\"`\n\x07Welcome\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x18\n\x10max_batch_events\x18\x02 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06window\x18\x04 \x01(\r\"\'\n\x08Rejected\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x8b\x01\n\x03\x41\x63k\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\r\x12\x12\n\nduplicates\x18\x05 \x01(\r\x12\'\n\x08rejected\x18\x06 \x03(\x0b\x32\x15.sisguard.v1.Rejected\"r\n\x07\x43ommand\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x1e.sisguard.v1.Command.ArgsEntry\x1a+\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8d\x01\n\x10\x43ollectorMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.sisguard.v1.WelcomeH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.sisguard.v1.AckH\x00\x12\'\n\x07\x63ommand\x18\x03 \x01(\x0b\x32\x14.sisguard.v1.CommandH\x00\x42\x06\n\x04kind2O\n\nEnrollment\x12\x41\n\x06\x45nroll\x12\x1a.sisguard.v1.EnrollRequest\x1a\x1b.sisguard.v1.EnrollResponse2P\n\x06Ingest\x12\x46\n\x06Stream\x12\x19.sisguard.v1.AgentMessage\x1a\x1d.sisguard.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sisguard.v1.sisguard_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SENSORHEALTH_DETAILSENTRY']._loaded_options = None
+  _globals['_SENSORHEALTH_DETAILSENTRY']._serialized_options = b'8\001'
   _globals['_COMMAND_ARGSENTRY']._loaded_options = None
   _globals['_COMMAND_ARGSENTRY']._serialized_options = b'8\001'
   _globals['_ENROLLREQUEST']._serialized_start=43
@@ -43,26 +45,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENTBATCH']._serialized_end=397
   _globals['_HELLO']._serialized_start=399
   _globals['_HELLO']._serialized_end=447
-  _globals['_SENSORHEALTH']._serialized_start=449
-  _globals['_SENSORHEALTH']._serialized_end=543
-  _globals['_HEARTBEAT']._serialized_start=546
-  _globals['_HEARTBEAT']._serialized_end=757
-  _globals['_AGENTMESSAGE']._serialized_start=760
-  _globals['_AGENTMESSAGE']._serialized_end=906
-  _globals['_WELCOME']._serialized_start=908
-  _globals['_WELCOME']._serialized_end=1004
-  _globals['_REJECTED']._serialized_start=1006
-  _globals['_REJECTED']._serialized_end=1045
-  _globals['_ACK']._serialized_start=1048
-  _globals['_ACK']._serialized_end=1187
-  _globals['_COMMAND']._serialized_start=1189
-  _globals['_COMMAND']._serialized_end=1303
-  _globals['_COMMAND_ARGSENTRY']._serialized_start=1260
-  _globals['_COMMAND_ARGSENTRY']._serialized_end=1303
-  _globals['_COLLECTORMESSAGE']._serialized_start=1306
-  _globals['_COLLECTORMESSAGE']._serialized_end=1447
-  _globals['_ENROLLMENT']._serialized_start=1449
-  _globals['_ENROLLMENT']._serialized_end=1528
-  _globals['_INGEST']._serialized_start=1530
-  _globals['_INGEST']._serialized_end=1610
+  _globals['_SENSORHEALTH']._serialized_start=450
+  _globals['_SENSORHEALTH']._serialized_end=649
+  _globals['_SENSORHEALTH_DETAILSENTRY']._serialized_start=603
+  _globals['_SENSORHEALTH_DETAILSENTRY']._serialized_end=649
+  _globals['_HEARTBEAT']._serialized_start=652
+  _globals['_HEARTBEAT']._serialized_end=863
+  _globals['_AGENTMESSAGE']._serialized_start=866
+  _globals['_AGENTMESSAGE']._serialized_end=1012
+  _globals['_WELCOME']._serialized_start=1014
+  _globals['_WELCOME']._serialized_end=1110
+  _globals['_REJECTED']._serialized_start=1112
+  _globals['_REJECTED']._serialized_end=1151
+  _globals['_ACK']._serialized_start=1154
+  _globals['_ACK']._serialized_end=1293
+  _globals['_COMMAND']._serialized_start=1295
+  _globals['_COMMAND']._serialized_end=1409
+  _globals['_COMMAND_ARGSENTRY']._serialized_start=1366
+  _globals['_COMMAND_ARGSENTRY']._serialized_end=1409
+  _globals['_COLLECTORMESSAGE']._serialized_start=1412
+  _globals['_COLLECTORMESSAGE']._serialized_end=1553
+  _globals['_ENROLLMENT']._serialized_start=1555
+  _globals['_ENROLLMENT']._serialized_end=1634
+  _globals['_INGEST']._serialized_start=1636
+  _globals['_INGEST']._serialized_end=1716
 # @@protoc_insertion_point(module_scope)

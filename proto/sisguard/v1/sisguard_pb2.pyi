@@ -61,18 +61,27 @@ class Hello(_message.Message):
     def __init__(self, agent_version: _Optional[str] = ..., hostname: _Optional[str] = ...) -> None: ...
 
 class SensorHealth(_message.Message):
-    __slots__ = ("name", "events", "errors", "mode", "last_error")
+    __slots__ = ("name", "events", "errors", "mode", "last_error", "details")
+    class DetailsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
     name: str
     events: int
     errors: int
     mode: str
     last_error: str
-    def __init__(self, name: _Optional[str] = ..., events: _Optional[int] = ..., errors: _Optional[int] = ..., mode: _Optional[str] = ..., last_error: _Optional[str] = ...) -> None: ...
+    details: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., events: _Optional[int] = ..., errors: _Optional[int] = ..., mode: _Optional[str] = ..., last_error: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("time_unix_nano", "spool_events", "spool_bytes", "spool_dropped", "cpu_percent", "rss_bytes", "sensors", "interval_seconds")

@@ -95,7 +95,7 @@ def test_initial_scan_is_silent_and_records_the_baseline(make_sensor: SensorFact
     assert stub.fim() == []
     assert sensor.reconciler is not None
     assert sensor.reconciler.baseline.get(str(www / "sub" / "a.txt")) is not None
-    assert "baseline 4 entries" in stub.context.health.mode
+    assert stub.context.health.details["baseline_entries"] == "4"
 
 
 def test_initial_scan_events_when_asked(make_sensor: SensorFactory, www: Path) -> None:
