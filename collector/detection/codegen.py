@@ -25,7 +25,7 @@ from typing import Any
 
 from collector.detection.expr import AllOf, AnyOf, Expr, NotOf, RawCheck, TextsCheck, TextTest
 from collector.detection.fieldmap import COMPUTED, MISSING
-from collector.detection.matcher import EventView, lookup, numbers_test, texts_of
+from collector.detection.matcher import EventView, cidrs_test, lookup, numbers_test, texts_of
 from collector.detection.modifiers import (
     Kind,
     Pattern,
@@ -275,22 +275,36 @@ def _text_test(src: _Source, local: str, patterns: Sequence[Pattern], *,
 
 
 def _merge_numbers(args: Sequence[Expr]) -> list[Expr]:
-    """In an OR, ``field: n1``, ``field: n2``... become one set test per field."""
+    """In an OR, ``field: n1``, ``field: n2``... become one set test per field, and
+    ``field|cidr: [a, b]`` one test parsing each address once."""
     numbers: dict[str, list[float]] = {}
+    networks: dict[str, list[Any]] = {}
     for arg in args:
-        if isinstance(arg, RawCheck) and arg.number is not None and arg.number == arg.number:
+        if _is_number(arg):
+            assert isinstance(arg, RawCheck) and arg.number is not None
             numbers.setdefault(arg.path, []).append(arg.number)
+        elif isinstance(arg, TextsCheck) and arg.network is not None:
+            networks.setdefault(arg.paths[0], []).append(arg.network)
     merged: list[Expr] = []
-    done: set[str] = set()
+    done: set[tuple[str, str]] = set()
     for arg in args:
-        if isinstance(arg, RawCheck) and arg.path in numbers and arg.number is not None \
-                and arg.number == arg.number:
-            if arg.path not in done:
-                done.add(arg.path)
+        if _is_number(arg):
+            assert isinstance(arg, RawCheck)
+            if ("n", arg.path) not in done:
+                done.add(("n", arg.path))
                 merged.append(RawCheck(arg.path, numbers_test(numbers[arg.path])))
+        elif isinstance(arg, TextsCheck) and arg.network is not None:
+            path = arg.paths[0]
+            if ("c", path) not in done:
+                done.add(("c", path))
+                merged.append(TextsCheck(arg.paths, True, cidrs_test(networks[path])))
         else:
             merged.append(arg)
     return merged
+
+
+def _is_number(arg: Expr) -> bool:
+    return isinstance(arg, RawCheck) and arg.number is not None and arg.number == arg.number
 
 
 def _cost(expr: Expr) -> int:
@@ -301,9 +315,11 @@ def _cost(expr: Expr) -> int:
     if isinstance(expr, RawCheck):
         return 2
     if isinstance(expr, TextsCheck):
-        return 4
+        return 8
     if isinstance(expr, NotOf):
         return _cost(expr.arg)
+    if isinstance(expr, AnyOf):
+        return sum(_cost(arg) for arg in _merge_numbers(expr.args))
     return sum(_cost(arg) for arg in expr.args)
 
 

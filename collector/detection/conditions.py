@@ -183,7 +183,7 @@ class ConditionCompiler:
             op = value.op.name.lower()
             return RawCheck(path, matcher.compare_test(op, value.number.number))
         if isinstance(value, SigmaCIDRExpression):
-            return TextsCheck((path,), True, matcher.cidr_test(value.network))
+            return TextsCheck((path,), True, matcher.cidr_test(value.network), value.network)
         if isinstance(value, SigmaFieldReference):
             try:
                 other = resolve_field(value.field, self.mapping)

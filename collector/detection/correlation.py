@@ -78,6 +78,7 @@ class CorrelationState:
         self._watermark = float("-inf")
         self._check = _OPS[rule.op]
         self._closing = rule.op in ("lt", "lte")  # decided when a window closes
+        self._counting = rule.type is CorrelationType.EVENT_COUNT
         self._slots = (len(rule.references)
                        if rule.type in (CorrelationType.TEMPORAL, CorrelationType.TEMPORAL_ORDERED)
                        else 1)
@@ -126,7 +127,8 @@ class CorrelationState:
             if group is None:
                 if len(groups) >= self.max_groups:
                     self._evict()
-                group = groups[key] = _Group(ts, [deque() for _ in range(self._slots)])
+                group = groups[key] = _Group(
+                    ts, [deque()] if self._slots == 1 else [deque() for _ in range(self._slots)])
                 fresh = True
             else:
                 groups.move_to_end(key)
@@ -139,12 +141,15 @@ class CorrelationState:
                 self.dropped_matches += 1
             if not fresh:  # a new group holds just this match, inside its window
                 self._prune(group, ts)
-            if not self._closing:
-                fired = self._evaluate(group, slot, closing=False)
-                if fired is not None:
-                    firings.append(fired)
-                    for dq in group.entries:
-                        dq.clear()
+            if self._closing:  # lt/lte: decided when the window closes (_expire)
+                return firings
+            if self._counting and not self._check(float(len(entries)), rule.count):
+                return firings  # the common case, without _evaluate's copies
+            fired = self._evaluate(group, slot, closing=False)
+            if fired is not None:
+                firings.append(fired)
+                for dq in group.entries:
+                    dq.clear()
         return firings
 
     def _evict(self) -> None:

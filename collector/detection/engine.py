@@ -249,11 +249,16 @@ class DetectionEngine:
 
     def _count(self, *, matched: Sequence[Rule] = (), fired: Sequence[Rule] = (),
                failed: Sequence[Rule] = (), alerts: int = 0, errors: int = 0) -> None:
+        per_rule = self._per_rule
         with self._stats_lock:
             self._alerts += alerts
             self._errors += errors + len(failed)
-            for rule in (*matched, *fired):
-                self._rule_stats(rule)["matches"] += 1
+            for rules in (matched, fired):
+                for rule in rules:
+                    entry = per_rule.get(rule.meta.id)
+                    if entry is None:
+                        entry = self._rule_stats(rule)
+                    entry["matches"] += 1
             for rule in failed:
                 self._rule_stats(rule)["errors"] += 1
 

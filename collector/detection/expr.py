@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from collector.detection import matcher
 from collector.detection.matcher import Leaf, RawTest, TextsTest
@@ -41,6 +42,7 @@ class TextsCheck:
     paths: tuple[str, ...]
     cased: bool
     test: TextsTest
+    network: Any = None  # set for ``field|cidr``, so ORs of them can merge
 
 
 @dataclass(frozen=True, eq=False)

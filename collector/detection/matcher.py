@@ -262,6 +262,21 @@ def cidr_test(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> TextsTe
     return test
 
 
+def cidrs_test(networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+               ) -> TextsTest:
+    """``any(cidr_test(n)(texts) for n in networks)``, parsing each text once."""
+    def test(texts: tuple[str, ...]) -> bool:
+        for text in texts:
+            try:
+                address = ipaddress.ip_address(text)
+            except ValueError:
+                continue
+            if any(address in network for network in networks):
+                return True
+        return False
+    return test
+
+
 def fieldref_test(*, starts: bool, ends: bool) -> TextsTest:
     """Over the texts of a field and of the field it refers to (same casing)."""
     def compare(value: str, ref: str) -> bool:
