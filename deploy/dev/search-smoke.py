@@ -6,7 +6,8 @@
 Checks what sisguard's indexer needs: GET / (+ X-Elastic-Product header), a composable index
 template with keyword/date/long/ip/text/flattened fields (flat_object on OpenSearch), bulk
 op_type=create with explicit _id (1,000 docs, then the same again: every item must be a
-409), refresh, _count, search with filters and aggregations, get mapping, _cat/indices, cluster health, delete index and template.
+409), refresh, _count, search with filters and aggregations, get mapping, _cat/indices,
+cluster health, delete index and template.
 Leaves nothing behind (its names start with "sisguard-smoke"). Exit status 0 when all pass.
 """
 
