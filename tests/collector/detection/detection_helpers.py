@@ -80,7 +80,7 @@ def fim(action: str, path: str, **fields: Any) -> dict[str, Any]:
     return _event("sisguard.fim", action, types, file={"path": path}, **fields)
 
 
-def net(domain: str = "example.org", ip: str = "93.184.216.34", port: int = 443,
+def net(domain: str = "example.org", ip: str = "93.184.216.34", port: int | str | float = 443,
         **fields: Any) -> dict[str, Any]:
     return _event("sisguard.network", "outbound_connection", ["connection", "start"],
                   destination={"domain": domain, "ip": ip, "port": port},

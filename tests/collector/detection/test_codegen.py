@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from detection_helpers import engine_for, proc, rule
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +14,7 @@ from collector.detection.alerts import json_copy
 from collector.detection.codegen import closure_matcher, field_getter, generate
 from collector.detection.logsources import event_kind, kind_key
 from collector.detection.matcher import lookup, number_test, numbers_test
+from tests.collector.detection.detection_helpers import engine_for, proc, rule
 
 REPO = Path(__file__).resolve().parents[3]
 SIGMA_LINUX = REPO.parent / "shared/data/sigma/linux"

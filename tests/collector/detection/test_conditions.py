@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from detection_helpers import engine_for, proc, rule
+
+from tests.collector.detection.detection_helpers import engine_for, proc, rule
 
 DETECTIONS = """
 sel_a:

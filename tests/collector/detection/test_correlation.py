@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from detection_helpers import engine_for, load_text, ssh
-
 from collector.detection import DetectionEngine
+from tests.collector.detection.detection_helpers import engine_for, load_text, ssh
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 

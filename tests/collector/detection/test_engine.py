@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
-from detection_helpers import engine_for, proc, rule
+from tests.collector.detection.detection_helpers import engine_for, proc, rule
 
 RULE = rule("sel:\n    CommandLine|contains: 'nc -e'\ncondition: sel",
             extra="tags:\n    - attack.execution\n    - attack.t1059.004\n"
@@ -43,7 +44,7 @@ def test_alert_id_is_stable_across_reprocessing(tmp_path: Path) -> None:
 
 def test_bad_events_and_failing_rules_never_raise(tmp_path: Path) -> None:
     engine = engine_for(tmp_path, RULE)
-    weird = [{}, {"event": "x"}, {"event": {"dataset": 5, "type": 3}},
+    weird: list[dict[str, Any]] = [{}, {"event": "x"}, {"event": {"dataset": 5, "type": 3}},
              {"event": {"dataset": "sisguard.process", "type": ["start"]},
               "process": {"command_line": {"nested": 1}}}]
     for event in weird:

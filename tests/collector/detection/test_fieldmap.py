@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from detection_helpers import engine_for, fim, net, proc, rule, ssh
 
 from collector.detection.logsources import event_kind, satisfied_keys
+from tests.collector.detection.detection_helpers import engine_for, fim, net, proc, rule, ssh
 
 
 @pytest.mark.parametrize(("field", "value", "event"), [

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detection_helpers import engine_for, load_text, proc, rule
-
 from collector.detection import load_rules
+from tests.collector.detection.detection_helpers import engine_for, load_text, proc, rule
 
 
 def test_errors_name_file_line_and_every_problem(tmp_path: Path) -> None:

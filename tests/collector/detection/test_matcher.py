@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detection_helpers import engine_for, net, proc, rule, ssh
-
 from collector.detection.fieldmap import MISSING
 from collector.detection.matcher import lookup
+from tests.collector.detection.detection_helpers import engine_for, net, proc, rule, ssh
 
 
 def hits(tmp_path: Path, detection: str, event: dict[str, object],

@@ -6,12 +6,12 @@ import base64
 import re
 from pathlib import Path
 
-from detection_helpers import engine_for, fim, proc, rule
 from hypothesis import given
 from hypothesis import strategies as st
 from sigma.types import SigmaString
 
 from collector.detection.modifiers import Kind, fold, string_pattern, text_predicate
+from tests.collector.detection.detection_helpers import engine_for, fim, proc, rule
 
 
 def hits(tmp_path: Path, detection: str, event: dict[str, object]) -> bool:
@@ -81,7 +81,7 @@ def test_re_is_case_sensitive_substring_search_with_flags(tmp_path: Path) -> Non
 def test_cidr(tmp_path: Path) -> None:
     det = "sel:\n    DestinationIp|cidr: ['10.0.0.0/8', 'fd00::/8']\ncondition: sel"
     engine = engine_for(tmp_path, rule(det, "product: linux\n    category: network_connection"))
-    from detection_helpers import net
+    from tests.collector.detection.detection_helpers import net
     assert engine.process(net(ip="10.1.2.3"))
     assert engine.process(net(ip="fd00::1"))
     assert not engine.process(net(ip="11.1.2.3"))
@@ -111,7 +111,7 @@ def test_numeric_comparisons(tmp_path: Path) -> None:
                                   ("lt", 1024, 80, 1024), ("lte", 1024, 1024, 1025)):
         det = f"sel:\n    DestinationPort|{mod}: {value}\ncondition: sel"
         engine = engine_for(tmp_path, rule(det, "product: linux\n    category: network_connection"))
-        from detection_helpers import net
+        from tests.collector.detection.detection_helpers import net
         assert engine.process(net(port=good)), mod
         assert not engine.process(net(port=bad)), mod
         assert engine.process(net(port=str(good))), "numeric strings compare as numbers"

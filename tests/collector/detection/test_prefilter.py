@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detection_helpers import proc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.detection import load_rules
 from collector.detection.matcher import EventView
 from collector.detection.prefilter import Prefilter
+from tests.collector.detection.detection_helpers import proc
 
 SIGMA_LINUX = Path(__file__).resolve().parents[3].parent / "shared/data/sigma/linux"
 RULES = load_rules([SIGMA_LINUX / "process_creation"]).detections if SIGMA_LINUX.is_dir() else []

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from detection_helpers import proc, rule, ssh
-
 from collector.rules_cli import main
+from tests.collector.detection.detection_helpers import proc, rule, ssh
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -6,9 +6,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from detection_helpers import proc, rule
-
 from collector.detection import DetectionEngine, RuleLoadError, RuleWatcher, load_rules
+from tests.collector.detection.detection_helpers import proc, rule
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
