@@ -3,14 +3,16 @@
 For the rules an event kind may trigger (logsources.py), ``build_matcher`` writes the
 source of one function ``match(doc) -> (matched, failed)`` and compiles it once:
 
-* each field is looked up at most once per event, lazily, into a local (raw, texts or
-  folded texts: a ``str`` for the usual single value, a ``tuple`` otherwise);
+* each field is looked up at most once per event, lazily (the first test that needs
+  it fills a local), with a compiled getter (getters.py); texts and folded texts are a
+  ``str`` for the usual single value, a ``tuple`` otherwise;
 * each rule is an ``if`` over those locals (expr.py tree), its literals bound in the
-  function's globals as frozensets, tuples and precompiled regexes;
+  function's globals as frozensets, tuples and precompiled regexes, the cheap parts
+  of an AND first, ORs of numbers or CIDRs on one field merged into one test;
 * rules anchored on the same field (prefilter.py) share a gate: one combined test of
   the field (a set lookup, ``startswith``/``endswith`` of a tuple, one alternation)
   computed once; when it fails, none of those rules is looked at further;
-* rules are tried in the given order, each inside its own ``try``, as the engine did.
+* each rule runs inside its own ``try``; matches come back in the order of the rules.
 
 Only rule values reach the source text, and only as ``repr()`` of a ``str`` (field path
 parts, short literals) or as names bound in the namespace; nothing from an event is
@@ -24,7 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from collector.detection.expr import AllOf, AnyOf, Expr, NotOf, RawCheck, TextsCheck, TextTest
-from collector.detection.fieldmap import COMPUTED, MISSING
+from collector.detection.fieldmap import MISSING
+from collector.detection.getters import getter_source, literal
 from collector.detection.matcher import EventView, cidrs_test, lookup, numbers_test, texts_of
 from collector.detection.modifiers import (
     Kind,
@@ -88,11 +91,6 @@ def rule_failed(failed: list[DetectionRule], rule: DetectionRule) -> None:
     log.exception("detection: rule failed on event", rule=rule.meta.id)
 
 
-def _lit(text: str) -> str:
-    assert isinstance(text, str)
-    return str.__repr__(text)
-
-
 class _Source:
     """Names, locals and helper functions of one generated module."""
 
@@ -122,7 +120,7 @@ class _Source:
         local = self._raw.get(path)
         if local is None:
             getter = f"_get{len(self.getters)}"
-            self.getters.append(_getter_source(getter, path))
+            self.getters.append(getter_source(getter, path))
             local = self._raw[path] = f"r{len(self.locals)}"
             self.locals.append(local)
             self._getter[local] = getter
@@ -155,107 +153,25 @@ class _Source:
                 f"    {local} = {convert}({raw})"]
 
 
-_MAX_INLINE_PARTS = 5  # deeper paths: plain nesting inline, the rest by lookup()
-
-
-def _getter_source(name: str, path: str) -> str:
-    """``name(doc)``: exactly ``lookup(doc, path)``, with the dict walk written out.
-
-    lookup() tries nested keys, then dotted keys (``{"event.dataset": ...}``), depth
-    first. For plain dicts this function tries the same keys in the same order; at
-    anything else that lookup() would descend into (a list, a dict subclass) it hands
-    over to lookup(), which then gives the answer.
-    """
-    lines = [f"def {name}(doc):"]
-    parts = path.split(".")
-    if path not in COMPUTED:
-        lines.append("    if doc.__class__ is not dict:")
-        lines.append(f"        return _lookup(doc, {_lit(path)})")
-        if len(parts) <= _MAX_INLINE_PARTS:
-            _walk_source(lines, parts, 0, "doc", "    ", path)
-            lines.append("    return _M")
-            return "\n".join(lines)
-        node = "doc"
-        for depth, part in enumerate(parts):  # the plain-nesting try only
-            child = f"n{depth}"
-            lines.append(f"    {child} = {node}.get({_lit(part)}, _M)")
-            if depth < len(parts) - 1:
-                lines.append(f"    if {child}.__class__ is not dict:")
-                lines.append(f"        return _lookup(doc, {_lit(path)})")
-            node = child
-        lines.append(f"    if {node} is not _M:")
-        lines.append(f"        return {node}")
-    lines.append(f"    return _lookup(doc, {_lit(path)})")
-    return "\n".join(lines)
-
-
-def _walk_source(lines: list[str], parts: list[str], start: int, node: str, indent: str,
-                 path: str) -> None:
-    """Statements trying parts[start:] under node (a plain dict); return when found."""
-    for end in range(start + 1, len(parts) + 1):
-        child = f"n{end}_{start}"
-        lines.append(f"{indent}{child} = {node}.get({_lit('.'.join(parts[start:end]))}, _M)")
-        if end == len(parts):
-            lines.append(f"{indent}if {child} is not _M:")
-            lines.append(f"{indent}    return {child}")
-            continue
-        lines.append(f"{indent}if {child}.__class__ is dict:")
-        _walk_source(lines, parts, end, child, indent + "    ", path)
-        lines.append(f"{indent}elif isinstance({child}, dict | list):")
-        lines.append(f"{indent}    return _lookup(doc, {_lit(path)})")
-
-
-_GETTERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
-
-
-def field_getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
-    """A compiled ``lambda doc: lookup(doc, path)`` (cached per path)."""
-    getter = _GETTERS.get(path)
-    if getter is None:
-        namespace: dict[str, Any] = {"_M": MISSING, "_lookup": lookup}
-        exec(compile(_getter_source("get", path), "<sisguard-field>", "exec"), namespace)
-        getter = namespace["get"]
-        if len(_GETTERS) < 10_000:
-            _GETTERS[path] = getter
-    return getter
-
-
-def key_getter(paths: Sequence[str], convert: Callable[[Any], Any]
-               ) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
-    """A compiled ``lambda doc: tuple(convert(lookup(doc, p)) for p in paths)``,
-    where a value that is a plain ``str`` is taken as it is (convert must agree)."""
-    namespace: dict[str, Any] = {"_M": MISSING, "_lookup": lookup, "_conv": convert}
-    sources = [_getter_source(f"_get{i}", path) for i, path in enumerate(paths)]
-    lines = ["def key(doc):"]
-    lines += [f"    v{i} = _get{i}(doc)" for i in range(len(paths))]
-    parts = "".join(f"v{i} if v{i}.__class__ is str else _conv(v{i}), "
-                    for i in range(len(paths)))
-    lines.append(f"    return ({parts})")
-    exec(compile("\n\n".join([*sources, "\n".join(lines)]) + "\n", "<sisguard-key>", "exec"),
-         namespace)
-    key: Callable[[Mapping[str, Any]], tuple[Any, ...]] = namespace["key"]
-    return key
-
-
 def _inline(src: _Source, var: str, ps: PatternSet) -> str:
     """A Python expression: does the text in var match any pattern of ps?"""
     tests: list[str] = []
     if len(ps.equals) == 1:
-        tests.append(f"{var} == {_lit(next(iter(ps.equals)))}")
+        tests.append(f"{var} == {literal(next(iter(ps.equals)))}")
     elif ps.equals:
         tests.append(f"{var} in {src.bind(ps.equals)}")
     for method, texts in (("startswith", ps.prefixes), ("endswith", ps.suffixes)):
         if texts:
-            arg = _lit(texts[0]) if len(texts) == 1 else src.bind(texts)
+            arg = literal(texts[0]) if len(texts) == 1 else src.bind(texts)
             tests.append(f"{var}.{method}({arg})")
     if ps.contains_re is not None and len(ps.contains) > _INLINE_CONTAINS:
         tests.append(f"{src.bind(ps.contains_re)}.search({var}) is not None")
     else:
-        tests.extend(f"{_lit(needle)} in {var}" for needle in ps.contains)
+        tests.extend(f"{literal(needle)} in {var}" for needle in ps.contains)
     if ps.wildcard is not None:
         full = f"{src.bind(ps.wildcard)}.fullmatch({var}) is not None"
         if ps.wildcard_needles:  # no needle in the text: no wildcard can match
-            needles = " or ".join(f"{_lit(n)} in {var}" for n in ps.wildcard_needles)
+            needles = " or ".join(f"{literal(n)} in {var}" for n in ps.wildcard_needles)
             full = f"(({needles}) and {full})"
         tests.append(full)
     tests.extend(f"{src.bind(r)}.search({var}) is not None" for r in ps.regexes)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from collector.detection.codegen import field_getter, key_getter
+from collector.detection.getters import field_getter, key_getter
 from collector.detection.matcher import as_text, lookup
 from collector.detection.rules import CorrelationRule, CorrelationType
 

@@ -96,6 +96,9 @@ def event_kind(event: Mapping[str, Any]) -> EventKind:
     return EventKind(dataset, action, types, program)
 
 
+_ABSENT = object()
+
+
 def kind_key(event: Mapping[str, Any]) -> Hashable | None:
     """The raw values event_kind() reads, as a cache key (None: just call event_kind).
 
@@ -105,14 +108,21 @@ def kind_key(event: Mapping[str, Any]) -> Hashable | None:
     ev = event.get("event")
     if ev.__class__ is not dict:
         return None
-    dataset = ev["dataset"] if "dataset" in ev else event.get("event.dataset")
-    action = ev["action"] if "action" in ev else event.get("event.action")
-    types = ev["type"] if "type" in ev else event.get("event.type")
+    dataset = ev.get("dataset", _ABSENT)
+    if dataset is _ABSENT:
+        dataset = event.get("event.dataset")
+    action = ev.get("action", _ABSENT)
+    if action is _ABSENT:
+        action = event.get("event.action")
+    types = ev.get("type", _ABSENT)
+    if types is _ABSENT:
+        types = event.get("event.type")
     if types.__class__ is list:
-        types = tuple(types)
+        types = types[0] if len(types) == 1 and types[0].__class__ is str else tuple(types)
+        # a one-string list keys like the string: both mean frozenset({that string})
     elif types is not None and not isinstance(types, str):
         return None
-    if isinstance(dataset, str) and dataset == "sisguard.auth":
+    if dataset == "sisguard.auth" and isinstance(dataset, str):
         proc = event.get("process")
         program = _text(proc.get("name")) if isinstance(proc, dict) else _text(
             event.get("process.name"))

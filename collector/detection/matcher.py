@@ -3,7 +3,9 @@
 ``EventView`` wraps one event for the duration of one ``process`` call: it looks a field
 up once (nested dicts, literally dotted keys, arrays of objects) and keeps its values as
 texts and as folded texts, so a hundred rules testing ``process.command_line`` fold it
-once. Every leaf is a closure ``EventView -> bool``.
+once. Every leaf is a closure ``EventView -> bool``: the reference semantics
+(``DetectionRule.match``). The engine runs code generated from the same expressions
+(codegen.py) that calls the raw-value and texts tests defined here.
 
 Semantics (see the README): an array matches when any element does; ``null`` means
 absent or None; ``''`` means present and empty; ``exists`` means present and not None;

@@ -7,6 +7,8 @@ equals and prefix/suffix literals in dicts keyed by text (one lookup per distinc
 length), contains literals by one of their 3-grams. For an event we look its field
 values up once and get the few rules worth trying; rules without an anchor are always
 tried. The index only ever adds candidates; the compiled rule still decides.
+The engine's generated code (codegen.py) uses the same anchors as per-field gates;
+``Prefilter`` serves the closure fallback (``codegen.closure_matcher``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from collector.detection import DetectionEngine, load_rules
 from collector.detection.alerts import json_copy
-from collector.detection.codegen import closure_matcher, field_getter, generate
+from collector.detection.codegen import closure_matcher, generate
+from collector.detection.getters import field_getter
 from collector.detection.logsources import event_kind, kind_key
 from collector.detection.matcher import lookup, number_test, numbers_test
 from tests.collector.detection.detection_helpers import engine_for, proc, rule
