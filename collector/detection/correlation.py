@@ -43,6 +43,9 @@ class Match(NamedTuple):
     value: str | None = None  # value_count: the value of the counted field
 
 
+_new_match = tuple.__new__  # Match(...) without the Python-level __new__ of NamedTuple
+
+
 @dataclass(frozen=True)
 class Firing:
     event_ids: tuple[str, ...]
@@ -118,8 +121,9 @@ class CorrelationState:
             if value is None:
                 return []
         slot = rule.references.index(ref) if self._slots > 1 else 0
-        key = self.group_key(ref, doc)
-        match = Match(ts, event_ids, doc, value)
+        make_key = self._group_keys.get(ref)
+        key = make_key(doc) if make_key is not None else self.group_key(ref, doc)
+        match = _new_match(Match, (ts, event_ids, doc, value))
         with self._lock:
             firings = self._expire(ts) if ts > self._watermark else []
             groups = self._groups
