@@ -25,7 +25,9 @@ def test_sigmahq_base64_decode_rule_fires_end_to_end(
         pytest.skip(f"{RULE} is missing (../shared not beside the repo)")
     collector = collector_factory("--rules", str(RULE))
     agent = agent_factory(collector, "--sensors", "process")
-    subprocess.run(["/bin/sh", "-c", "echo c2lzZ3VhcmQ= | base64 -d >/dev/null"], check=True)
+    # base64 waits on its input for 0.3 s: long enough for /proc to be read under load
+    subprocess.run(["/bin/sh", "-c", "(sleep 0.3; echo c2lzZ3VhcmQ=) | base64 -d >/dev/null"],
+                   check=True)
 
     def fired() -> list[dict[str, Any]]:
         return [a for a in collector.alerts() if a["rule"]["name"] == "Decode Base64 Encoded Text"]
