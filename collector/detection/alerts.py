@@ -30,6 +30,12 @@ TACTICS = {
 }
 
 COPIED_FIELDS = ("host", "agent", "organization")
+# What a single-event alert carries of its event, so that an analyst sees what happened
+# (as Elastic Security alerts carry their source fields). A correlation alert carries
+# only its group-by fields: every event of the group shares those, not the others.
+CONTEXT_FIELDS = ("file", "process", "user", "group", "source", "destination", "server",
+                  "client", "network", "package", "log", "error")
+EVENT_CONTEXT = ("category", "type", "action", "outcome")
 
 
 def event_id_of(event: Mapping[str, Any]) -> str:
@@ -128,8 +134,44 @@ def _copy_threat(threat: dict[str, Any]) -> dict[str, Any]:
             for key, value in threat.items()}
 
 
+def _context(doc: dict[str, Any], event: Mapping[str, Any]) -> None:
+    for name in CONTEXT_FIELDS:
+        value = event.get(name)
+        if isinstance(value, dict):
+            doc[name] = json_copy(value)
+    source_meta = event.get("event")
+    if isinstance(source_meta, dict):
+        for name in EVENT_CONTEXT:
+            if name in source_meta:
+                doc["event"][name] = json_copy(source_meta[name])
+    ours = event.get("sisguard")
+    if isinstance(ours, dict):
+        for key, value in ours.items():
+            if key != "alert":
+                doc["sisguard"][key] = json_copy(value)
+
+
+def _group_fields(doc: dict[str, Any], event: Mapping[str, Any], paths: Sequence[str]) -> None:
+    for path in paths:
+        node: Any = event
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None or isinstance(node, dict):
+            continue
+        target = doc
+        *parents, leaf = path.split(".")
+        for part in parents:
+            nxt = target.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                break
+            target = nxt
+        else:
+            target.setdefault(leaf, json_copy(node))
+
+
 def build_alert(meta: RuleMeta, last_event: Mapping[str, Any], event_ids: Sequence[str],
-                *, correlation: str | None = None) -> dict[str, Any]:
+                *, correlation: str | None = None,
+                group_paths: Sequence[str] = ()) -> dict[str, Any]:
     _, rule_static, threat, severity, level = _static(meta)
     rule = dict(rule_static)
     if "reference" in rule:
@@ -158,4 +200,8 @@ def build_alert(meta: RuleMeta, last_event: Mapping[str, Any], event_ids: Sequen
         value = last_event.get(name)
         if isinstance(value, dict):
             doc[name] = json_copy(value)
+    if correlation is None:
+        _context(doc, last_event)
+    else:
+        _group_fields(doc, last_event, group_paths)
     return doc

@@ -234,8 +234,9 @@ class DetectionEngine:
     def _fire(self, snap: _Snapshot, rule: CorrelationRule, firing: Firing,
               alerts: list[dict[str, Any]], fired: list[CorrelationRule], depth: int) -> None:
         fired.append(rule)
+        paths = sorted({p for refs in rule.group_paths.values() for p in refs})
         alerts.append(build_alert(rule.meta, firing.last, firing.event_ids,
-                                  correlation=rule.type.value))
+                                  correlation=rule.type.value, group_paths=paths))
         for state, ref in snap.consumers.get(id(rule), ()):
             self._feed(snap, state, ref, firing.last, firing.ts, firing.event_ids,
                        alerts, fired, depth + 1)
