@@ -94,7 +94,7 @@ class Agent:
     def _write_loop(self) -> None:
         while True:
             try:
-                first = self.queue.get(timeout=0.2)
+                first = self.queue.get(timeout=1.0)
             except queue.Empty:
                 if self._stopping.is_set():
                     return

@@ -194,5 +194,6 @@ class Shipper(threading.Thread):
                 self.stats.batches_sent += 1
                 yield pb.AgentMessage(batch=batch)
                 continue
+            # new events, an ack and stop all notify: sleep until then or the heartbeat
             with self._cond:
-                self._cond.wait(timeout=min(0.5, max(0.0, next_heartbeat - time.monotonic())))
+                self._cond.wait(timeout=min(5.0, max(0.0, next_heartbeat - time.monotonic())))

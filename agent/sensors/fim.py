@@ -75,6 +75,7 @@ class FimSensor(Sensor):
     def __init__(self, config: FimConfig, context: SensorContext) -> None:
         super().__init__(config, context)
         self._pending: dict[str, _Pending] = {}
+        self._has_pending = threading.Event()  # the flush loop sleeps while nothing is
         self._lock = threading.Lock()
         self._requests: list[tuple[WatchPath, str | None, str]] = []
         self._wake = threading.Event()
@@ -146,6 +147,7 @@ class FimSensor(Sensor):
                 if earlier is not None and earlier.old_path is not None:
                     old_path = earlier.old_path   # a -> b -> c: report a -> c
             pending = self._pending.get(path)
+            self._has_pending.set()
             if pending is None:
                 self._pending[path] = _Pending(now, now, old_path)
             else:
@@ -154,8 +156,16 @@ class FimSensor(Sensor):
                     pending.old_path = old_path
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(0.05):
+        # idle: one wake-up a second; with changes settling: every 50 ms
+        while not self._stop.is_set():
+            if not self._has_pending.wait(1.0):
+                continue
+            if self._stop.wait(0.05):
+                break
             self._flush(force=False)
+            with self._lock:
+                if not self._pending:
+                    self._has_pending.clear()
 
     def _flush(self, *, force: bool) -> None:
         now = time.monotonic()
