@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import fnmatch
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -50,8 +51,8 @@ class WatchPath:
     exclude: tuple[str, ...] = ()    # added to FimConfig.exclude
     tags: tuple[str, ...] = ()       # copied into each event's ECS `tags` (e.g. web_root)
 
-    @property
-    def root(self) -> str:
+    @functools.cached_property
+    def root(self) -> str:  # asked for every file a scan sees: computed once
         return os.path.abspath(os.fspath(self.path))
 
     def __str__(self) -> str:
