@@ -63,6 +63,7 @@ class Shipper(threading.Thread):
         self._stopping = threading.Event()
         self._call: grpc.Future | None = None  # type: ignore[type-arg]
         self._inflight: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self._welcomed = False
         self._cond = spool.changed
 
     def stop(self) -> None:
@@ -74,11 +75,14 @@ class Shipper(threading.Thread):
             self._cond.notify_all()
 
     def run(self) -> None:
+        """Stick to one collector while it is up; when a connection attempt fails, fail
+        over to the next one. Backoff grows while nothing answers, and starts again
+        after a session that was welcomed."""
         delay = self.settings.backoff_initial
         index = 0
         while not self._stopping.is_set():
             address = self.collectors[index % len(self.collectors)]
-            started = time.monotonic()
+            self._welcomed = False
             try:
                 self._session(address)
             except grpc.RpcError as e:
@@ -93,13 +97,14 @@ class Shipper(threading.Thread):
                 self.stats.last_error = f"{type(e).__name__}: {e}"
                 log.exception("shipper error", collector=address)
             self.stats.connected_to = ""
-            if time.monotonic() - started > 10:
-                delay = self.settings.backoff_initial  # it worked for a while
+            if self._welcomed:
+                delay = self.settings.backoff_initial  # it was up: try it again first
             else:
-                index += 1  # fail over to the next collector
+                index += 1  # it did not answer: fail over to the next collector
             if self._stopping.wait(delay * random.uniform(0.8, 1.2)):
                 break
-            delay = min(delay * 2, self.settings.backoff_max)
+            if not self._welcomed:
+                delay = min(delay * 2, self.settings.backoff_max)
 
     def _channel(self, address: str) -> grpc.Channel:
         creds = grpc.ssl_channel_credentials(
@@ -140,6 +145,7 @@ class Shipper(threading.Thread):
                                  agent_id=w.agent_id, window=limits["window"],
                                  batch_events=limits["events"])
                         welcomed.set()
+                        self._welcomed = True
                     elif kind == "ack":
                         self._on_ack(message.ack)
             finally:

@@ -23,7 +23,10 @@ def _init(args: argparse.Namespace) -> int:
     else:
         data.root.mkdir(parents=True, exist_ok=True)
         data.root.chmod(0o700)
-        ca = CertificateAuthority.create()
+        # another collector of the same deployment: share its CA, so agents enrolled
+        # anywhere are known everywhere by their certificates (scale-out, failover)
+        ca = (CertificateAuthority.load(Path(args.ca_from)) if args.ca_from
+              else CertificateAuthority.create())
         ca.save(data.pki)
         names = args.name or ["localhost", "127.0.0.1"]
         cert, key = ca.issue_server(names)
@@ -126,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", action="append",
                    help="DNS name or IP agents use to reach this collector (repeatable)")
     p.add_argument("--force", action="store_true", help="replace an existing CA (!)")
+    p.add_argument("--ca-from", default=None, metavar="PKI_DIR",
+                   help="join a deployment: use the CA in PKI_DIR (another collector's "
+                        "DATA_DIR/pki, holding ca.crt and ca.key) instead of making one")
     p.set_defaults(func=_init)
 
     p = sub.add_parser("token", help="enrollment tokens")

@@ -35,7 +35,8 @@ class EnrollmentService(pb_grpc.EnrollmentServicer):
         agent_id = self.store.add_agent(hostname=hostname, organization=organization,
                                         version=request.agent_version, os=request.os,
                                         serial="")
-        cert = self.ca.sign_agent(request.csr_pem, agent_id)
+        cert = self.ca.sign_agent(request.csr_pem, agent_id, hostname=hostname,
+                                  organization=organization)
         self.store.set_serial(agent_id, format(cert.serial_number, "x"))
         log.info("agent enrolled", agent_id=agent_id, hostname=hostname,
                  organization=organization, peer=context.peer())

@@ -89,10 +89,22 @@ class IngestService(pb_grpc.IngestServicer):
         serial = format(cert.serial_number, "x")
         if self.store.is_revoked(serial):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "this agent certificate is revoked")
-        from collector.pki import agent_id_of
+        from collector.pki import agent_facts, agent_id_of
 
         agent_id = agent_id_of(cert)
         record = self.store.agent(agent_id)
+        if record is None:
+            # enrolled by another collector of this CA (scale-out): the certificate,
+            # which our CA signed, says who it is
+            hostname, organization = agent_facts(cert)
+            if not hostname:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                              f"agent {agent_id} is not enrolled here")
+            self.store.import_agent(agent_id=agent_id, hostname=hostname,
+                                    organization=organization, serial=serial)
+            log.info("agent known from its certificate", agent_id=agent_id,
+                     hostname=hostname, organization=organization)
+            record = self.store.agent(agent_id)
         if record is None or record.revoked:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"agent {agent_id} is not enrolled")
         assert record is not None

@@ -12,6 +12,7 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,6 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.errors import SisguardError
 
+HOST_URN = "urn:sisguard:host:"
 CA_VALIDITY = dt.timedelta(days=3650)
 SERVER_VALIDITY = dt.timedelta(days=825)
 AGENT_VALIDITY = dt.timedelta(days=365)
@@ -154,8 +156,11 @@ class CertificateAuthority:
                            usage=ExtendedKeyUsageOID.SERVER_AUTH, names=general)
         return cert, _key_pem(key)
 
-    def sign_agent(self, csr_pem: bytes, agent_id: str) -> x509.Certificate:
-        """Sign an agent's CSR. The subject is ours: CN=<agent id>; the CSR's is ignored."""
+    def sign_agent(self, csr_pem: bytes, agent_id: str, *, hostname: str = "",
+                   organization: str = "") -> x509.Certificate:
+        """Sign an agent's CSR. The subject is ours (CN=<agent id>, O=<organization>),
+        the CSR's is ignored; the host name rides in a URI SAN. So any collector that
+        shares this CA knows the agent from its certificate alone (scale-out)."""
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError as e:
@@ -166,16 +171,35 @@ class CertificateAuthority:
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise PkiError("the CSR's key must be an EC key (P-256)")
         subject = x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sisguard agents"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization[:64] or "sisguard agents"),
             x509.NameAttribute(NameOID.COMMON_NAME, agent_id),
         ])
+        names: list[x509.GeneralName] = [
+            x509.UniformResourceIdentifier(f"urn:sisguard:agent:{agent_id}")]
+        if hostname:
+            names.append(x509.UniformResourceIdentifier(f"{HOST_URN}{quote(hostname, safe='')}"))
         return self._issue(subject, public_key, validity=AGENT_VALIDITY,
-                           usage=ExtendedKeyUsageOID.CLIENT_AUTH,
-                           names=[x509.UniformResourceIdentifier(f"urn:sisguard:agent:{agent_id}")])
+                           usage=ExtendedKeyUsageOID.CLIENT_AUTH, names=names)
 
 
 def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def agent_facts(cert: x509.Certificate) -> tuple[str, str]:
+    """(host name, organization) as the enrolling collector wrote them in the certificate."""
+    hostname = ""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+            if uri.startswith(HOST_URN):
+                hostname = unquote(uri[len(HOST_URN):])
+    except x509.ExtensionNotFound:
+        pass
+    orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    value = orgs[0].value if orgs else ""
+    organization = value if isinstance(value, str) else value.decode()
+    return hostname, organization
 
 
 def agent_id_of(cert: x509.Certificate) -> str:

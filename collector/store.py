@@ -139,6 +139,16 @@ class Store:
             )
         return agent_id
 
+    def import_agent(self, *, agent_id: str, hostname: str, organization: str,
+                     serial: str) -> None:
+        """An agent enrolled by another collector of the same CA, first seen here."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO agents (agent_id, hostname, organization, version,"
+                " os, serial, enrolled) VALUES (?,?,?,?,?,?,?)",
+                (agent_id, hostname, organization, "", "", serial, time.time()),
+            )
+
     def set_serial(self, agent_id: str, serial: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE agents SET serial=? WHERE agent_id=?", (serial, agent_id))
