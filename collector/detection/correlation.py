@@ -8,6 +8,11 @@ whose newest match is older than the newest event time seen minus ``timespan`` e
 
 When a group satisfies the condition it fires once and starts afresh, so a burst of
 fifty failed logins raises one alert per threshold crossing, not fifty.
+
+A match is kept as a plain tuple ``(ts, event_ids, doc, value)``: the event is not
+copied, the alert needs its ids and the last event. Expiry is lazy but exact: groups are
+kept oldest-updated first and ``_front`` is the oldest, so a new event time only walks
+the groups when the oldest of them has fallen out of its window.
 ``gt/gte/eq`` are checked on each match; ``lt/lte`` when a group's window closes
 (no match for ``timespan``), since "fewer than" is only known at the end.
 """
@@ -16,8 +21,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from math import ceil, floor
 from typing import Any, NamedTuple
 
 from collector.detection.getters import field_getter, key_getter
@@ -34,16 +40,10 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-class Match(NamedTuple):
-    """A rule match (or a fired correlation) fed to a correlation."""
-
-    ts: float
-    event_ids: tuple[str, ...]
-    doc: Mapping[str, Any]
-    value: str | None = None  # value_count: the value of the counted field
-
-
-_new_match = tuple.__new__  # Match(...) without the Python-level __new__ of NamedTuple
+# A rule match (or a fired correlation) fed to a correlation: event time, event ids,
+# the event (not a copy) and, for value_count, the value of the counted field.
+_Entry = tuple[float, tuple[str, ...], Mapping[str, Any], "str | None"]
+_NO_FIRINGS: tuple[Firing, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,21 @@ class Firing:
     ts: float
 
 
-class _Group:
-    __slots__ = ("entries", "last_ts")
+class _Group(list[deque[_Entry]]):
+    """The matches of one group: one deque per reference for the temporal types, one
+    for the count types; ``last_ts`` is the time of its newest match. (A list subclass
+    without ``__init__``: made at C speed, as a new group is on most feeds.)"""
 
-    def __init__(self, last_ts: float, entries: list[deque[Match]]) -> None:
-        self.last_ts = last_ts
-        # one deque per reference for temporal types; index 0 only for the count types
-        self.entries = entries
+    __slots__ = ("last_ts",)
+    last_ts: float
+
+
+class _Feeder(NamedTuple):
+    """What feed() needs of one reference: its slot, group key and counted value."""
+
+    slot: int
+    key: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None
+    value: Callable[[Mapping[str, Any]], Any] | None
 
 
 def _key_part(value: Any) -> Any:
@@ -70,6 +78,19 @@ def _key_part(value: Any) -> Any:
     return as_text(value)
 
 
+def _fire_length(op: str, count: float) -> int | None:
+    """For gt/gte: the fewest matches that can satisfy the condition (None: not gt/gte).
+
+    The measure of event_count and value_count never exceeds the number of matches kept,
+    so a group with fewer matches than this cannot fire and needs no evaluation.
+    """
+    if op == "gt":
+        return floor(count) + 1
+    if op == "gte":
+        return ceil(count)
+    return None
+
+
 class CorrelationState:
     def __init__(self, rule: CorrelationRule, *, max_groups: int = DEFAULT_MAX_GROUPS,
                  max_events: int = DEFAULT_MAX_EVENTS) -> None:
@@ -78,10 +99,15 @@ class CorrelationState:
         self.max_events = max_events
         self._lock = threading.Lock()
         self._groups: OrderedDict[tuple[Any, ...], _Group] = OrderedDict()
+        self._front: _Group | None = None  # the least recently updated group
         self._watermark = float("-inf")
+        self._span = rule.timespan
         self._check = _OPS[rule.op]
         self._closing = rule.op in ("lt", "lte")  # decided when a window closes
-        self._counting = rule.type is CorrelationType.EVENT_COUNT
+        self._counts = rule.type in (CorrelationType.EVENT_COUNT, CorrelationType.VALUE_COUNT)
+        self._valued = rule.type is CorrelationType.VALUE_COUNT
+        self._fire_len = _fire_length(rule.op, rule.count) if self._counts else None
+        self._ordered = rule.type is CorrelationType.TEMPORAL_ORDERED
         self._slots = (len(rule.references)
                        if rule.type in (CorrelationType.TEMPORAL, CorrelationType.TEMPORAL_ORDERED)
                        else 1)
@@ -94,6 +120,11 @@ class CorrelationState:
                             for ref, paths in rule.group_paths.items()}
         self._value_getters = {ref: field_getter(path)
                                for ref, path in rule.value_paths.items()}
+        self._feeders: dict[str, _Feeder] = {}
+        for i, ref in enumerate(rule.references):  # a repeated reference: its first slot
+            self._feeders.setdefault(ref, _Feeder(i if self._slots > 1 else 0,
+                                                  self._group_keys.get(ref),
+                                                  self._value_getters.get(ref)))
 
     def relink(self, rule: CorrelationRule) -> None:
         """Same definition, new rule object (after a reload)."""
@@ -111,68 +142,85 @@ class CorrelationState:
         return key(doc)
 
     def feed(self, ref: str, doc: Mapping[str, Any], ts: float,
-             event_ids: tuple[str, ...]) -> list[Firing]:
-        rule = self.rule
+             event_ids: tuple[str, ...]) -> Sequence[Firing]:
+        feeder = self._feeders.get(ref)
+        if feeder is None:  # not a reference of this rule: as the rule's first one
+            feeder = _Feeder(0, None, None)
+        slot, make_key, getter = feeder
         value = None
-        if rule.type is CorrelationType.VALUE_COUNT:
-            getter = self._value_getters.get(ref)
+        if self._valued:
             value = as_text(getter(doc) if getter is not None
-                            else lookup(doc, rule.value_paths.get(ref, "")))
+                            else lookup(doc, self.rule.value_paths.get(ref, "")))
             if value is None:
-                return []
-        slot = rule.references.index(ref) if self._slots > 1 else 0
-        make_key = self._group_keys.get(ref)
+                return _NO_FIRINGS
         key = make_key(doc) if make_key is not None else self.group_key(ref, doc)
-        match = _new_match(Match, (ts, event_ids, doc, value))
         with self._lock:
-            firings = self._expire(ts) if ts > self._watermark else []
+            firings: Sequence[Firing] = _NO_FIRINGS
+            if ts > self._watermark:
+                self._watermark = ts
+                front = self._front
+                if front is not None and front.last_ts < ts - self._span:
+                    firings = self._expire(ts)
             groups = self._groups
             group = groups.get(key)
             if group is None:
                 if len(groups) >= self.max_groups:
                     self._evict()
+                entries: deque[_Entry] = deque()
                 group = groups[key] = _Group(
-                    ts, [deque()] if self._slots == 1 else [deque() for _ in range(self._slots)])
-                fresh = True
+                    (entries,) if self._slots == 1 else
+                    [entries if i == slot else deque() for i in range(self._slots)])
+                group.last_ts = ts
+                if self._front is None:
+                    self._front = group
+                entries.append((ts, event_ids, doc, value))
+                if len(entries) > self.max_events:
+                    entries.popleft()
+                    self.dropped_matches += 1
             else:
                 groups.move_to_end(key)
-                group.last_ts = max(group.last_ts, ts)
-                fresh = False
-            entries = group.entries[slot]
-            entries.append(match)
-            if len(entries) > self.max_events:
-                entries.popleft()
-                self.dropped_matches += 1
-            if not fresh:  # a new group holds just this match, inside its window
-                self._prune(group, ts)
+                if group is self._front:
+                    self._front = next(iter(groups.values()))
+                if ts > group.last_ts:
+                    group.last_ts = ts
+                entries = group[slot]
+                entries.append((ts, event_ids, doc, value))
+                if len(entries) > self.max_events:
+                    entries.popleft()
+                    self.dropped_matches += 1
+                horizon = ts - self._span
+                if self._slots == 1:
+                    while entries and entries[0][0] < horizon:
+                        entries.popleft()
+                else:
+                    for dq in group:
+                        while dq and dq[0][0] < horizon:
+                            dq.popleft()
             if self._closing:  # lt/lte: decided when the window closes (_expire)
                 return firings
-            if self._counting and not self._check(float(len(entries)), rule.count):
-                return firings  # the common case, without _evaluate's copies
+            fire_len = self._fire_len
+            if fire_len is not None and len(entries) < fire_len:
+                return firings  # the common case: too few matches to evaluate
+            if self._ordered and (slot != self._slots - 1 or not all(group)):
+                return firings  # no chain ends here, or a step has no match yet
             fired = self._evaluate(group, slot, closing=False)
-            if fired is not None:
-                firings.append(fired)
-                for dq in group.entries:
-                    dq.clear()
-        return firings
+            if fired is None:
+                return firings
+            for dq in group:
+                dq.clear()
+        return [*firings, fired]
 
     def _evict(self) -> None:
-        while len(self._groups) >= self.max_groups:
-            self._groups.popitem(last=False)
+        groups = self._groups
+        while len(groups) >= self.max_groups:
+            groups.popitem(last=False)
             self.evicted_groups += 1
-
-    def _prune(self, group: _Group, now: float) -> None:
-        horizon = now - self.rule.timespan
-        for dq in group.entries:
-            while dq and dq[0].ts < horizon:
-                dq.popleft()
+        self._front = next(iter(groups.values()), None)
 
     def _expire(self, ts: float) -> list[Firing]:
+        """Drop the groups, oldest first, whose newest match is older than the window."""
         firings: list[Firing] = []
-        if ts <= self._watermark:
-            return firings
-        self._watermark = ts
-        horizon = ts - self.rule.timespan
+        horizon = ts - self._span
         expired: list[tuple[tuple[Any, ...], _Group]] = []
         for key, group in self._groups.items():  # oldest first
             if group.last_ts >= horizon:
@@ -184,6 +232,7 @@ class CorrelationState:
                 fired = self._evaluate(group, 0, closing=True)
                 if fired is not None:
                     firings.append(fired)
+        self._front = next(iter(self._groups.values()), None)
         return firings
 
     def _evaluate(self, group: _Group, slot: int, *, closing: bool) -> Firing | None:
@@ -192,21 +241,21 @@ class CorrelationState:
             return None
         # The measure first: copying the matches is only worth it when the group fires.
         if rule.type is CorrelationType.EVENT_COUNT:
-            measure = float(len(group.entries[0]))
+            measure = float(len(group[0]))
             if not measure or not self._check(measure, rule.count):
                 return None
-            chosen = list(group.entries[0])
+            chosen = list(group[0])
         elif rule.type is CorrelationType.VALUE_COUNT:
-            entries = group.entries[0]
-            measure = float(len({m.value for m in entries}))
+            entries = group[0]
+            measure = float(len({m[3] for m in entries}))
             if not entries or not self._check(measure, rule.count):
                 return None
             chosen = list(entries)
         elif rule.type is CorrelationType.TEMPORAL:
-            measure = float(sum(1 for dq in group.entries if dq))
+            measure = float(sum(1 for dq in group if dq))
             if not measure or not self._check(measure, rule.count):
                 return None
-            chosen = [m for dq in group.entries for m in dq]
+            chosen = [m for dq in group for m in dq]
         else:
             if slot != self._slots - 1:
                 return None
@@ -217,26 +266,30 @@ class CorrelationState:
             measure = float(len(chain))
         if not chosen or not self._check(measure, rule.count):
             return None
-        chosen.sort(key=lambda m: m.ts)
-        ids = dict.fromkeys(i for m in chosen for i in m.event_ids)  # first seen, in order
-        return Firing(tuple(ids), chosen[-1].doc, chosen[-1].ts)
+        chosen.sort(key=_entry_ts)
+        ids = dict.fromkeys(i for m in chosen for i in m[1])  # first seen, in order
+        return Firing(tuple(ids), chosen[-1][2], chosen[-1][0])
 
-    def _ordered_chain(self, group: _Group) -> list[Match] | None:
+    def _ordered_chain(self, group: _Group) -> list[_Entry] | None:
         """Latest matches of refs 0..n-1 in order, all within the timespan."""
-        chain: list[Match] = []
+        chain: list[_Entry] = []
         bound = float("inf")
-        for dq in reversed(group.entries):
-            candidates = [m for m in dq if m.ts <= bound]
+        for dq in reversed(group):
+            candidates = [m for m in dq if m[0] <= bound]
             if not candidates:
                 return None
             pick = candidates[-1]
             chain.append(pick)
-            bound = pick.ts
+            bound = pick[0]
         chain.reverse()
-        if chain[-1].ts - chain[0].ts > self.rule.timespan:
+        if chain[-1][0] - chain[0][0] > self.rule.timespan:
             return None
         return chain
 
     def stats(self) -> dict[str, int]:
         return {"groups": self.group_count, "evicted_groups": self.evicted_groups,
                 "dropped_matches": self.dropped_matches}
+
+
+def _entry_ts(entry: _Entry) -> float:
+    return entry[0]

@@ -221,7 +221,8 @@ class DetectionEngine:
             if ts is None:
                 ts = event_time(event)
             for state, ref in consumers:
-                self._feed(snap, state, ref, event, ts, ids, alerts, fired, 0)
+                for firing in state.feed(ref, event, ts, ids):  # usually none
+                    self._fire(snap, state.rule, firing, alerts, fired, 0)
 
     def _feed(self, snap: _Snapshot, state: CorrelationState, ref: str,
               doc: Mapping[str, Any], ts: float, ids: tuple[str, ...],
