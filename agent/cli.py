@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from common import logs
-from common.errors import SisguardError
+from common.process import run_command
 
 
 def _enroll(args: argparse.Namespace) -> int:
@@ -93,15 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logs.configure(args.log_level or "info")
-    try:
-        return int(args.func(args))
-    except SisguardError as e:
-        print(f"sisguard-agent: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

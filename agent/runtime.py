@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 import socket
 import threading
 import time
@@ -25,6 +24,7 @@ from agent.sensors.base import SensorHealth
 from agent.shipper import Shipper, ShipperSettings
 from agent.spool import Spool
 from common.logs import get_logger
+from common.process import serve_until_signalled
 from sisguard.v1 import sisguard_pb2 as pb
 
 log = get_logger("sisguard.agent")
@@ -170,17 +170,7 @@ class Agent:
         self.spool.close()
 
     def run_forever(self) -> None:
-        self.start()
-        done = threading.Event()
-
-        def _signal(signum: int, _frame: Any) -> None:
-            log.info("stopping", signal=signal.Signals(signum).name)
-            done.set()
-
-        signal.signal(signal.SIGTERM, _signal)
-        signal.signal(signal.SIGINT, _signal)
-        done.wait()
-        self.stop()
+        serve_until_signalled(self.start, self.stop, log)
 
 
 def state_summary(state_dir: Path) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from typing import Any
 
 from collector.pki import CertificateAuthority, fingerprint, pem, write_private
 from collector.server import DataDir
-from common import logs
 from common.errors import SisguardError
+from common.process import run_command
 from common.yamlconf import parse_duration
 
 
@@ -195,15 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logs.configure(args.log_level or "info")
-    try:
-        return int(args.func(args))
-    except SisguardError as e:
-        print(f"sisguard-collector: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

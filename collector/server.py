@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from collector.pki import CertificateAuthority
 from collector.store import Store
 from common.errors import SisguardError
 from common.logs import get_logger
+from common.process import serve_until_signalled
 from sisguard.v1 import sisguard_pb2_grpc as pb_grpc
 
 log = get_logger("sisguard.collector")
@@ -173,14 +173,4 @@ class Collector:
         self.store.close()
 
     def run_forever(self) -> None:
-        self.start()
-        done = threading.Event()
-
-        def _signal(signum: int, _frame: Any) -> None:
-            log.info("stopping", signal=signal.Signals(signum).name)
-            done.set()
-
-        signal.signal(signal.SIGTERM, _signal)
-        signal.signal(signal.SIGINT, _signal)
-        done.wait()
-        self.stop()
+        serve_until_signalled(self.start, self.stop, log)

@@ -33,11 +33,12 @@ class PositionedDict(dict[str, Any]):
         self.start: tuple[int, int] | None = None
 
 
-class _Loader(yaml.SafeLoader):
-    pass
+class PositionedLoader(yaml.SafeLoader):
+    """A safe loader whose mappings are PositionedDicts (also for multi-document files:
+    ``PositionedLoader(text)`` and ``get_data()`` per document)."""
 
 
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> PositionedDict:
+def _construct_mapping(loader: PositionedLoader, node: yaml.MappingNode) -> PositionedDict:
     loader.flatten_mapping(node)
     result = PositionedDict()
     result.start = (node.start_mark.line + 1, node.start_mark.column + 1)
@@ -57,13 +58,13 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> PositionedDic
     return result
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+PositionedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML text; syntax errors become ConfigError with file, line and column."""
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=PositionedLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         loc = Location(source, mark.line + 1, mark.column + 1) if mark else Location(source)

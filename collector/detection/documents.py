@@ -19,39 +19,8 @@ from sigma.rule import SigmaDetectionItem
 
 from collector.detection.rules import RuleLoadError
 from common.errors import Location
-
-
-class PositionedDict(dict[str, Any]):
-    """A mapping that knows the (line, column) of each key, counted from 1.
-
-    Same idea as common/yamlconf.py, with multi-document files and non-string keys kept.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.positions: dict[str, tuple[int, int]] = {}
-        self.start: tuple[int, int] | None = None
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> PositionedDict:
-    loader.flatten_mapping(node)
-    result = PositionedDict()
-    result.start = (node.start_mark.line + 1, node.start_mark.column + 1)
-    for key_node, value_node in node.value:
-        key = str(loader.construct_object(key_node, deep=True))
-        if key in result:
-            raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}",
-                                       problem_mark=key_node.start_mark)
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.positions[key] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-    return result
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+from common.yamlconf import PositionedDict
+from common.yamlconf import PositionedLoader as _Loader
 
 
 @dataclass

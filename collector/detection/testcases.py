@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from collector.detection.documents import Document, PositionedDict
+from collector.detection.documents import Document
 from collector.detection.rules import LoadResult, Rule, RuleLoadError, TestCase
 from common.errors import Location
+from common.yamlconf import PositionedDict
 
 TEST_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
