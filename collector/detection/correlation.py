@@ -78,6 +78,21 @@ def _key_part(value: Any) -> Any:
     return as_text(value)
 
 
+KeyFunction = Callable[[Mapping[str, Any]], tuple[Any, ...]]
+_KEY_FUNCTIONS: dict[tuple[str, ...], KeyFunction] = {}
+
+
+def group_key_function(paths: tuple[str, ...]) -> KeyFunction:
+    """The compiled group key of these paths: one function object per paths, so that
+    correlations grouping a rule's matches alike can share one key per event."""
+    function = _KEY_FUNCTIONS.get(paths)
+    if function is None:
+        function = key_getter(paths, _key_part)
+        if len(_KEY_FUNCTIONS) < 10_000:
+            _KEY_FUNCTIONS[paths] = function
+    return function
+
+
 def _fire_length(op: str, count: float) -> int | None:
     """For gt/gte: the fewest matches that can satisfy the condition (None: not gt/gte).
 
@@ -116,7 +131,7 @@ class CorrelationState:
         self._link(rule)
 
     def _link(self, rule: CorrelationRule) -> None:
-        self._group_keys = {ref: key_getter(paths, _key_part)
+        self._group_keys = {ref: group_key_function(paths)
                             for ref, paths in rule.group_paths.items()}
         self._value_getters = {ref: field_getter(path)
                                for ref, path in rule.value_paths.items()}
@@ -141,8 +156,15 @@ class CorrelationState:
             return tuple(_key_part(lookup(doc, p)) for p in self.rule.group_paths.get(ref, ()))
         return key(doc)
 
+    def key_function(self, ref: str) -> KeyFunction | None:
+        """The group key of a reference's matches (None: computed by group_key())."""
+        feeder = self._feeders.get(ref)
+        return None if feeder is None else feeder.key
+
     def feed(self, ref: str, doc: Mapping[str, Any], ts: float,
-             event_ids: tuple[str, ...]) -> Sequence[Firing]:
+             event_ids: tuple[str, ...], key: tuple[Any, ...] | None = None
+             ) -> Sequence[Firing]:
+        """Add a match; ``key``, when given, is ``key_function(ref)(doc)``."""
         feeder = self._feeders.get(ref)
         if feeder is None:  # not a reference of this rule: as the rule's first one
             feeder = _Feeder(0, None, None)
@@ -153,7 +175,8 @@ class CorrelationState:
                             else lookup(doc, self.rule.value_paths.get(ref, "")))
             if value is None:
                 return _NO_FIRINGS
-        key = make_key(doc) if make_key is not None else self.group_key(ref, doc)
+        if key is None:
+            key = make_key(doc) if make_key is not None else self.group_key(ref, doc)
         with self._lock:
             firings: Sequence[Firing] = _NO_FIRINGS
             if ts > self._watermark:

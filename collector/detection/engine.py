@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -220,8 +220,14 @@ class DetectionEngine:
                 continue
             if ts is None:
                 ts = event_time(event)
+            shared: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
+            key = None  # correlations grouping alike (same paths) share the group key
             for state, ref in consumers:
-                for firing in state.feed(ref, event, ts, ids):  # usually none
+                make_key = state.key_function(ref)
+                if make_key is not shared:
+                    shared = make_key
+                    key = make_key(event) if make_key is not None else None
+                for firing in state.feed(ref, event, ts, ids, key):  # usually none
                     self._fire(snap, state.rule, firing, alerts, fired, 0)
 
     def _feed(self, snap: _Snapshot, state: CorrelationState, ref: str,
