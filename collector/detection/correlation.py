@@ -182,8 +182,16 @@ class CorrelationState:
             if ts > self._watermark:
                 self._watermark = ts
                 front = self._front
-                if front is not None and front.last_ts < ts - self._span:
-                    firings = self._expire(ts)
+                horizon = ts - self._span
+                if front is not None and front.last_ts < horizon:
+                    if self._closing:
+                        firings = self._expire(ts)
+                    else:  # nothing to evaluate: drop the expired prefix in place
+                        groups = self._groups
+                        while front is not None and front.last_ts < horizon:
+                            groups.popitem(last=False)
+                            front = next(iter(groups.values()), None)
+                        self._front = front
             groups = self._groups
             group = groups.get(key)
             if group is None:

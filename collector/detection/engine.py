@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from collector.detection.correlation import (
     DEFAULT_MAX_GROUPS,
     CorrelationState,
     Firing,
+    KeyFunction,
 )
 from collector.detection.loader import load_rules
 from collector.detection.logsources import (
@@ -84,7 +85,8 @@ class _Snapshot:
     result: LoadResult
     index: dict[LogsourceKey, list[DetectionRule]]
     correlations: dict[str, CorrelationState]  # by correlation rule id
-    consumers: dict[int, list[tuple[CorrelationState, str]]]  # id(rule) -> (state, ref)
+    # id(rule) -> (state, ref, the group key function of ref's matches in that state)
+    consumers: dict[int, list[tuple[CorrelationState, str, KeyFunction | None]]]
     kinds: dict[Hashable, _Candidates] = field(default_factory=dict)  # by kind_key()
     by_keys: dict[tuple[LogsourceKey, ...], _Candidates] = field(default_factory=dict)
     revision: int = field(default_factory=lambda: REVISION[0])
@@ -170,12 +172,14 @@ class DetectionEngine:
             by_ref[rule.meta.id] = rule
             if rule.meta.name:
                 by_ref.setdefault(rule.meta.name, rule)
-        consumers: dict[int, list[tuple[CorrelationState, str]]] = {}
+        consumers: dict[int, list[tuple[CorrelationState, str, KeyFunction | None]]] = {}
         for corr in result.correlations:
             for ref in corr.references:
                 target = by_ref.get(ref)
                 if target is not None:
-                    consumers.setdefault(id(target), []).append((states[corr.meta.id], ref))
+                    state = states[corr.meta.id]
+                    consumers.setdefault(id(target), []).append(
+                        (state, ref, state.key_function(ref)))
         return _Snapshot(result, index, states, consumers)
 
     def replace(self, result: LoadResult) -> None:
@@ -220,10 +224,9 @@ class DetectionEngine:
                 continue
             if ts is None:
                 ts = event_time(event)
-            shared: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
+            shared: KeyFunction | None = None
             key = None  # correlations grouping alike (same paths) share the group key
-            for state, ref in consumers:
-                make_key = state.key_function(ref)
+            for state, ref, make_key in consumers:
                 if make_key is not shared:
                     shared = make_key
                     key = make_key(event) if make_key is not None else None
@@ -244,7 +247,7 @@ class DetectionEngine:
         paths = sorted({p for refs in rule.group_paths.values() for p in refs})
         alerts.append(build_alert(rule.meta, firing.last, firing.event_ids,
                                   correlation=rule.type.value, group_paths=paths))
-        for state, ref in snap.consumers.get(id(rule), ()):
+        for state, ref, _ in snap.consumers.get(id(rule), ()):
             self._feed(snap, state, ref, firing.last, firing.ts, firing.event_ids,
                        alerts, fired, depth + 1)
 
