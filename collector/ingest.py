@@ -18,8 +18,9 @@ import grpc
 from cryptography import x509
 
 from collector.outputs.archive import JsonlArchive
-from collector.outputs.base import Output, OutputUnavailable, Record
+from collector.outputs.base import Outcome, Output, OutputUnavailable, Record
 from collector.pipeline import AgentIdentity, Pipeline
+from collector.pki import agent_facts, agent_id_of
 from collector.store import Store
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb
@@ -89,8 +90,6 @@ class IngestService(pb_grpc.IngestServicer):
         serial = format(cert.serial_number, "x")
         if self.store.is_revoked(serial):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "this agent certificate is revoked")
-        from collector.pki import agent_facts, agent_id_of
-
         agent_id = agent_id_of(cert)
         record = self.store.agent(agent_id)
         if record is None:
@@ -172,12 +171,11 @@ class IngestService(pb_grpc.IngestServicer):
                                                   skip_detection=lambda seq: seq <= hwm)
             if outcome.dead_letters and self.archive is not None:
                 self.archive.dead_letter(outcome.dead_letters)
-            results = self._publish_until_stored(outcome.records, context)
-            if results is None:
+            duplicates = self._publish_until_stored(outcome.records, context)
+            if duplicates is None:
                 return None
         first = batch.events[0].seq if batch.events else 0
         last = batch.events[-1].seq if batch.events else 0
-        duplicates = results
         self.batches += 1
         self.events += len(batch.events)
         self.rejected += len(outcome.rejected)
@@ -208,8 +206,6 @@ class IngestService(pb_grpc.IngestServicer):
                     delay = min(delay * 2, 30.0)
             self.outage_since = None
             if output is self.archive or self.archive is None:
-                from collector.outputs.base import Outcome
-
                 duplicates = sum(1 for r, o in zip(records, result.outcomes, strict=True)
                                  if o is Outcome.DUPLICATE and r.seq)
         return duplicates

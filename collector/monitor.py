@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from collector.health import DEFAULT_INTERVAL
+from collector.health import agent_status
 from collector.outputs.base import Kind, Record
 from collector.store import AgentRecord, Store
 from common.logs import get_logger
@@ -93,17 +93,13 @@ class Monitor(threading.Thread):
     def check_agents(self, now: float) -> list[str]:
         flagged: list[str] = []
         for agent in self.store.agents():
-            if agent.revoked or agent.last_seen is None or agent.offline_since is not None:
+            if agent.offline_since is not None:  # already reported for this silence
                 continue
-            interval = DEFAULT_INTERVAL
-            if agent.heartbeat and agent.heartbeat.get("interval_seconds"):
-                interval = float(agent.heartbeat["interval_seconds"])
-            if now - agent.last_seen <= self.offline_after * interval:
+            if agent_status(agent, offline_after=self.offline_after, now=now) != "offline":
                 continue
+            assert agent.last_seen is not None
             event = offline_event(agent, now)
-            alerts = self.detect(event) if self.detect else []
-            if self.detect is None:
-                alerts = [builtin_alert(event)]
+            alerts = self.detect(event) if self.detect else [builtin_alert(event)]
             records = [Record(Kind.EVENT, event["event"]["id"], event, agent_id=agent.agent_id)]
             records += [Record(Kind.ALERT, str(a["event"]["id"]), a) for a in alerts]
             self.emit(records)  # raises while outputs are down: retried next round
