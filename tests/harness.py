@@ -108,6 +108,15 @@ class Proc:
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
 
+    def since(self, offset: int) -> str:
+        """What the process logged after byte ``offset``."""
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
     def tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
@@ -181,11 +190,22 @@ class Agent:
     def start(self) -> None:
         if not self.agent_id:
             self.enroll()
+        log = self.state_dir / "agent.log"
+        offset = log.stat().st_size if log.exists() else 0
         self.proc = Proc([sys.executable, "-m", "agent.cli", "run", "--state-dir",
-                          str(self.state_dir), *self.args], self.state_dir / "agent.log")
+                          str(self.state_dir), *self.args], log)
         self.proc.start()
-        wait_for(lambda: "agent running" in self.proc.tail(200) if self.proc else False,
-                 timeout=20, message="agent start")
+        proc = self.proc
+
+        def started() -> str | None:
+            text = proc.since(offset)
+            return text if "agent running" in text else None
+
+        text = wait_for(started, timeout=20, message=f"agent start\n{proc.tail()}")
+        if '"sensor started", "sensor": "fim"' in text:
+            # the first scans are done: a change from now on is reported, not baselined
+            wait_for(lambda: '"fim ready"' in proc.since(offset), timeout=60,
+                     message=f"the agent's first FIM scans\n{proc.tail()}")
 
     def spool(self) -> dict[str, Any]:
         status = json.loads(cli("agent", "status", "--state-dir", str(self.state_dir)).stdout)

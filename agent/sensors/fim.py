@@ -239,6 +239,8 @@ class FimSensor(Sensor):
             self._scan(wp, "initial" if wp.root in self._initializing else "startup")
             self._initializing.discard(wp.root)
             due[wp.root] = time.monotonic() + cfg.interval(wp)
+        if not self._stop.is_set():   # from here every change is reported
+            log.info("fim ready", roots=len(cfg.watch_paths))
         next_unwatched = time.monotonic() + cfg.unwatched_scan_interval
         while not self._stop.is_set():
             now = time.monotonic()

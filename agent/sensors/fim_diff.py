@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 from fnmatch import fnmatch
+from typing import NamedTuple
 
 TEXT_SNIFF = 8192
 
@@ -38,7 +39,14 @@ def is_text(content: bytes) -> bool:
     return True
 
 
-def read_for_diff(path: str, max_file: int) -> bytes | None:
+class Snapshot(NamedTuple):
+    """A text file's bytes and the ``fstat`` of the descriptor they were read from."""
+
+    content: bytes
+    stat: os.stat_result
+
+
+def read_for_diff(path: str, max_file: int) -> Snapshot | None:
     """The content of a small text file (never following a final symlink), else None."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -49,11 +57,12 @@ def read_for_diff(path: str, max_file: int) -> bytes | None:
             if os.fstat(f.fileno()).st_size > max_file:
                 return None
             content = f.read(max_file + 1)
+            st = os.fstat(f.fileno())
     except OSError:
         return None
     if len(content) > max_file or not is_text(content):
         return None
-    return content
+    return Snapshot(content, st)
 
 
 def unified(path: str, old: bytes, new: bytes, *, max_bytes: int) -> str:

@@ -20,10 +20,10 @@ from agent.sensors.base import SensorHealth
 from agent.sensors.fim_baseline import Baseline
 from agent.sensors.fim_config import FimConfig, Protect, Rules, WatchPath
 from agent.sensors.fim_content import ContentChecker
-from agent.sensors.fim_diff import is_nodiff, read_for_diff, unified
-from agent.sensors.fim_events import fim_event
+from agent.sensors.fim_diff import Snapshot, is_nodiff, read_for_diff, unified
+from agent.sensors.fim_events import file_fields, fim_event
 from agent.sensors.fim_protect import Protector
-from agent.sensors.fim_state import FileState, Reader, classify, compare
+from agent.sensors.fim_state import FileState, Reader, classify, compare, hash_bytes
 
 ReportError = Callable[[str, dict[str, Any]], None]
 
@@ -200,13 +200,17 @@ class Reconciler:
         cfg = self.config
         fim: dict[str, Any] = doc["sisguard"]["fim"]
         if wp.report_changes and not is_nodiff(cur.path, cfg.nodiff):
-            content = read_for_diff(cur.path, cfg.diff_max_file)
-            if content is not None:
+            snap = read_for_diff(cur.path, cfg.diff_max_file)
+            if snap is not None:
                 previous = self.baseline.copy_get(copy_key)
-                if previous is not None and previous != content:
-                    fim["diff"] = unified(cur.path, previous, content,
+                if previous is not None and previous != snap.content:
+                    fim["diff"] = unified(cur.path, previous, snap.content,
                                           max_bytes=cfg.diff_max_bytes)
-                self.baseline.copy_put(cur.path, content)
+                self.baseline.copy_put(cur.path, snap.content)
+                read = self._as_read(cur, snap)
+                if read is not cur:   # written again since it was hashed: say what we diffed
+                    self.baseline.put(read)
+                    doc["file"].update(file_fields(read))
         ext = os.path.splitext(cur.path)[1][1:].lower()
         if wp.content_checks and self.checker is not None and ext in cfg.content_extensions:
             fd = os.open(cur.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -216,13 +220,31 @@ class Reconciler:
             if match is not None:
                 doc["sisguard"]["content"] = match.fields()
 
-    def keep_copy(self, wp: WatchPath, state: FileState) -> None:
-        """During a silent baseline scan: keep the copy a later diff will need."""
+    def keep_copy(self, wp: WatchPath, state: FileState) -> FileState:
+        """During a silent baseline scan: keep the copy a later diff will need.
+
+        Returns the state to record. The copy is read after the hash, so a file being
+        written meanwhile would leave a copy newer than its recorded hash; the next change
+        would then diff against bytes it already contains and show nothing. The state
+        returned is the copy's (its hash and size), so the two always describe the same
+        bytes, and a write after the copy is reported with its diff.
+        """
         if (wp.report_changes and state.type == "file"
                 and not is_nodiff(state.path, self.config.nodiff)):
-            content = read_for_diff(state.path, self.config.diff_max_file)
-            if content is not None:
-                self.baseline.copy_put(state.path, content)
+            snap = read_for_diff(state.path, self.config.diff_max_file)
+            if snap is not None:
+                self.baseline.copy_put(state.path, snap.content)
+                return self._as_read(state, snap)
+        return state
+
+    def _as_read(self, state: FileState, snap: Snapshot) -> FileState:
+        """``state`` if it describes the bytes of ``snap``, else the state they were read in."""
+        if not state.hashes or hash_bytes(snap.content, tuple(state.hashes)) == state.hashes:
+            return state
+        try:
+            return self.reader.from_stat(state.path, snap.stat, content=snap.content)
+        except OSError:
+            return state
 
     def enforce(self, wp: WatchPath, path: str) -> None:
         if self.protector is None:

@@ -193,8 +193,8 @@ class Scanner:
             if state.hashes:
                 stats.hashed += 1
                 stats.bytes += st.st_size
+            state = self.r.keep_copy(wp, state)
             batch.append(state)
-            self.r.keep_copy(wp, state)
             if self.r.config.initial_scan_events:
                 self.r.emit(fim_event("initial_scan", new=state, detected_by="initial_scan"))
         if batch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,3 +117,49 @@ def test_sensor_reports_diffs_content_and_never_diffs_secrets(
     shell.write_text("<?php echo 1; eval(gzinflate(base64_decode('x'))); ?>")
     doc = stub.wait("created", shell)
     assert doc["sisguard"]["content"]["categories"] == ["webshell"]
+
+
+def test_a_file_written_while_it_is_copied_still_gets_its_next_diff(tmp_path: Path) -> None:
+    """The copy for diffs is read after the hash; a write in between must not make the
+    next change diff against bytes the copy already holds (an empty diff, once seen in CI).
+    """
+    from agent.sensors.base import SensorContext, SensorHealth
+    from agent.sensors.fim import open_reconciler
+    from agent.sensors.fim_config import FimConfig
+    from common.yamlconf import from_dict
+
+    www = tmp_path / "www"
+    www.mkdir()
+    page = www / "index.html"
+    page.write_text("<h1>a</h1>\n")
+    events: list[dict[str, Any]] = []
+    config = from_dict(FimConfig, {"paths": [{"path": str(www), "report_changes": True}]},
+                       source="<test>", path="sensor.fim")
+    r = open_reconciler(config, SensorContext(
+        emit=events.append, health=SensorHealth("fim"), state_dir=tmp_path / "state",
+        report_error=lambda message, fields: None))
+    wp = config.watch_paths[0]
+
+    hashed = r.reader.read(str(page))           # the scan hashes "<h1>a</h1>"...
+    assert hashed is not None
+    page.write_text("<h1>a</h1>\n<p>b</p>\n")    # ...the page grows...
+    recorded = r.keep_copy(wp, hashed)          # ...and then the copy is read
+    r.baseline.put(recorded)
+    page.write_text("<h1>a</h1>\n<p>b</p>\n<p>c</p>\n")
+    r.check(str(page))
+    [doc] = events
+    assert doc["event"]["action"] == "updated"
+    assert doc["sisguard"]["fim"]["diff"].splitlines()[3:] == [
+        " <h1>a</h1>", " <p>b</p>", "+<p>c</p>"]
+
+    # the live path: written again between the event's hash and its copy
+    page.write_text("<h1>a</h1>\n<p>b</p>\n<p>c</p>\n<p>d</p>\n")
+    current = r.reader.read(str(page))
+    assert current is not None
+    page.write_text("<h1>a</h1>\n<p>b</p>\n<p>c</p>\n<p>d</p>\n<p>e</p>\n")
+    r.record(str(page), current, detected_by="realtime")
+    assert events[-1]["sisguard"]["fim"]["diff"].splitlines()[-2:] == ["+<p>d</p>", "+<p>e</p>"]
+    assert events[-1]["file"]["size"] == page.stat().st_size   # the bytes it diffed
+    r.check(str(page))     # the inotify event for the second write: already reported
+    assert len(events) == 2
+    r.baseline.close()
