@@ -75,7 +75,7 @@ class FimConfig:
     unwatched_scan_interval: Duration = Duration(60.0)  # dirs past max_watches
     scan_bytes_per_second: Size = Size(50 * 1024 * 1024)  # 0: unthrottled
     scan_files_per_second: int = 0                         # 0: unthrottled
-    scan_workers: int = 2            # threads hashing during a baseline scan
+    scan_workers: int = 2            # helper processes hashing a baseline scan (0: none)
     full_rehash: bool = False        # reconciliation scans rehash unchanged-looking files
     initial_scan_events: bool = False
     max_watches: int = 0             # 0: up to the kernel's limit

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.ecs import Document
+from agent.fim_hashing import digest_file
 from agent.sensors.fim_baseline import Approved, Baseline
 from agent.sensors.fim_config import INTERNAL_PREFIX
 from agent.sensors.fim_events import protection_event
-from agent.sensors.fim_state import FileState, Reader, file_type, hash_file
+from agent.sensors.fim_state import FileState, Reader, file_type
 
 
 class Refused(Exception):
@@ -72,7 +73,7 @@ class Protector:
                 or st.st_uid != approved.uid or st.st_gid != approved.gid):
             return True
         if kind == "file":
-            return hash_file(path, ("sha256",), 1 << 62).get("sha256") != approved.sha256
+            return digest_file(path, ("sha256",), 1 << 62).get("sha256") != approved.sha256
         if kind == "symlink":
             return os.readlink(path) != approved.target
         return False

@@ -15,10 +15,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TextIO
 
+from agent.fim_hashing import HashWorkers, Result, as_error
 from agent.sensors.fim_config import WatchPath
 from agent.sensors.fim_events import fim_event
 from agent.sensors.fim_reconcile import Reconciler
@@ -26,7 +27,7 @@ from agent.sensors.fim_state import FileState
 
 BATCH = 2000
 _Results = list["FileState | OSError"]
-_Pending = tuple[list[tuple[str, os.stat_result]], list["Future[_Results] | _Results"]]
+_Pending = tuple[list[tuple[str, os.stat_result]], list["Future[list[Result]]"]]
 
 
 @dataclass
@@ -119,8 +120,7 @@ class Scanner:
         started = time.monotonic()
         seen: set[str] = set()
         chunk: list[tuple[str, os.stat_result]] = []
-        workers = max(1, cfg.scan_workers)
-        pool = ThreadPoolExecutor(workers, "fim-hash") if initial and workers > 1 else None
+        pool = self._workers() if initial else None
         pending: _Pending | None = None
         for path, st in self._walk(wp, top, recursive, stats):
             if self.stop.is_set():
@@ -148,9 +148,9 @@ class Scanner:
                 throttle.account(st.st_size)
         pending = self._initial(wp, chunk, stats, pool, pending)
         if pending is not None:
-            self._record_initial(wp, pending, stats)
+            self._record_initial(wp, pending[0], self._states(*pending), stats)
         if pool is not None:
-            pool.shutdown()
+            pool.close()
         progress.done()
         if not self.stop.is_set():
             if not initial:
@@ -161,25 +161,36 @@ class Scanner:
         stats.seconds = time.monotonic() - started
         return stats
 
-    def _initial(self, wp: WatchPath, chunk: list[tuple[str, os.stat_result]],
-                 stats: ScanStats, pool: ThreadPoolExecutor | None, pending: _Pending | None
-                 ) -> _Pending | None:
-        """Start hashing ``chunk`` on the pool (reads and hashing release the GIL), and
-        record the previous chunk meanwhile; returns what is now in flight."""
-        if pool is None:
-            self._record_initial(wp, (chunk, [self._read_many(chunk)]), stats)
+    def _workers(self) -> HashWorkers | None:
+        """Helper processes hashing for a baseline scan (``scan_workers``; 0: none)."""
+        r = self.r
+        if r.config.scan_workers < 1:
             return None
-        step = max(1, len(chunk) // (4 * max(1, self.r.config.scan_workers)))
-        futures: list[Future[_Results] | _Results] = [
-            pool.submit(self._read_many, chunk[i:i + step]) for i in range(0, len(chunk), step)]
-        if pending is not None:
-            self._record_initial(wp, pending, stats)
-        return (chunk, futures)
+        reader = r.reader
+        try:
+            return HashWorkers(r.config.scan_workers, reader.algorithms, reader.hash_limit,
+                               reader.xattrs)
+        except OSError as e:   # hash in this process, as slowly as that is
+            r.health.count_error(f"hash workers: {e}")
+            return None
 
-    def _record_initial(self, wp: WatchPath, pending: _Pending, stats: ScanStats) -> None:
-        chunk, parts = pending
-        results = [s for part in parts
-                   for s in (part.result() if isinstance(part, Future) else part)]
+    def _initial(self, wp: WatchPath, chunk: list[tuple[str, os.stat_result]],
+                 stats: ScanStats, pool: HashWorkers | None, pending: _Pending | None
+                 ) -> _Pending | None:
+        """Send ``chunk``'s files to the hash workers, and record the previous chunk
+        meanwhile; returns what is now in flight."""
+        if pool is None:
+            self._record_initial(wp, chunk, self._read_many(chunk), stats)
+            return None
+        files = [path for path, st in chunk if stat.S_ISREG(st.st_mode)]
+        step = max(1, len(files) // (2 * len(pool)))
+        parts = [pool.submit(files[i:i + step]) for i in range(0, len(files), step)]
+        if pending is not None:
+            self._record_initial(wp, pending[0], self._states(*pending), stats)
+        return (chunk, parts)
+
+    def _record_initial(self, wp: WatchPath, chunk: list[tuple[str, os.stat_result]],
+                        results: _Results, stats: ScanStats) -> None:
         batch: list[FileState] = []
         for (path, st), state in zip(chunk, results, strict=True):
             if isinstance(state, OSError):
@@ -199,6 +210,33 @@ class Scanner:
                 self.r.emit(fim_event("initial_scan", new=state, detected_by="initial_scan"))
         if batch:
             self.r.baseline.put_many(batch)
+
+    def _states(self, chunk: list[tuple[str, os.stat_result]],
+                parts: list[Future[list[Result]]]) -> _Results:
+        """States for ``chunk``: its files hashed by the workers, the rest read here."""
+        digests: list[Result] = []
+        for part in parts:
+            try:
+                digests.extend(part.result())
+            except OSError as e:   # a worker died: hash its share here
+                self.r.health.count_error(str(e))
+                digests = []
+                break
+        files = iter(digests)
+        out: _Results = []
+        for path, st in chunk:
+            if digests and stat.S_ISREG(st.st_mode):
+                result = next(files)
+                if isinstance(result[0], int):
+                    out.append(as_error(result, path))
+                    continue
+                try:
+                    out.append(self.r.reader.from_stat(path, st, digests=result))
+                except OSError as e:
+                    out.append(e)
+            else:
+                out.append(self._read_or_error((path, st)))
+        return out
 
     def _read_many(self, items: list[tuple[str, os.stat_result]]
                    ) -> list[FileState | OSError]:

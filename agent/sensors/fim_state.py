@@ -17,7 +17,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-READ_CHUNK = 1 << 20
+from agent.fim_hashing import Digests, digest_file, xattr_digest
 
 # attributes compared, in the order they are reported in sisguard.fim.changed
 CONTENT = ("type", "hash", "size", "target_path")
@@ -96,42 +96,8 @@ class NameCache:
             return name
 
 
-def hash_file(path: str, algorithms: tuple[str, ...], limit: int) -> dict[str, str]:
-    """Hex digests of a regular file (empty if larger than ``limit``). Raises OSError."""
-    with open(path, "rb", buffering=0) as f:
-        if os.fstat(f.fileno()).st_size > limit:
-            return {}
-        if len(algorithms) == 1:
-            return {algorithms[0]: hashlib.file_digest(f, algorithms[0]).hexdigest()}
-        hashers = [hashlib.new(a) for a in algorithms]
-        buf = bytearray(READ_CHUNK)
-        view = memoryview(buf)
-        while n := f.readinto(buf):
-            for h in hashers:
-                h.update(view[:n])
-        return {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}
-
-
 def hash_bytes(data: bytes, algorithms: tuple[str, ...]) -> dict[str, str]:
     return {a: hashlib.new(a, data).hexdigest() for a in algorithms}
-
-
-def xattr_digest(path: str) -> str | None:
-    """A digest of the extended attributes (ACLs are ``system.posix_acl_*``), or None."""
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return None
-    if not names:
-        return None
-    h = hashlib.sha256()
-    for name in sorted(names):
-        try:
-            value = os.getxattr(path, name, follow_symlinks=False)
-        except OSError:
-            continue
-        h.update(name.encode() + b"=" + value + b"\0")
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -143,19 +109,23 @@ class Reader:
     xattrs: bool = True
     names: NameCache = field(default_factory=NameCache)
 
-    def from_stat(self, path: str, st: os.stat_result, *, content: bytes | None = None
-                  ) -> FileState:
-        """State from an lstat result; hashes the file (or ``content`` if given)."""
+    def from_stat(self, path: str, st: os.stat_result, *, content: bytes | None = None,
+                  digests: Digests | None = None) -> FileState:
+        """State from an lstat result; hashes the file (or ``content`` if given), reads
+        its xattrs (unless a hash worker did both: ``digests``)."""
         kind = file_type(st.st_mode)
         state = FileState(path=path, type=kind, size=st.st_size, mode=stat.S_IMODE(st.st_mode),
                           uid=st.st_uid, gid=st.st_gid, owner=self.names.user(st.st_uid),
                           group=self.names.group(st.st_gid), mtime_ns=st.st_mtime_ns,
                           ctime_ns=st.st_ctime_ns, inode=st.st_ino)
+        if digests is not None:
+            state.hashes, state.xattrs = digests
+            return state
         if kind == "file":
             if content is not None:
                 state.hashes = hash_bytes(content, self.algorithms)
             else:
-                state.hashes = hash_file(path, self.algorithms, self.hash_limit)
+                state.hashes = digest_file(path, self.algorithms, self.hash_limit)
         elif kind == "symlink":
             state.target_path = os.readlink(path)
         if self.xattrs and kind != "symlink":

@@ -1,0 +1,97 @@
+"""Hash workers: helper processes that hash files for baseline scans."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.fim_hashing import HashWorkers, as_error, digest_file, xattr_digest
+
+
+def test_digests_match_hashlib_for_small_large_and_growing_files(tmp_path: Path) -> None:
+    small, large = tmp_path / "small.html", tmp_path / "large.bin"
+    small.write_bytes(b"<h1>xin chao</h1>\n")
+    large.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    for path in (small, large):
+        data = path.read_bytes()
+        assert digest_file(str(path), ("sha256", "sha1"), 1 << 40) == {
+            "sha256": hashlib.sha256(data).hexdigest(), "sha1": hashlib.sha1(data).hexdigest()}
+    assert digest_file(str(large), ("sha256",), 1024) == {}   # over the limit: size decides
+    link = tmp_path / "link"
+    link.symlink_to(small)
+    with pytest.raises(OSError, match="Too many levels"):      # never follows a symlink
+        digest_file(str(link), ("sha256",), 1 << 40)
+
+
+def test_workers_return_what_this_process_computes_in_order(tmp_path: Path) -> None:
+    paths = []
+    for i in range(300):
+        p = tmp_path / f"f{i}.txt"
+        p.write_bytes(os.urandom(i * 97))
+        paths.append(str(p))
+    odd = tmp_path / os.fsdecode(b"t\xeat-kh\xf4ng-utf8.php")   # a name that is not UTF-8
+    odd.write_bytes(b"<?php echo 1;")
+    os.setxattr(odd, "user.sisguard", b"x")
+    paths += [str(odd), str(tmp_path / "gone.html"), str(tmp_path)]
+    with HashWorkers(2, ("sha256",), 1 << 40, True) as pool:
+        assert len(pool) == 2
+        futures = [pool.submit(paths[i:i + 50]) for i in range(0, len(paths), 50)]
+        results = [r for f in futures for r in f.result(timeout=30)]
+    for path, result in zip(paths[:-2], results, strict=False):
+        assert result == (digest_file(path, ("sha256",), 1 << 40), xattr_digest(path))
+    assert results[300][1] is not None                        # the xattr was read
+    gone, directory = results[-2:]
+    assert isinstance(gone[0], int) and isinstance(directory[0], int)
+    assert isinstance(as_error(gone, paths[-2]), FileNotFoundError)
+    assert directory[0] == errno.EISDIR
+
+
+def test_a_dead_worker_fails_its_requests_instead_of_hanging(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("a")
+    with HashWorkers(1, ("sha256",), 1 << 40, False) as pool:
+        assert pool.submit([str(tmp_path / "a")]).result(timeout=30)[0][0]
+        pool._procs[0].kill()
+        pool._procs[0].wait()
+        with pytest.raises(OSError, match="hash worker"):
+            pool.submit([str(tmp_path / "a")]).result(timeout=30)
+
+
+def test_a_baseline_scan_whose_workers_die_still_records_every_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    from concurrent.futures import Future
+
+    from agent.sensors.base import SensorContext, SensorHealth
+    from agent.sensors.fim import open_reconciler
+    from agent.sensors.fim_config import FimConfig
+    from agent.sensors.fim_scan import Scanner
+    from common.yamlconf import from_dict
+
+    www = tmp_path / "www"
+    (www / "sub").mkdir(parents=True)
+    for i in range(50):
+        (www / "sub" / f"p{i}.html").write_text(f"<p>{i}</p>")
+    calls: list[int] = []
+
+    def dead(self: HashWorkers, paths: list[str]) -> Future[object]:
+        calls.append(len(paths))
+        future: Future[object] = Future()
+        future.set_exception(OSError("hash worker 1 exited (-9)"))
+        return future
+
+    monkeypatch.setattr(HashWorkers, "submit", dead)
+    config = from_dict(FimConfig, {"paths": [str(www)]}, source="<test>", path="sensor.fim")
+    health = SensorHealth("fim")
+    r = open_reconciler(config, SensorContext(
+        emit=lambda doc: None, health=health, state_dir=tmp_path / "state",
+        report_error=lambda message, fields: None))
+    stats = Scanner(r, threading.Event()).scan(config.watch_paths[0], reason="test")
+    assert calls and stats.completed and stats.hashed == 50 and stats.errors == 0
+    page = r.baseline.get(str(www / "sub" / "p7.html"))
+    assert page is not None
+    assert page.hashes["sha256"] == hashlib.sha256(b"<p>7</p>").hexdigest()
+    r.baseline.close()
