@@ -19,6 +19,7 @@ import psutil
 from agent.config import AgentConfig
 from agent.ecs import Document, new_event
 from agent.identity import Credentials, Identity
+from agent.memory import release_heap
 from agent.sensors import REGISTRY, Sensor, SensorContext
 from agent.sensors.base import SensorHealth
 from agent.shipper import Shipper, ShipperSettings
@@ -28,6 +29,9 @@ from common.process import serve_until_signalled
 from sisguard.v1 import sisguard_pb2 as pb
 
 log = get_logger("sisguard.agent")
+# after a burst (a baseline scan, the inventory, a spool drain) glibc keeps the freed heap:
+# hand it back once the queue has been quiet for a second, at most this often (seconds)
+RELEASE_EVERY = 30.0
 
 
 class Agent:
@@ -92,12 +96,16 @@ class Agent:
 
     # queue -> spool
     def _write_loop(self) -> None:
+        trimmed = time.monotonic()
         while True:
             try:
                 first = self.queue.get(timeout=1.0)
             except queue.Empty:
                 if self._stopping.is_set():
                     return
+                if time.monotonic() - trimmed > RELEASE_EVERY:   # quiet a second
+                    release_heap(collect=False)
+                    trimmed = time.monotonic()
                 continue
             docs = [first]
             # Linger a moment so that a trickle of events shares one durable commit

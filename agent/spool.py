@@ -78,6 +78,7 @@ class Spool:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.execute("PRAGMA cache_size=-512")   # KiB: appends and deletes at the ends
             self._db.executescript(SCHEMA)
             row = self._db.execute("SELECT COALESCE(SUM(size),0), COUNT(*) FROM events").fetchone()
         except sqlite3.Error as e:

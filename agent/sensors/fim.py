@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from agent.memory import release_heap
 from agent.sensors.base import Sensor, SensorContext
 from agent.sensors.fim_baseline import Baseline
 from agent.sensors.fim_config import FimConfig, Protect, Rules, WatchPath
@@ -230,6 +231,12 @@ class FimSensor(Sensor):
                             path=wp.root, entries=n)
         self._update_health()
 
+    def _release_memory(self) -> None:
+        """After a scan: give back what it used (SQLite's page cache, freed heap)."""
+        if self.reconciler is not None:
+            self.reconciler.baseline.release_memory()
+        release_heap()
+
     def _scan_loop(self) -> None:
         cfg = self.config
         due: dict[str, float] = {}
@@ -241,6 +248,7 @@ class FimSensor(Sensor):
             due[wp.root] = time.monotonic() + cfg.interval(wp)
         if not self._stop.is_set():   # from here every change is reported
             log.info("fim ready", roots=len(cfg.watch_paths))
+        self._release_memory()
         next_unwatched = time.monotonic() + cfg.unwatched_scan_interval
         while not self._stop.is_set():
             now = time.monotonic()

@@ -27,6 +27,7 @@ from pathlib import Path
 from agent.sensors.fim_state import FileState
 
 FILENAME = "baseline.db"
+CACHE_KIB = -512   # SQLite page cache (negative: KiB); 2 MiB by default, per connection
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -94,8 +95,15 @@ class Baseline:
                                   isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # a small page cache: an idle agent must stay small, and the OS caches the file
+        self.db.execute(f"PRAGMA cache_size={CACHE_KIB}")
         self.db.executescript(_SCHEMA)
         os.chmod(self.path, 0o600)
+
+    def release_memory(self) -> None:
+        """Drop the page cache a scan filled (it refills as needed)."""
+        with self.lock:
+            self.db.execute("PRAGMA shrink_memory")
 
     def close(self) -> None:
         with self.lock:

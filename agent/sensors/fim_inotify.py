@@ -158,9 +158,12 @@ class Watcher(threading.Thread):
         poller.register(self.fd, select.POLLIN)
         try:
             while not self.stop.is_set():
-                if poller.poll(100):
+                # 0.1 s while a move waits for its other half, else wake once a second
+                # (to notice stop): an idle agent should not spin 10 times a second
+                if poller.poll(100 if self._moves else 1000):
                     self._read()
-                self._expire_moves()
+                if self._moves:
+                    self._expire_moves()
         finally:
             os.close(self.fd)
 
