@@ -39,6 +39,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.program:
+        from agent.memory import exec_with_system_malloc
+
+        exec_with_system_malloc()   # before any thread starts; returns if already so
     from agent.config import load_config
     from agent.runtime import Agent
 
@@ -93,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), argv)
+    parser = build_parser()
+    parser.set_defaults(program=argv is None)   # a program of its own, not a call in a test
+    return run_command(parser, argv)
 
 
 if __name__ == "__main__":

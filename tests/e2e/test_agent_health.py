@@ -28,6 +28,10 @@ def test_silent_agent_raises_offline_alert_through_the_rules(
     agent = agent_factory(collector, "--config", str(config), "--watch", str(www))
     wait_for(lambda: "online" in _listing(collector), timeout=10,
              message="the agent listed online")
+    # it re-executed itself with glibc's allocator, whose free pages it can hand back
+    assert agent.proc is not None and agent.proc.popen is not None
+    environ = Path(f"/proc/{agent.proc.popen.pid}/environ").read_bytes().split(b"\0")
+    assert b"PYTHONMALLOC=malloc" in environ
 
     def fim_health() -> dict[str, Any] | None:
         shown = json.loads(cli("collector", "agents", "show", "--data-dir",
