@@ -58,8 +58,9 @@ class _Group(list[deque[_Entry]]):
     for the count types; ``last_ts`` is the time of its newest match. (A list subclass
     without ``__init__``: made at C speed, as a new group is on most feeds.)"""
 
-    __slots__ = ("last_ts",)
+    __slots__ = ("last_ts", "values")
     last_ts: float
+    values: dict[Any, int]   # value_count: how many of the entries hold each value
 
 
 class _Feeder(NamedTuple):
@@ -205,9 +206,8 @@ class CorrelationState:
                 if self._front is None:
                     self._front = group
                 entries.append((ts, event_ids, doc, value))
-                if len(entries) > self.max_events:
-                    entries.popleft()
-                    self.dropped_matches += 1
+                if self._valued:
+                    group.values = {value: 1}
             else:
                 groups.move_to_end(key)
                 if group is self._front:
@@ -216,14 +216,25 @@ class CorrelationState:
                     group.last_ts = ts
                 entries = group[slot]
                 entries.append((ts, event_ids, doc, value))
-                if len(entries) > self.max_events:
-                    entries.popleft()
-                    self.dropped_matches += 1
                 horizon = ts - self._span
-                if self._slots == 1:
+                if self._valued:   # keep the count of each value as entries come and go
+                    values = group.values
+                    values[value] = values.get(value, 0) + 1
+                    if len(entries) > self.max_events:
+                        _forget(values, entries.popleft())
+                        self.dropped_matches += 1
+                    while entries and entries[0][0] < horizon:
+                        _forget(values, entries.popleft())
+                elif self._slots == 1:
+                    if len(entries) > self.max_events:
+                        entries.popleft()
+                        self.dropped_matches += 1
                     while entries and entries[0][0] < horizon:
                         entries.popleft()
                 else:
+                    if len(entries) > self.max_events:
+                        entries.popleft()
+                        self.dropped_matches += 1
                     for dq in group:
                         while dq and dq[0][0] < horizon:
                             dq.popleft()
@@ -239,6 +250,8 @@ class CorrelationState:
                 return firings
             for dq in group:
                 dq.clear()
+            if self._valued:
+                group.values.clear()
         return [*firings, fired]
 
     def _evict(self) -> None:
@@ -278,7 +291,7 @@ class CorrelationState:
             chosen = list(group[0])
         elif rule.type is CorrelationType.VALUE_COUNT:
             entries = group[0]
-            measure = float(len({m[3] for m in entries}))
+            measure = float(len(group.values))
             if not entries or not self._check(measure, rule.count):
                 return None
             chosen = list(entries)
@@ -320,6 +333,15 @@ class CorrelationState:
     def stats(self) -> dict[str, int]:
         return {"groups": self.group_count, "evicted_groups": self.evicted_groups,
                 "dropped_matches": self.dropped_matches}
+
+
+def _forget(values: dict[Any, int], entry: _Entry) -> None:
+    """One entry fewer holding ``entry``'s value."""
+    n = values[entry[3]] - 1
+    if n:
+        values[entry[3]] = n
+    else:
+        del values[entry[3]]
 
 
 def _entry_ts(entry: _Entry) -> float:
