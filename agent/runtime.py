@@ -30,7 +30,7 @@ from sisguard.v1 import sisguard_pb2 as pb
 
 log = get_logger("sisguard.agent")
 # after a burst (a baseline scan, the inventory, a spool drain) glibc keeps the freed heap:
-# hand it back once the queue has been quiet for a second, at most this often (seconds)
+# hand it back once the queue has been quiet for 5 s, at most this often (seconds)
 RELEASE_EVERY = 30.0
 
 
@@ -43,7 +43,7 @@ class Agent:
         self.spool = Spool(self.state_dir / "spool.db", agent_id=self.identity.agent_id,
                            max_bytes=config.spool.max_bytes,
                            synchronous=config.spool.synchronous.upper())
-        self.queue: queue.Queue[Document] = queue.Queue(maxsize=config.spool.queue_events)
+        self.queue: queue.Queue[Document | None] = queue.Queue(maxsize=config.spool.queue_events)
         self.queue_dropped = 0
         self.health: dict[str, SensorHealth] = {}
         self.sensors: list[Sensor] = []
@@ -99,23 +99,29 @@ class Agent:
         trimmed = time.monotonic()
         while True:
             try:
-                first = self.queue.get(timeout=1.0)
+                first = self.queue.get(timeout=5.0)   # stop() wakes it with None
             except queue.Empty:
+                first = None
+            if first is None:
                 if self._stopping.is_set():
                     return
-                if time.monotonic() - trimmed > RELEASE_EVERY:   # quiet a second
+                if time.monotonic() - trimmed > RELEASE_EVERY:   # quiet for a while
                     release_heap(collect=False)
                     trimmed = time.monotonic()
                 continue
-            docs = [first]
+            docs: list[Document] = [first]
             # Linger a moment so that a trickle of events shares one durable commit
             # instead of paying an fsync each (the main cost of an idle agent).
             deadline = time.monotonic() + self.config.spool.linger
             while len(docs) < 1000:
                 try:
-                    docs.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    more = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
+                if more is None:   # stop: write these, then meet it again
+                    self.queue.put(None)
+                    break
+                docs.append(more)
             if self.queue_dropped:
                 dropped, self.queue_dropped = self.queue_dropped, 0
                 notice = new_event("sisguard.agent", category=["host"], type=["info"],
@@ -168,6 +174,7 @@ class Agent:
         stopped["message"] = "sisguard agent stopped"
         self._emit(stopped)
         self._stopping.set()
+        self.queue.put(None)   # behind every event still queued
         self._writer.join(timeout=10)
         # give the shipper a moment to send what is left, then stop it
         deadline = time.monotonic() + 2.0

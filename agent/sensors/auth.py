@@ -43,7 +43,7 @@ class AuthConfig:
     paths: tuple[Path, ...] = (Path("/var/log/auth.log"), Path("/var/log/secure"))
     journald: bool = True            # use journalctl when none of the paths exists
     journald_socket: Path = Path("/run/systemd/journal/socket")  # ... and journald runs
-    poll_interval: Duration = Duration(0.5)
+    poll_interval: Duration = Duration(1.0)
     rotate_grace: Duration = Duration(5.0)
     start_at: str = "end"            # for a file never seen before: "end" or "beginning"
     extra_programs: tuple[str, ...] = ()   # more syslog tags to keep, as log_line events

@@ -130,6 +130,11 @@ class FimSensor(Sensor):
             emit(doc)
         return counted
 
+    def stop(self) -> None:
+        super().stop()
+        self._has_pending.set()   # wake the flush thread
+        self._wake.set()          # and the scan thread
+
     def join(self, timeout: float | None = None) -> None:
         self._wake.set()
         for t in self._threads:
@@ -157,9 +162,9 @@ class FimSensor(Sensor):
                     pending.old_path = old_path
 
     def _flush_loop(self) -> None:
-        # idle: one wake-up a second; with changes settling: every 50 ms
+        # idle: asleep until a change (or stop, which sets _has_pending); settling: 50 ms
         while not self._stop.is_set():
-            if not self._has_pending.wait(1.0):
+            if not self._has_pending.wait(5.0):
                 continue
             if self._stop.wait(0.05):
                 break

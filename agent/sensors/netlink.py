@@ -114,7 +114,7 @@ class ProcConnector:
     """A subscribed process-events socket. ``recv`` returns events or [] on timeout."""
 
     def __init__(self, *, socket_factory: Callable[..., socket.socket] = socket.socket,
-                 recv_buffer: int = 8 * 1024 * 1024, timeout: float = 0.5) -> None:
+                 recv_buffer: int = 8 * 1024 * 1024, timeout: float = 2.0) -> None:
         self._factory = socket_factory
         self._recv_buffer = recv_buffer
         self._timeout = timeout

@@ -72,6 +72,9 @@ def test_changes_live_and_while_stopped_each_reported_once(
     assert shell["sisguard"]["fim"]["detected_by"] == "scan"
     after = [e for e in fim_events(collector)
              if e["sisguard"]["fim"]["detected_by"] == "scan"]
+    # the last event of a stop, written behind the queue's sentinel, reached the spool
+    wait_for(lambda: [e for e in collector.events()
+                      if e["event"]["action"] == "agent_stopped"], message="agent_stopped")
     assert sorted((e["event"]["action"], e["file"]["path"]) for e in after) == sorted([
         ("updated", str(page)), ("deleted", str(spam)), ("created", str(www / "new")),
         ("created", str(www / "new" / "shell.php"))])
