@@ -130,7 +130,8 @@ class HashWorkers:
         self._procs: list[subprocess.Popen[bytes]] = []
         self._queues: list[deque[Future[list[Result]]]] = []
         self._readers: list[threading.Thread] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()   # the queues and the turn
+        self._writing = [threading.Lock() for _ in range(workers)]   # a request at a time
         self._next = 0
         try:
             for i in range(workers):
@@ -157,14 +158,21 @@ class HashWorkers:
         with self._lock:
             i = self._next
             self._next = (i + 1) % len(self._procs)
-            proc = self._procs[i]
-            self._queues[i].append(future)
+        proc = self._procs[i]
+        # Not under _lock: a write can block until the worker reads, and the worker
+        # reads only once the reader thread (which takes _lock) has taken its answer.
+        with self._writing[i]:
+            with self._lock:
+                self._queues[i].append(future)
             try:
                 assert proc.stdin is not None
                 _write(proc.stdin, paths)   # type: ignore[arg-type]
             except (OSError, ValueError) as e:
-                self._queues[i].remove(future)
-                future.set_exception(OSError(f"hash worker {proc.pid} gone: {e}"))
+                with self._lock:
+                    if future in self._queues[i]:
+                        self._queues[i].remove(future)
+                if not future.done():
+                    future.set_exception(OSError(f"hash worker {proc.pid} gone: {e}"))
         return future
 
     def _collect(self, proc: subprocess.Popen[bytes], queue: deque[Future[list[Result]]]

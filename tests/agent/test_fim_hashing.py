@@ -95,3 +95,21 @@ def test_a_baseline_scan_whose_workers_die_still_records_every_file(
     assert page is not None
     assert page.hashes["sha256"] == hashlib.sha256(b"<p>7</p>").hexdigest()
     r.baseline.close()
+
+
+def test_many_large_requests_in_flight_neither_block_nor_mix(tmp_path: Path) -> None:
+    """Requests and answers larger than a pipe (64 KiB) both ways, all sent before any
+    answer is read: the writer must never wait on the lock the answer reader needs."""
+    paths = []
+    for i in range(1500):
+        p = tmp_path / (f"{i:05d}-" + "x" * 180)
+        p.write_text(str(i))
+        paths.append(str(p))
+    with HashWorkers(1, ("sha256", "sha512"), 1 << 40, False) as pool:
+        futures = [pool.submit(paths[k:] + paths[:k]) for k in range(0, 1500, 150)]
+        for k, future in zip(range(0, 1500, 150), futures, strict=True):
+            results = future.result(timeout=60)
+            first = results[0][0]
+            assert isinstance(first, dict)
+            assert first["sha256"] == hashlib.sha256(str(k).encode()).hexdigest()
+            assert len(results) == 1500
