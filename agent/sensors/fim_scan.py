@@ -9,6 +9,7 @@ the ``Reconciler`` like real-time events. Scans are throttled in bytes/s and fil
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -121,36 +122,36 @@ class Scanner:
         seen: set[str] = set()
         chunk: list[tuple[str, os.stat_result]] = []
         pool = self._workers() if initial else None
-        pending: _Pending | None = None
-        for path, st in self._walk(wp, top, recursive, stats):
-            if self.stop.is_set():
-                break
-            stats.files += 1
-            progress.tick()
-            try:
-                if initial:
-                    chunk.append((path, st))
-                    if len(chunk) >= BATCH:
-                        pending = self._initial(wp, chunk, stats, pool, pending)
-                        chunk = []
-                else:
-                    seen.add(path)
-                    self._reconcile(path, st, stats)
-            except FileNotFoundError:
-                continue
-            except PermissionError as e:
-                stats.errors += 1
-                self.r.denied(path, e)
-            except OSError as e:
-                stats.errors += 1
-                self.r.health.count_error(f"scan {path}: {e}")
-            if stat.S_ISREG(st.st_mode):
-                throttle.account(st.st_size)
-        pending = self._initial(wp, chunk, stats, pool, pending)
-        if pending is not None:
-            self._record_initial(wp, pending[0], self._states(*pending), stats)
-        if pool is not None:
-            pool.close()
+        # the helpers end with the scan, also when it fails
+        with pool if pool is not None else contextlib.nullcontext():
+            pending: _Pending | None = None
+            for path, st in self._walk(wp, top, recursive, stats):
+                if self.stop.is_set():
+                    break
+                stats.files += 1
+                progress.tick()
+                try:
+                    if initial:
+                        chunk.append((path, st))
+                        if len(chunk) >= BATCH:
+                            pending = self._initial(wp, chunk, stats, pool, pending)
+                            chunk = []
+                    else:
+                        seen.add(path)
+                        self._reconcile(path, st, stats)
+                except FileNotFoundError:
+                    continue
+                except PermissionError as e:
+                    stats.errors += 1
+                    self.r.denied(path, e)
+                except OSError as e:
+                    stats.errors += 1
+                    self.r.health.count_error(f"scan {path}: {e}")
+                if stat.S_ISREG(st.st_mode):
+                    throttle.account(st.st_size)
+            pending = self._initial(wp, chunk, stats, pool, pending)
+            if pending is not None:
+                self._record_initial(wp, pending[0], self._states(*pending), stats)
         progress.done()
         if not self.stop.is_set():
             if not initial:
