@@ -35,6 +35,10 @@ Failure = tuple[int, str]
 Result = Digests | Failure
 
 
+def hash_bytes(data: bytes, algorithms: tuple[str, ...]) -> dict[str, str]:
+    return {a: hashlib.new(a, data).hexdigest() for a in algorithms}
+
+
 def digest_file(path: str, algorithms: tuple[str, ...], limit: int) -> dict[str, str]:
     """Hex digests of a regular file (empty if larger than ``limit``). Raises OSError.
 
@@ -49,7 +53,7 @@ def digest_file(path: str, algorithms: tuple[str, ...], limit: int) -> dict[str,
         if size < WHOLE_READ:
             data = os.read(fd, WHOLE_READ)
             if len(data) < WHOLE_READ:
-                return {a: hashlib.new(a, data).hexdigest() for a in algorithms}
+                return hash_bytes(data, algorithms)
             hashers = [hashlib.new(a, data) for a in algorithms]   # it grew meanwhile
         else:
             hashers = [hashlib.new(a) for a in algorithms]

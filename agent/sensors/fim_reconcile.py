@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.ecs import Document
+from agent.fim_hashing import hash_bytes
 from agent.sensors.base import SensorHealth
 from agent.sensors.fim_baseline import Baseline
 from agent.sensors.fim_config import FimConfig, Protect, Rules, WatchPath
@@ -23,7 +24,7 @@ from agent.sensors.fim_content import ContentChecker
 from agent.sensors.fim_diff import Snapshot, is_nodiff, read_for_diff, unified
 from agent.sensors.fim_events import file_fields, fim_event
 from agent.sensors.fim_protect import Protector
-from agent.sensors.fim_state import FileState, Reader, classify, compare, hash_bytes
+from agent.sensors.fim_state import FileState, Reader, classify, compare
 
 ReportError = Callable[[str, dict[str, Any]], None]
 

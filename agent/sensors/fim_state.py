@@ -10,14 +10,13 @@ update moves it). Directories ignore size and mtime (their entries are reported)
 from __future__ import annotations
 
 import grp
-import hashlib
 import os
 import pwd
 import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.fim_hashing import Digests, digest_file, xattr_digest
+from agent.fim_hashing import Digests, digest_file, hash_bytes, xattr_digest
 
 # attributes compared, in the order they are reported in sisguard.fim.changed
 CONTENT = ("type", "hash", "size", "target_path")
@@ -94,10 +93,6 @@ class NameCache:
                 name = None
             self._groups[gid] = name
             return name
-
-
-def hash_bytes(data: bytes, algorithms: tuple[str, ...]) -> dict[str, str]:
-    return {a: hashlib.new(a, data).hexdigest() for a in algorithms}
 
 
 @dataclass(frozen=True)
