@@ -239,8 +239,13 @@ class Reconciler:
         return state
 
     def _as_read(self, state: FileState, snap: Snapshot) -> FileState:
-        """``state`` if it describes the bytes of ``snap``, else the state they were read in."""
-        if not state.hashes or hash_bytes(snap.content, tuple(state.hashes)) == state.hashes:
+        """``state`` if it describes the bytes of ``snap``, else the state they were read in.
+
+        An unchanged stat (size, mtime, ctime, inode) is trusted as the scans trust it; only
+        a file that moved on between the hash and the copy is hashed a second time.
+        """
+        if (not state.hashes or state.same_stat(snap.stat)
+                or hash_bytes(snap.content, tuple(state.hashes)) == state.hashes):
             return state
         try:
             return self.reader.from_stat(state.path, snap.stat, content=snap.content)
