@@ -216,25 +216,21 @@ class CorrelationState:
                     group.last_ts = ts
                 entries = group[slot]
                 entries.append((ts, event_ids, doc, value))
+                valued = self._valued   # keep the count of each value as entries come and go
+                if valued:
+                    group.values[value] = group.values.get(value, 0) + 1
+                if len(entries) > self.max_events:
+                    dropped = entries.popleft()
+                    self.dropped_matches += 1
+                    if valued:
+                        _forget(group.values, dropped)
                 horizon = ts - self._span
-                if self._valued:   # keep the count of each value as entries come and go
-                    values = group.values
-                    values[value] = values.get(value, 0) + 1
-                    if len(entries) > self.max_events:
-                        _forget(values, entries.popleft())
-                        self.dropped_matches += 1
+                if self._slots == 1:
                     while entries and entries[0][0] < horizon:
-                        _forget(values, entries.popleft())
-                elif self._slots == 1:
-                    if len(entries) > self.max_events:
-                        entries.popleft()
-                        self.dropped_matches += 1
-                    while entries and entries[0][0] < horizon:
-                        entries.popleft()
+                        expired = entries.popleft()
+                        if valued:
+                            _forget(group.values, expired)
                 else:
-                    if len(entries) > self.max_events:
-                        entries.popleft()
-                        self.dropped_matches += 1
                     for dq in group:
                         while dq and dq[0][0] < horizon:
                             dq.popleft()
