@@ -149,7 +149,7 @@ class RogueStream:
         self._outbox: list[pb.AgentMessage | None] = []
         self._cond = threading.Condition()
         self.call = pb_grpc.IngestStub(channel).Stream(self._requests(), timeout=60)
-        self.responses = iter(self.call)
+        self.responses: Iterator[pb.CollectorMessage] = iter(self.call)
         self.send(pb.AgentMessage(hello=pb.Hello(agent_version="rogue")))
 
     def _requests(self) -> Iterator[pb.AgentMessage]:
@@ -208,7 +208,7 @@ def test_a_third_stream_of_one_agent_is_refused_while_two_work(
 def _stream_opens(channel: grpc.Channel) -> bool:
     stream = RogueStream(channel)
     try:
-        return stream.next().WhichOneof("kind") == "welcome"
+        return bool(stream.next().WhichOneof("kind") == "welcome")
     except grpc.RpcError:
         return False
     finally:
