@@ -206,6 +206,11 @@ class EnrollGate:
             if source is not None:
                 source.active -= 1
 
+    def in_progress(self) -> int:
+        """Admitted calls not yet ended, all sources together."""
+        with self._lock:
+            return sum(s.active for s in self._sources.values())
+
     def note_refused(self, peer: str, reason: str) -> None:
         """A refusal decided later (bad token, bad CSR): counted and logged per window."""
         self.refusals.refused(address_of(peer), reason)

@@ -220,6 +220,7 @@ class Collector:
     def admission_snapshot(self) -> dict[str, Any]:
         return {
             "enrollment": {"admitted": self.enroll_gate.admitted,
+                           "in_progress": self.enroll_gate.in_progress(),
                            "signed": self.enrollment.signed,
                            "refused": self.enroll_gate.refusals.counts(),
                            "deadline_cancelled": self.enroll_watch.cancelled},
