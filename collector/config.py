@@ -29,6 +29,7 @@ class LimitsConfig:
     connection_idle: Duration = Duration(300.0)      # no call on it: closed
     connection_age: Duration = Duration(3600.0)      # then GOAWAY, then the grace
     connection_age_grace: Duration = Duration(60.0)
+    handshake_timeout: Duration = Duration(20.0)     # TCP up, TLS not done: closed
 
     def __post_init__(self) -> None:
         _at_least(self, 1)

@@ -75,14 +75,16 @@ def _ms(seconds: float) -> int:
 
 def events_server_options(limits: LimitsConfig) -> list[tuple[str, Any]]:
     """Connection limits of the events port: idle and old connections are closed (the
-    agent reconnects and resends what was not acked), keepalive finds dead peers, and a
-    client that pings more often than allowed is sent away (ping strikes)."""
+    agent reconnects and resends what was not acked), so is a connection whose TLS
+    handshake does not finish in time; keepalive finds dead peers, and a client that
+    pings more often than allowed is sent away (ping strikes)."""
     return [
         ("grpc.max_receive_message_length", limits.max_message_bytes),
         ("grpc.max_send_message_length", 1024 * 1024),
         ("grpc.max_connection_idle_ms", _ms(limits.connection_idle)),
         ("grpc.max_connection_age_ms", _ms(limits.connection_age)),
         ("grpc.max_connection_age_grace_ms", _ms(limits.connection_age_grace)),
+        ("grpc.server_handshake_timeout_ms", _ms(limits.handshake_timeout)),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
