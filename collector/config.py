@@ -9,11 +9,16 @@ from typing import Any
 from common.yamlconf import Duration, Size, from_dict, load_yaml
 
 
-def _at_least(owner: object, minimum: float) -> None:
-    """Refuse a budget below ``minimum`` (from_dict names the section)."""
+def _positive(owner: object) -> None:
+    """Refuse a budget of zero or less: counts at least 1, durations and rates above 0
+    (from_dict names the section and the line)."""
     for name, value in vars(owner).items():
-        if isinstance(value, int | float) and not isinstance(value, bool) and value < minimum:
-            raise TypeError(f"{name} must be at least {minimum:g}, got {value!r}")
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and value < 1:
+            raise TypeError(f"{name} must be at least 1, got {value!r}")
+        if isinstance(value, float) and not value > 0:
+            raise TypeError(f"{name} must be more than 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class LimitsConfig:
     handshake_timeout: Duration = Duration(20.0)     # TCP up, TLS not done: closed
 
     def __post_init__(self) -> None:
-        _at_least(self, 1)
+        _positive(self)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,9 @@ class EnrollmentConfig:
     threads: int = 4                      # handler threads; a stuck call holds one
     max_concurrent: int = 16              # calls in progress, all sources together
     deadline: Duration = Duration(5.0)    # to send the request, from the call's start
+    # when more than half the threads are taken by calls still waiting for their request:
+    # a prompt client's request is there already, a slow-loris call is let go quickly
+    deadline_under_pressure: Duration = Duration(0.25)
     per_address_concurrent: int = 2       # calls in progress from one address
     per_address_per_minute: float = 30.0  # attempts from one address (token bucket)
     per_address_burst: int = 10
@@ -49,7 +57,7 @@ class EnrollmentConfig:
     max_addresses: int = 4096             # tracked sources; beyond, one shared entry
 
     def __post_init__(self) -> None:
-        _at_least(self, 1)
+        _positive(self)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ does not use up a token.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -43,14 +44,24 @@ def check_csr(csr_pem: bytes) -> None:
 
 
 class EnrollmentService:
+    """``deadline`` for a call to send its request; ``pressure_deadline`` instead once
+    ``pressure_at`` calls are already waiting for theirs (each holds a thread): a prompt
+    client's request has arrived with its headers, a slow-loris call is let go quickly."""
+
     def __init__(self, *, store: Store, ca: CertificateAuthority, gate: EnrollGate,
-                 watch: DeadlineWatch, deadline: float) -> None:
+                 watch: DeadlineWatch, deadline: float, pressure_deadline: float | None = None,
+                 pressure_at: int = 2) -> None:
         self.store = store
         self.ca = ca
         self.gate = gate
         self.watch = watch
         self.deadline = deadline
+        self.pressure_deadline = deadline if pressure_deadline is None else pressure_deadline
+        self.pressure_at = pressure_at
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
         self.signed = 0
+        self.under_pressure = 0   # calls given the short deadline
 
     def handler(self) -> grpc.GenericRpcHandler[pb.EnrollRequest, pb.EnrollResponse]:
         """Enroll registered as client-streaming: the wire is the same as unary, but our
@@ -70,15 +81,22 @@ class EnrollmentService:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, lease)
             raise AssertionError("abort returned")  # pragma: no cover
         try:
-            ticket = self.watch.arm(self.deadline, context.cancel)
+            with self._waiting_lock:
+                pressed = self._waiting >= self.pressure_at
+                self._waiting += 1
+                self.under_pressure += pressed
+            deadline = self.pressure_deadline if pressed else self.deadline
+            ticket = self.watch.arm(deadline, context.cancel)
             try:
                 request = next(requests, None)
             except grpc.RpcError:
                 request = None
             finally:
                 self.watch.disarm(ticket)
+                with self._waiting_lock:
+                    self._waiting -= 1
             if not context.is_active():
-                self.gate.note_refused(peer, f"no request within {self.deadline:g}s: cancelled")
+                self.gate.note_refused(peer, "no request within the deadline: cancelled")
                 return pb.EnrollResponse()   # nobody is listening any more
             if request is None:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT,

@@ -149,7 +149,9 @@ class Collector:
         self.enroll_watch = DeadlineWatch()
         self.enrollment = EnrollmentService(store=self.store, ca=self.ca,
                                             gate=self.enroll_gate, watch=self.enroll_watch,
-                                            deadline=enrollment.deadline)
+                                            deadline=enrollment.deadline,
+                                            pressure_deadline=enrollment.deadline_under_pressure,
+                                            pressure_at=max(1, enrollment.threads // 2))
         self.server: grpc.Server | None = None
         self.enroll_server: grpc.Server | None = None
         self.monitor: Monitor | None = None
@@ -225,7 +227,8 @@ class Collector:
                            "in_progress": self.enroll_gate.in_progress(),
                            "signed": self.enrollment.signed,
                            "refused": self.enroll_gate.refusals.counts(),
-                           "deadline_cancelled": self.enroll_watch.cancelled},
+                           "deadline_cancelled": self.enroll_watch.cancelled,
+                           "under_pressure": self.enrollment.under_pressure},
             "streams": {"refused": self.streams.refused_streams,
                         "throttled_seconds": round(self.streams.throttled_seconds, 3)},
         }

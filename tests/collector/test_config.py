@@ -39,8 +39,16 @@ def test_an_unknown_enrollment_key_is_named_with_its_line(tmp_path: Path) -> Non
     assert ":3" in str(e.value)
 
 
-@pytest.mark.parametrize("text", ["limits:\n  max_streams_per_agent: 0\n",
-                                  "enrollment:\n  deadline: 0s\n"])
-def test_a_budget_of_zero_is_refused(tmp_path: Path, text: str) -> None:
-    with pytest.raises(ConfigError, match="must be at least 1"):
+@pytest.mark.parametrize(("text", "error"), [
+    ("limits:\n  max_streams_per_agent: 0\n", "max_streams_per_agent must be at least 1"),
+    ("enrollment:\n  deadline: 0s\n", "deadline must be more than 0"),
+    ("limits:\n  events_per_second: -5\n", "events_per_second must be more than 0"),
+])
+def test_a_budget_of_zero_is_refused(tmp_path: Path, text: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
         _load(tmp_path, text)
+
+
+def test_a_short_duration_is_a_budget(tmp_path: Path) -> None:
+    config = _load(tmp_path, "enrollment:\n  deadline_under_pressure: 100ms\n")
+    assert float(config.enrollment.deadline_under_pressure) == pytest.approx(0.1)

@@ -143,3 +143,22 @@ def test_calls_over_the_per_address_budget_are_refused_at_once(
         assert served.enroll(token, make_key_and_csr(tmp_path / "k.pem")).agent_id
     finally:
         release.set()
+
+
+def test_under_pressure_a_waiting_call_gets_the_short_deadline(served: Served) -> None:
+    service = served.service
+    service.gate.per_address_concurrent = 10
+    service.deadline, service.pressure_deadline, service.pressure_at = 60.0, 0.2, 2
+    release = threading.Event()
+    try:
+        held = [_hanging_call(served.channel, release) for _ in range(2)]
+        wait_for(lambda: service.gate.in_progress() == 2, timeout=5,
+                 message="two calls waiting for their request")
+        third = _hanging_call(served.channel, release)
+        with pytest.raises(grpc.RpcError) as e:
+            third.result(timeout=10)
+        assert e.value.code() is grpc.StatusCode.CANCELLED
+        assert service.under_pressure == 1
+        assert not any(call.done() for call in held)   # they still have their 60 s
+    finally:
+        release.set()

@@ -89,6 +89,36 @@ def test_slow_loris_on_enrollment_stalls_neither_agents_nor_enrollment(
     assert sum(refused.values()) >= 2, refused
 
 
+def test_slow_loris_from_many_addresses_leaves_the_events_port_alone(
+        collector: Collector, agent_factory: AgentFactory, tmp_path: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    agent = agent_factory(collector, "--sensors", "fim", "--watch", str(www), start=False)
+    agent.enroll()
+    # 16 addresses x 32 calls: each address within its own budget, together more stuck
+    # calls (32) than the enrollment server has threads (4)
+    attackers = [SlowLoris("127.0.0.1", collector.port + 1, f"127.0.0.{10 + i}",
+                           connections=2) for i in range(16)]
+    try:
+        for attacker in attackers:
+            attacker.start()
+        agent.start()   # connects to the events port while enrollment is swamped
+        (www / "during-attack.html").write_text("x")
+        wait_for(lambda: str(www / "during-attack.html") in _fim_paths(collector, www),
+                 timeout=20, message="the agent's event in the archive during the attack")
+        # the stuck calls beyond half the threads get the short deadline: all are gone
+        # in seconds (at 5 s each, 32 calls on 4 threads would take 40 s)
+        wait_for(lambda: all(a.closed >= a.opened for a in attackers), timeout=20,
+                 message="every slow-loris call ended by the server")
+    finally:
+        for attacker in attackers:
+            attacker.stop()
+    wait_for(lambda: _health(collector).get("admission", {}).get("enrollment", {})
+             .get("under_pressure"), timeout=10, message="short deadlines in the health file")
+    other = agent_factory(collector, name="other", start=False)
+    assert other.enroll()
+
+
 def _enroll_raw(collector: Collector, token: str, csr: bytes = b"") -> grpc.RpcError | None:
     ca = (collector.data_dir / "pki" / "ca.crt").read_bytes()
     creds = grpc.ssl_channel_credentials(root_certificates=ca)
