@@ -52,7 +52,8 @@ def _fim_paths(collector: Collector, root: Path) -> set[str]:
 
 
 def test_slow_loris_on_enrollment_stalls_neither_agents_nor_enrollment(
-        collector: Collector, agent_factory: AgentFactory, tmp_path: Path) -> None:
+        collector_factory: Factory, agent_factory: AgentFactory, tmp_path: Path) -> None:
+    collector = collector_factory("--config", _config(tmp_path, "enrollment:\n  deadline: 2s\n"))
     www = tmp_path / "www"
     www.mkdir()
     agent = agent_factory(collector, "--sensors", "fim", "--watch", str(www), start=False)
@@ -73,7 +74,7 @@ def test_slow_loris_on_enrollment_stalls_neither_agents_nor_enrollment(
         # and another host can still enroll
         other = agent_factory(collector, name="other", start=False)
         assert other.enroll()
-        # the two admitted calls are cancelled at the deadline (5 s)
+        # the two admitted calls are cancelled at the deadline (2 s here)
         wait_for(lambda: attacker.closed >= attacker.opened, timeout=20,
                  message="every slow-loris call ended by the server")
         wait_for(lambda: _health(collector).get("admission", {}).get("enrollment", {})
