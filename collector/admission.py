@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import grpc
+
 from common.logs import get_logger
 
 log = get_logger("sisguard.collector.admission")
@@ -304,6 +306,20 @@ class StreamGate:
                     self._streams[agent_id] = left
                 else:
                     self._streams.pop(agent_id, None)
+        return release
+
+    def admit(self, agent_id: str, context: grpc.ServicerContext) -> Callable[[], None]:
+        """``open`` for a Stream call: refused with RESOURCE_EXHAUSTED (and logged) when
+        the agent has its fill; the place is given back when the call ends, however."""
+        release = self.open(agent_id)
+        if release is None:
+            log.warning("stream refused: the agent has its fill", agent_id=agent_id,
+                        limit=self.max_streams_per_agent)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"agent {agent_id} already has {self.max_streams_per_agent} open "
+                          "streams (limits.max_streams_per_agent)")
+            raise AssertionError("abort returned")  # pragma: no cover
+        context.add_callback(release)
         return release
 
     def streams(self, agent_id: str) -> int:

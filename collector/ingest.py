@@ -98,16 +98,7 @@ class IngestService(pb_grpc.IngestServicer):
     def Stream(self, request_iterator: Iterator[pb.AgentMessage],
                context: grpc.ServicerContext) -> Iterator[pb.CollectorMessage]:
         agent = self._identify(context)
-        release = self.admission.open(agent.agent_id)
-        if release is None:
-            log.warning("stream refused: the agent has its fill", agent_id=agent.agent_id,
-                        limit=self.admission.max_streams_per_agent)
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"agent {agent.agent_id} already has "
-                          f"{self.admission.max_streams_per_agent} open streams "
-                          "(limits.max_streams_per_agent)")
-        assert release is not None
-        context.add_callback(release)
+        release = self.admission.admit(agent.agent_id, context)   # aborts when over
         peer = context.peer()
         log.info("agent connected", agent_id=agent.agent_id, peer=peer)
         self.store.seen(agent.agent_id, address=peer)
