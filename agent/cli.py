@@ -13,9 +13,13 @@ from common.process import run_command
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from agent.enrollment import enroll
+    import os
 
-    identity = enroll(collectors=args.collector, token=args.token,
+    from agent.enrollment import enroll, enrollment_token
+
+    token = enrollment_token(flag=args.token, file=args.token_file, environ=os.environ,
+                             stdin=sys.stdin.buffer)
+    identity = enroll(collectors=args.collector, token=token,
                       ca_fingerprint=args.ca_fingerprint, state_dir=Path(args.state_dir),
                       hostname=args.hostname, enroll_port=args.enroll_port)
     print(f"enrolled: agent id {identity.agent_id}, organization {identity.organization}")
@@ -68,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("enroll", help="get a certificate from the collector")
     p.add_argument("--collector", action="append", required=True,
                    help="HOST:PORT (repeatable: the first enrolls, all are used for failover)")
-    p.add_argument("--token", required=True)
+    p.add_argument("--token", default=None, metavar="TOKEN|-",
+                   help="'-' reads the token from stdin; a value here is visible to every "
+                        "local user in /proc (it works, with a warning)")
+    p.add_argument("--token-file", default=None, metavar="FILE",
+                   help="read the token from FILE (or set SISGUARD_ENROLL_TOKEN)")
     p.add_argument("--ca-fingerprint", required=True, help="sha256:<hex> from collector init")
     p.add_argument("--state-dir", default="/var/lib/sisguard-agent")
     p.add_argument("--hostname", default=None)

@@ -172,9 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", action="append", help="rules directory or file (repeatable)")
     p.add_argument("--print-alerts", action="store_true", default=None)
     p.add_argument("--es-url", action="append")
-    p.add_argument("--es-api-key")
+    p.add_argument("--es-api-key", help="visible in /proc: prefer --es-api-key-file or "
+                                         "SISGUARD_ES_API_KEY")
+    p.add_argument("--es-api-key-file", metavar="FILE", help="read the API key from FILE")
     p.add_argument("--es-user")
-    p.add_argument("--es-password")
+    p.add_argument("--es-password", help="visible in /proc: prefer --es-password-file or "
+                                          "SISGUARD_ES_PASSWORD")
+    p.add_argument("--es-password-file", metavar="FILE", help="read the password from FILE")
     p.add_argument("--es-ca")
     p.add_argument("--archive", choices=["on", "off"], default=None,
                    help="keep the JSONL archive (default: on unless Elasticsearch is set)")

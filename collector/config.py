@@ -9,13 +9,55 @@ from typing import Any
 from common.yamlconf import Duration, Size, from_dict, load_yaml
 
 
+def _positive(owner: object) -> None:
+    """Refuse a budget of zero or less: counts at least 1, durations and rates above 0
+    (from_dict names the section and the line)."""
+    for name, value in vars(owner).items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and value < 1:
+            raise TypeError(f"{name} must be at least 1, got {value!r}")
+        if isinstance(value, float) and not value > 0:
+            raise TypeError(f"{name} must be more than 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
+    """The events server (mutual TLS): per-message, per-agent and per-connection limits."""
+
     max_message_bytes: Size = Size(4 * 1024 * 1024)
     max_batch_events: int = 1000
     window: int = 4
-    events_per_second: float = 50_000.0
-    max_streams: int = 512
+    events_per_second: float = 50_000.0   # per agent, across all its streams
+    max_streams: int = 512                # open streams, all agents together
+    max_streams_per_agent: int = 2        # one, plus one while a dead one times out
+    connection_idle: Duration = Duration(300.0)      # no call on it: closed
+    connection_age: Duration = Duration(3600.0)      # then GOAWAY, then the grace
+    connection_age_grace: Duration = Duration(60.0)
+    handshake_timeout: Duration = Duration(20.0)     # TCP up, TLS not done: closed
+
+    def __post_init__(self) -> None:
+        _positive(self)
+
+
+@dataclass(frozen=True)
+class EnrollmentConfig:
+    """The enrollment server (server TLS, reachable without any secret): a small budget."""
+
+    threads: int = 4                      # handler threads; a stuck call holds one
+    max_concurrent: int = 16              # calls in progress, all sources together
+    deadline: Duration = Duration(5.0)    # to send the request, from the call's start
+    # when more than half the threads are taken by calls still waiting for their request:
+    # a prompt client's request is there already, a slow-loris call is let go quickly
+    deadline_under_pressure: Duration = Duration(0.25)
+    per_address_concurrent: int = 2       # calls in progress from one address
+    per_address_per_minute: float = 30.0  # attempts from one address (token bucket)
+    per_address_burst: int = 10
+    log_window: Duration = Duration(60.0)  # refusals logged once per address per window
+    max_addresses: int = 4096             # tracked sources; beyond, one shared entry
+
+    def __post_init__(self) -> None:
+        _positive(self)
 
 
 @dataclass(frozen=True)
@@ -26,9 +68,13 @@ class ArchiveConfig:
 @dataclass(frozen=True)
 class ElasticsearchConfig:
     url: tuple[str, ...] = ()
-    api_key: str | None = None
+    # secrets: never in a repr, a log line or (preferably) the command line; see
+    # collector/credentials.py for the files and environment variables that set them
+    api_key: str | None = field(default=None, repr=False)
+    api_key_file: Path | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    password_file: Path | None = None
     ca: Path | None = None
     index_prefix: str = "sisguard"
     shards: int = 1
@@ -58,6 +104,7 @@ class CollectorConfig:
     log_level: str = "info"
     print_alerts: bool = False
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    enrollment: EnrollmentConfig = field(default_factory=EnrollmentConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 
+from collector.admission import StreamGate
 from collector.outputs.archive import JsonlArchive
 from collector.outputs.base import Outcome, Output, OutputUnavailable, Record
 from collector.pipeline import AgentIdentity, Pipeline
@@ -34,26 +35,6 @@ class Limits:
     max_message_bytes: int = 4 * 1024 * 1024
     max_batch_events: int = 1000
     window: int = 4
-    events_per_second: float = 50_000.0   # per agent; excess is slowed down, not dropped
-
-
-class _RateLimiter:
-    """A token bucket: ``take(n)`` sleeps until n events may pass."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.tokens = rate
-        self.stamp = time.monotonic()
-
-    def take(self, n: int) -> None:
-        while True:
-            now = time.monotonic()
-            self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            if self.tokens >= n or self.tokens >= self.rate:
-                self.tokens -= n
-                return
-            time.sleep((n - self.tokens) / self.rate)
 
 
 def peer_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
@@ -67,8 +48,9 @@ def peer_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
 
 class IngestService(pb_grpc.IngestServicer):
     def __init__(self, *, store: Store, pipeline: Pipeline, outputs: Sequence[Output],
-                 limits: Limits, stopping: threading.Event) -> None:
+                 limits: Limits, stopping: threading.Event, admission: StreamGate) -> None:
         self.store = store
+        self.admission = admission   # streams per agent, one token bucket per agent
         self.pipeline = pipeline
         self.outputs = list(outputs)
         self.limits = limits
@@ -116,6 +98,7 @@ class IngestService(pb_grpc.IngestServicer):
     def Stream(self, request_iterator: Iterator[pb.AgentMessage],
                context: grpc.ServicerContext) -> Iterator[pb.CollectorMessage]:
         agent = self._identify(context)
+        release = self.admission.admit(agent.agent_id, context)   # aborts when over
         peer = context.peer()
         log.info("agent connected", agent_id=agent.agent_id, peer=peer)
         self.store.seen(agent.agent_id, address=peer)
@@ -125,7 +108,6 @@ class IngestService(pb_grpc.IngestServicer):
             max_message_bytes=self.limits.max_message_bytes,
             window=self.limits.window,
         ))
-        limiter = _RateLimiter(self.limits.events_per_second)
         try:
             for message in request_iterator:
                 kind = message.WhichOneof("kind")
@@ -137,7 +119,9 @@ class IngestService(pb_grpc.IngestServicer):
                         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                       f"batch of {len(message.batch.events)} events is over the "
                                       f"limit of {self.limits.max_batch_events}")
-                    limiter.take(len(message.batch.events))
+                    if not self.admission.throttle(agent.agent_id, len(message.batch.events),
+                                                   context.is_active):
+                        return
                     ack = self._handle_batch(agent, message.batch, context)
                     if ack is None:
                         return
@@ -149,6 +133,7 @@ class IngestService(pb_grpc.IngestServicer):
                                           message.hello.agent_version or agent.version)
                     self.store.seen(agent.agent_id, address=peer, version=agent.version)
         finally:
+            release()
             log.info("agent disconnected", agent_id=agent.agent_id, peer=peer)
 
     def _heartbeat(self, agent: AgentIdentity, hb: pb.Heartbeat, peer: str) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
 from collector.config import CollectorConfig, load_config
+from collector.credentials import resolve_elasticsearch
 from collector.outputs.base import Output
 from collector.outputs.console import ConsoleAlerts
 from collector.server import Collector, DataDir
@@ -18,6 +21,7 @@ def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     es: dict[str, Any] = {
         "url": args.es_url, "api_key": args.es_api_key, "username": args.es_user,
         "password": args.es_password, "ca": args.es_ca,
+        "api_key_file": args.es_api_key_file, "password_file": args.es_password_file,
     }
     archive = None if args.archive is None else {"enabled": args.archive == "on"}
     return {
@@ -37,7 +41,14 @@ def resolve_config(args: argparse.Namespace) -> CollectorConfig:
         path = DataDir(Path(args.data_dir)).config
     if path is None and not args.data_dir:
         raise SisguardError("give --data-dir or --config")
-    return load_config(path, flags)
+    for flag, value in (("--es-api-key", args.es_api_key), ("--es-password", args.es_password)):
+        if value is not None:
+            logs.get_logger("sisguard.collector").warning(
+                f"{flag} on the command line is visible to every local user (/proc): "
+                f"use {flag}-file FILE or the environment variable instead")
+    config = load_config(path, flags)
+    return dataclasses.replace(
+        config, elasticsearch=resolve_elasticsearch(config.elasticsearch, os.environ))
 
 
 def build_detector(config: CollectorConfig) -> Any:

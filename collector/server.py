@@ -10,7 +10,8 @@ from typing import Any
 
 import grpc
 
-from collector.config import CollectorConfig
+from collector.admission import DeadlineWatch, EnrollGate, StreamGate
+from collector.config import CollectorConfig, EnrollmentConfig, LimitsConfig
 from collector.enroll import EnrollmentService
 from collector.ingest import IngestService, Limits
 from collector.monitor import Monitor
@@ -62,10 +63,50 @@ def server_credentials(data: DataDir, *, require_client_cert: bool) -> grpc.Serv
     except OSError as e:
         raise SisguardError(f"{data.pki}: {e.strerror}: run 'sisguard-collector init' first") from e
     # The events port requires a client certificate signed by our CA (mutual TLS).
-    # The enrollment port cannot (agents have no certificate yet): there, Stream refuses
-    # every call for want of a certificate, and only Enroll is of use.
+    # The enrollment port cannot (agents have no certificate yet): it is a server of its
+    # own that serves Enroll only.
     return grpc.ssl_server_credentials([(key, chain)], root_certificates=ca,
                                        require_client_auth=require_client_cert)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def events_server_options(limits: LimitsConfig) -> list[tuple[str, Any]]:
+    """Connection limits of the events port: idle and old connections are closed (the
+    agent reconnects and resends what was not acked), so is a connection whose TLS
+    handshake does not finish in time; keepalive finds dead peers, and a client that
+    pings more often than allowed is sent away (ping strikes)."""
+    return [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", 1024 * 1024),
+        ("grpc.max_connection_idle_ms", _ms(limits.connection_idle)),
+        ("grpc.max_connection_age_ms", _ms(limits.connection_age)),
+        ("grpc.max_connection_age_grace_ms", _ms(limits.connection_age_grace)),
+        ("grpc.server_handshake_timeout_ms", _ms(limits.handshake_timeout)),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_concurrent_streams", limits.max_streams_per_agent + 2),
+    ]
+
+
+def enroll_server_options(enrollment: EnrollmentConfig) -> list[tuple[str, Any]]:
+    """The enrollment port: small messages, short-lived connections. The per-call
+    deadline is ours (DeadlineWatch); the connection age is the backstop behind it."""
+    return [
+        ("grpc.max_receive_message_length", 64 * 1024),
+        ("grpc.max_send_message_length", 64 * 1024),
+        ("grpc.max_connection_idle_ms", _ms(enrollment.deadline * 2)),
+        ("grpc.max_connection_age_ms", _ms(enrollment.deadline * 6)),
+        ("grpc.max_connection_age_grace_ms", _ms(enrollment.deadline)),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.max_concurrent_streams", enrollment.max_concurrent),
+        ("grpc.server_handshake_timeout_ms", _ms(enrollment.deadline * 2)),
+    ]
 
 
 def enroll_address(listen: str) -> str:
@@ -91,14 +132,28 @@ class Collector:
         self.outputs.extend(self.extra_outputs)
         self.pipeline = Pipeline([Validate()], detector=self.detector)
         limits = self.config.limits
+        self.streams = StreamGate(max_streams_per_agent=limits.max_streams_per_agent,
+                                  events_per_second=limits.events_per_second,
+                                  stopping=self.stopping)
         self.ingest = IngestService(
             store=self.store, pipeline=self.pipeline, outputs=self.outputs,
             limits=Limits(max_message_bytes=limits.max_message_bytes,
-                          max_batch_events=limits.max_batch_events, window=limits.window,
-                          events_per_second=limits.events_per_second),
-            stopping=self.stopping,
+                          max_batch_events=limits.max_batch_events, window=limits.window),
+            stopping=self.stopping, admission=self.streams,
         )
+        enrollment = self.config.enrollment
+        self.enroll_gate = EnrollGate(
+            per_address_concurrent=enrollment.per_address_concurrent,
+            per_minute=enrollment.per_address_per_minute, burst=enrollment.per_address_burst,
+            log_window=enrollment.log_window, max_addresses=enrollment.max_addresses)
+        self.enroll_watch = DeadlineWatch()
+        self.enrollment = EnrollmentService(store=self.store, ca=self.ca,
+                                            gate=self.enroll_gate, watch=self.enroll_watch,
+                                            deadline=enrollment.deadline,
+                                            pressure_deadline=enrollment.deadline_under_pressure,
+                                            pressure_at=max(1, enrollment.threads // 2))
         self.server: grpc.Server | None = None
+        self.enroll_server: grpc.Server | None = None
         self.monitor: Monitor | None = None
         self.port = 0
         self.enroll_port = 0
@@ -107,32 +162,35 @@ class Collector:
         for output in self.outputs:
             output.connect()
         limits = self.config.limits
-        options: list[tuple[str, Any]] = [
-            ("grpc.max_receive_message_length", limits.max_message_bytes),
-            ("grpc.max_send_message_length", 1024 * 1024),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-        ]
+        # two servers, two budgets: no number of enrollment calls can take a thread or
+        # an RPC slot from the event streams of enrolled agents
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=limits.max_streams + 8,
                                        thread_name_prefix="rpc"),
-            options=options, maximum_concurrent_rpcs=limits.max_streams,
+            options=events_server_options(limits), maximum_concurrent_rpcs=limits.max_streams,
         )
-        pb_grpc.add_EnrollmentServicer_to_server(
-            EnrollmentService(store=self.store, ca=self.ca), server)
         pb_grpc.add_IngestServicer_to_server(self.ingest, server)
         self.port = server.add_secure_port(
             self.config.listen, server_credentials(self.data, require_client_cert=True))
         if self.port == 0:
             raise SisguardError(f"cannot listen on {self.config.listen}")
+        enrollment = self.config.enrollment
+        enroll_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=enrollment.threads,
+                                       thread_name_prefix="enroll"),
+            handlers=[self.enrollment.handler()],
+            options=enroll_server_options(enrollment),
+            maximum_concurrent_rpcs=enrollment.max_concurrent,
+        )
         enroll_listen = self.config.enroll_listen or enroll_address(self.config.listen)
-        self.enroll_port = server.add_secure_port(
+        self.enroll_port = enroll_server.add_secure_port(
             enroll_listen, server_credentials(self.data, require_client_cert=False))
         if self.enroll_port == 0:
             raise SisguardError(f"cannot listen on {enroll_listen} (enrollment)")
+        self.enroll_watch.start()
         server.start()
+        enroll_server.start()
+        self.enroll_server = enroll_server
         self.server = server
         self.monitor = Monitor(
             store=self.store, emit=self._publish_everywhere,
@@ -160,14 +218,30 @@ class Collector:
             "alerts": self.pipeline.alerts, "detection_errors": self.pipeline.detect_errors,
             "detection": stats() if callable(stats) else None,
             "outputs": {o.name: o.health() for o in self.outputs},
+            "admission": self.admission_snapshot(),
+        }
+
+    def admission_snapshot(self) -> dict[str, Any]:
+        return {
+            "enrollment": {"admitted": self.enroll_gate.admitted,
+                           "in_progress": self.enroll_gate.in_progress(),
+                           "signed": self.enrollment.signed,
+                           "refused": self.enroll_gate.refusals.counts(),
+                           "deadline_cancelled": self.enroll_watch.cancelled,
+                           "under_pressure": self.enrollment.under_pressure},
+            "streams": {"refused": self.streams.refused_streams,
+                        "throttled_seconds": round(self.streams.throttled_seconds, 3)},
         }
 
     def stop(self, grace: float = 5.0) -> None:
         self.stopping.set()
         if self.monitor is not None:
             self.monitor.stop()
+        if self.enroll_server is not None:
+            self.enroll_server.stop(0).wait()
         if self.server is not None:
             self.server.stop(grace).wait()
+        self.enroll_watch.stop()
         for output in self.outputs:
             output.close()
         self.store.close()
