@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import shutil
 import struct
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from agent.sensors.netlink import (
     parse_messages,
 )
 from agent.sensors.process import Mode, ProcessConfig, ProcessSensor
-from agent.sensors.procfs import ProcFS, Snapshot
+from agent.sensors.procfs import ExeHash, HashCache, OpenExe, ProcFS, Snapshot
 from tests.harness import Agent, Collector, in_ci, wait_for
 
 
@@ -153,13 +155,13 @@ def test_poll_mode_reports_new_and_ended_processes() -> None:
 def test_a_bad_event_is_counted_not_fatal() -> None:
     sensor, _docs, _, health = _sensor(FakeProcFS({}))
 
-    def boom(event: ProcEvent, snap: Snapshot | None) -> None:
+    def boom(event: ProcEvent, snap: Snapshot | None, exe: object = None) -> None:
         raise RuntimeError("bad")
 
     sensor.handle = boom  # type: ignore[method-assign]
-    sensor._inbox.put((ProcEvent(What.EXEC, 0, 1, 1), None))
+    sensor._inbox.put((ProcEvent(What.EXEC, 0, 1, 1), None, None))
     sensor._stop.set()
-    sensor._inbox.put((ProcEvent(What.NONE, 0, 0, 0), None))
+    sensor._inbox.put((ProcEvent(What.NONE, 0, 0, 0), None, None))
     sensor._work_loop()
     assert health.errors == 1 and "bad" in health.last_error
 
@@ -227,3 +229,96 @@ def test_short_lived_processes_are_captured_with_their_parent(
                              if e["event"]["action"] == "exit"} >= sleeps, timeout=30,
                     message="exit events")
     assert ends
+
+
+# --- the running image's hash, through /proc/PID/exe --------------------------------------
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def own_sleep(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, str]]:
+    """A copy of sleep, running from a path of ours; its hash as started."""
+    prog = tmp_path / "prog"
+    shutil.copy("/bin/sleep", prog)
+    with open(prog, "ab") as f:      # not the system's sleep: its own hash
+        f.write(b"\0sisguard-test")
+    digest = _sha256(str(prog))
+    proc = subprocess.Popen([str(prog), "30"])
+    wait_for(lambda: os.readlink(f"/proc/{proc.pid}/exe") == str(prog), message="exec")
+    try:
+        yield proc, prog, digest
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.timeout(20)   # a blocking open would hang here: fail instead
+def test_hash_is_the_running_image_whatever_replaced_its_path(
+        own_sleep: tuple[subprocess.Popen[bytes], Path, str], tmp_path: Path) -> None:
+    proc, prog, digest = own_sleep
+    assert HashCache().sha256(proc.pid) == ExeHash(sha256=digest)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    os.rename(fifo, prog)                           # a FIFO over the path
+    assert HashCache().sha256(proc.pid) == ExeHash(sha256=digest)
+    prog.unlink()
+    prog.symlink_to("/bin/true")                    # a link to a benign binary
+    assert HashCache().sha256(proc.pid) == ExeHash(sha256=digest)
+    assert digest != _sha256("/bin/true")
+    prog.unlink()                                   # deleted
+    assert HashCache().sha256(proc.pid) == ExeHash(sha256=digest)
+
+
+def test_a_hash_that_cannot_be_taken_says_why(
+        own_sleep: tuple[subprocess.Popen[bytes], Path, str]) -> None:
+    proc, prog, _ = own_sleep
+    over = HashCache(max_bytes=1000).sha256(proc.pid)
+    assert over.sha256 is None and over.error is not None
+    assert "hash_max_bytes" in over.error and str(prog.stat().st_size) in over.error
+    gone = subprocess.Popen(["/bin/true"])
+    gone.wait()
+    lost = HashCache().sha256(gone.pid)
+    assert lost.sha256 is None and lost.error is not None and "gone" in lost.error
+
+
+def test_hashes_are_cached_by_the_file_not_the_path(
+        own_sleep: tuple[subprocess.Popen[bytes], Path, str]) -> None:
+    proc, prog, digest = own_sleep
+    second = subprocess.Popen([str(prog), "30"])
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{second.pid}/exe") == str(prog), message="exec")
+        cache = HashCache()
+        digests: list[int] = []
+        real = cache._digest
+
+        def counted(opened: OpenExe) -> ExeHash:
+            digests.append(opened.fd)
+            return real(opened)
+
+        cache._digest = counted  # type: ignore[method-assign]
+        assert cache.sha256(proc.pid).sha256 == digest
+        assert cache.sha256(second.pid).sha256 == digest
+        assert len(digests) == 1
+        first = cache.begin(proc.pid)          # cached: no descriptor kept open
+        assert first == ExeHash(sha256=digest)
+    finally:
+        second.kill()
+        second.wait()
+
+
+def test_the_exe_opened_by_the_reader_is_hashed_after_the_process_is_gone(
+        tmp_path: Path) -> None:
+    prog = tmp_path / "prog"
+    shutil.copy("/bin/sleep", prog)
+    proc = subprocess.Popen([str(prog), "30"])
+    wait_for(lambda: os.readlink(f"/proc/{proc.pid}/exe") == str(prog), message="exec")
+    cache = HashCache()
+    opened = cache.begin(proc.pid)
+    proc.kill()
+    proc.wait()
+    prog.unlink()
+    assert isinstance(opened, OpenExe)
+    assert cache.finish(opened) == ExeHash(sha256=_sha256("/bin/sleep"))
+    assert opened.closed
