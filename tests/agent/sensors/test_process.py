@@ -10,6 +10,8 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from agent.sensors.base import SensorContext, SensorHealth
 from agent.sensors.netlink import (
     CN_IDX_PROC,
     CN_VAL_PROC,
+    SO_RCVBUFFORCE,
     ConnectorError,
     ProcConnector,
     ProcEvent,
@@ -27,7 +30,9 @@ from agent.sensors.netlink import (
     parse_messages,
 )
 from agent.sensors.process import Mode, ProcessConfig, ProcessSensor
+from agent.sensors.process_loss import LossAccount
 from agent.sensors.procfs import ExeHash, HashCache, OpenExe, ProcFS, Snapshot
+from common.yamlconf import Size
 from tests.harness import Agent, Collector, in_ci, wait_for
 
 
@@ -59,6 +64,10 @@ class FakeProcFS(ProcFS):
 
     def snapshot(self, pid: int) -> Snapshot:
         return self.snaps.get(pid, Snapshot(pid))
+
+    def start_ticks(self, pid: int) -> int | None:
+        snap = self.snaps.get(pid)
+        return snap.start_ticks if snap is not None else None
 
     def boot_id(self) -> str:
         return "boot-1"
@@ -164,6 +173,158 @@ def test_a_bad_event_is_counted_not_fatal() -> None:
     sensor._inbox.put((ProcEvent(What.NONE, 0, 0, 0), None, None))
     sensor._work_loop()
     assert health.errors == 1 and "bad" in health.last_error
+
+
+def _found_by(doc: dict[str, Any]) -> str | None:
+    found: str | None = doc.get("sisguard", {}).get("process", {}).get("found_by")
+    return found
+
+
+def test_the_sweep_reports_what_a_loss_hid_and_nothing_twice() -> None:
+    bash = Snapshot(100, exe="/usr/bin/bash", args=["bash"], ppid=1, start_ticks=10)
+    procs = {1: Snapshot(1, exe="/sbin/init", args=["init"], ppid=0, start_ticks=1),
+             100: bash,
+             150: Snapshot(150, exe="/usr/bin/cron", args=["cron"], ppid=1, start_ticks=5),
+             300: Snapshot(300, exe="/usr/bin/vim", args=["vim"], ppid=100, start_ticks=20)}
+    fs = FakeProcFS(procs)
+    sensor, docs, _, _ = _sensor(fs)
+    sensor._scan_existing()
+    # while events were lost: 300 ended, 150's pid was reused, 200 started, 201 forked
+    del procs[300]
+    procs[150] = Snapshot(150, exe="/tmp/x", args=["x"], ppid=100, start_ticks=900)
+    evil = Snapshot(200, exe="/tmp/evil", args=["evil", "-d"], ppid=100, start_ticks=950)
+    procs[200] = evil
+    procs[201] = Snapshot(201, exe="/usr/bin/bash", args=["bash"], ppid=100, start_ticks=960)
+    assert sensor.sweep() == 2
+    starts = {d["process"]["pid"]: d for d in docs if d["event"]["action"] == "exec"}
+    assert set(starts) == {150, 200}
+    assert all(_found_by(d) == "sweep" for d in starts.values())
+    assert starts[200]["process"]["executable"] == "/tmp/evil"
+    assert starts[200]["process"]["parent"]["executable"] == "/usr/bin/bash"
+    ends = [d for d in docs if d["event"]["action"] == "exit"]
+    assert [(d["process"]["pid"], _found_by(d)) for d in ends] == [(300, "sweep")]
+    # the events queued behind the sweep: 200's fork and exec are not reported again
+    docs.clear()
+    sensor.handle(ProcEvent(What.FORK, 10**9, 200, 200, parent_pid=100, parent_tgid=100), None)
+    sensor.handle(ProcEvent(What.EXEC, 10**9, 200, 200), evil)
+    assert docs == []
+    # ... but a later exec of 201 (the fork) and a re-exec of 200 are
+    later = Snapshot(201, exe="/usr/bin/id", args=["id"], ppid=100, start_ticks=960)
+    sensor.handle(ProcEvent(What.EXEC, 2 * 10**9, 201, 201), later)
+    again = Snapshot(200, exe="/usr/bin/curl", args=["curl", "x"], ppid=100, start_ticks=950)
+    sensor.handle(ProcEvent(What.EXEC, 2 * 10**9, 200, 200), again)
+    assert [(d["process"]["pid"], d["process"]["executable"], _found_by(d)) for d in docs] == [
+        (201, "/usr/bin/id", None), (200, "/usr/bin/curl", None)]
+    assert sensor.sweep() == 0          # nothing new since
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_losses_are_reported_with_counts_at_most_once_per_interval() -> None:
+    reports: list[tuple[str, dict[str, Any]]] = []
+    clock = Clock()
+    loss = LossAccount(lambda m, f: reports.append((m, f)), sweep_interval=1.0,
+                       report_interval=5.0, clock=clock)
+    assert not loss.take_sweep() and not loss.report_if_due()
+    for _ in range(3):
+        loss.overrun()
+    loss.drop(4)
+    assert not loss.report_if_due()      # a sweep is pending: its count goes in the report
+    assert loss.take_sweep() and not loss.take_sweep()
+    loss.swept(2)
+    assert loss.report_if_due()
+    message, fields = reports[0]
+    assert (fields["overruns"], fields["queue_dropped"], fields["found_by_sweep"]) == (3, 4, 2)
+    assert "overran 3 times" in message and "found 2" in message
+    loss.overrun()
+    assert not loss.take_sweep()         # one sweep per second
+    assert 0.9 < loss.wait_time(5.0) <= 1.0
+    clock.now += 1.0
+    assert loss.take_sweep()
+    loss.swept(0)
+    assert not loss.report_if_due()      # one report per 5 s
+    clock.now += 4.0
+    assert loss.report_if_due()
+    assert reports[1][1]["overruns"] == 1 and reports[1][1]["overruns_total"] == 4
+    assert reports[1][1]["found_by_sweep_total"] == 2
+    assert not loss.report_if_due() and loss.wait_time(5.0) == 5.0
+
+
+class OverrunConnector(ProcConnector):
+    """The kernel's answer after an overrun (once ``go`` is set), then quiet."""
+
+    go = threading.Event()
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.calls = 0
+
+    def open(self, *, ack_timeout: float = 2.0) -> None:
+        self.granted_buffer, self.buffer_option = 2 * self.recv_buffer, "SO_RCVBUFFORCE"
+
+    def recv(self) -> list[ProcEvent]:
+        if not self.go.wait(0.01):
+            return []
+        self.calls += 1
+        if self.calls <= 2:
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+        time.sleep(0.01)     # the real socket's timeout, shortened
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_overrun_is_followed_by_a_sweep_and_one_report() -> None:
+    procs = {1: Snapshot(1, exe="/sbin/init", args=["init"], ppid=0, start_ticks=1)}
+    docs: list[dict[str, Any]] = []
+    reports: list[tuple[str, dict[str, Any]]] = []
+    health = SensorHealth("process")
+    ctx = SensorContext(emit=docs.append, health=health, state_dir=Path(tempfile.mkdtemp()),
+                        report_error=lambda m, f: reports.append((m, f)))
+    sensor = ProcessSensor(ProcessConfig(hash=False, receive_buffer=Size(4096)), ctx,
+                           procfs=FakeProcFS(procs), platform="linux",
+                           connector_factory=OverrunConnector)
+    sensor.start()
+    try:
+        assert health.mode == "netlink" and health.details["receive_buffer"] == "8192"
+        procs[66] = Snapshot(66, exe="/tmp/hidden", args=["hidden"], ppid=1, start_ticks=7)
+        OverrunConnector.go.set()
+        wait_for(lambda: reports, message="the loss report")
+    finally:
+        sensor.stop()
+        sensor.join()
+    assert len(reports) == 1
+    message, fields = reports[0]
+    assert fields["overruns"] == 2 and fields["reason"] == "process events lost"
+    assert fields["found_by_sweep"] == 1 and "found 1 running" in message
+    found = [d for d in docs if _found_by(d) == "sweep"]
+    assert [d["process"]["executable"] for d in found] == ["/tmp/hidden"]
+
+
+def test_the_receive_buffer_falls_back_to_so_rcvbuf_without_privilege() -> None:
+    class Sock:
+        def __init__(self) -> None:
+            self.set: dict[int, int] = {}
+
+        def setsockopt(self, level: int, opt: int, value: int) -> None:
+            if opt == SO_RCVBUFFORCE:
+                raise PermissionError(errno.EPERM, "Operation not permitted")
+            self.set[opt] = value
+
+        def getsockopt(self, level: int, opt: int) -> int:
+            return min(self.set[opt], 212992) * 2
+
+    c = ProcConnector(recv_buffer=1 << 20)
+    sock = Sock()
+    c._size_buffer(sock)  # type: ignore[arg-type]
+    assert c.buffer_option == "SO_RCVBUF" and c.granted_buffer == 425984
 
 
 # --- real kernel, real agent --------------------------------------------------------------
