@@ -230,7 +230,7 @@ class ProcessSensor(Sensor):
     def _work_loop(self) -> None:
         while True:
             try:
-                event, snap, exe = self._inbox.get(timeout=self.loss.wait_time(5.0))
+                event, snap, exe = self._inbox.get(timeout=self.loss.wait_time())
             except queue.Empty:
                 event, snap, exe = ProcEvent(What.NONE, 0, 0, 0), None, None
             if event.what == What.NONE and self._stop.is_set():

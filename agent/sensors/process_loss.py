@@ -83,16 +83,18 @@ class LossAccount:
         self._report(_message(fields), {"reason": "process events lost", **fields})
         return True
 
-    def wait_time(self, idle: float) -> float:
-        """How long the worker may sleep before a sweep or a report falls due."""
+    def wait_time(self) -> float | None:
+        """How long the worker may sleep before a sweep or a report falls due (None:
+        nothing pending, sleep until the next event; the reader wakes it on a loss)."""
         with self._lock:
             now = self._clock()
-            waits = [idle]
             if self._sweep_due:
-                waits.append(self._last_sweep + self.sweep_interval - now)
+                due = self._last_sweep + self.sweep_interval
             elif self.overruns or self.dropped or self.found:
-                waits.append(self._last_report + self.report_interval - now)
-        return max(0.01, min(waits))
+                due = self._last_report + self.report_interval
+            else:
+                return None
+        return max(0.01, due - now)
 
 
 def _message(f: dict[str, Any]) -> str:
