@@ -46,6 +46,7 @@ from typing import Any
 
 from agent.ecs import Document, new_event, timestamp
 from agent.sensors.base import Sensor, SensorContext
+from agent.sensors.exe_open import LOCAL_FILE_SYSTEMS
 from agent.sensors.netlink import ConnectorError, ProcConnector, ProcEvent, What
 from agent.sensors.process_loss import LossAccount
 from agent.sensors.procfs import ExeHash, HashCache, OpenExe, ProcFS, Snapshot
@@ -69,6 +70,7 @@ class ProcessConfig:
     poll_interval: Duration = Duration(1.0)
     hash: bool = True
     hash_max_bytes: Size = Size(128 * 1024 * 1024)
+    hash_file_systems: tuple[str, ...] = LOCAL_FILE_SYSTEMS  # never FUSE/NFS: reads block
     max_tracked: int = 65536        # pid -> description cache (live processes)
     queue_events: int = 100_000     # reader -> worker
     receive_buffer: Size = Size(32 * 1024 * 1024)  # connector socket (SO_RCVBUFFORCE)
@@ -116,7 +118,8 @@ class ProcessSensor(Sensor):
         self._platform = platform
         self._user_name = user_name or _passwd_name
         self._users: dict[int, str | None] = {}
-        self._hashes = HashCache(max_bytes=config.hash_max_bytes, root=self.procfs.root)
+        self._hashes = HashCache(max_bytes=config.hash_max_bytes, root=self.procfs.root,
+                                 file_systems=config.hash_file_systems)
         self._open_exes = threading.BoundedSemaphore(OPEN_EXES)
         self._cache: OrderedDict[int, Info] = OrderedDict()
         self._fork_parent: OrderedDict[int, tuple[int, int]] = OrderedDict()  # pid->(ppid, ns)

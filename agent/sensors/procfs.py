@@ -14,8 +14,11 @@ import stat
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent.sensors.exe_open import LOCAL_FILE_SYSTEMS, NotHashable, open_image
 
 
 @dataclass
@@ -140,7 +143,8 @@ class HashCache:
     The kernel resolves ``/proc/PID/exe`` to the file the process was started from, even
     if its path was since renamed, replaced (by a FIFO, a symlink to another binary) or
     deleted, so the hash is the running image's and a path trick cannot block or fool it.
-    The open is ``O_RDONLY | O_NONBLOCK``; only a regular file within ``max_bytes`` is
+    ``exe_open.open_image`` opens it (``O_NONBLOCK``, and only on ``file_systems``: never
+    on FUSE or NFS, whose reads can block); only a regular file within ``max_bytes`` is
     read, streamed. Results are cached by the descriptor's (device, inode, mtime, size),
     LRU-bounded; the cache is shared by the reader and worker threads (locked).
     """
@@ -148,10 +152,12 @@ class HashCache:
     CHUNK = 1 << 20
 
     def __init__(self, *, max_entries: int = 4096, max_bytes: int = 128 * 1024 * 1024,
-                 root: str = "/proc") -> None:
+                 root: str = "/proc",
+                 file_systems: Iterable[str] = LOCAL_FILE_SYSTEMS) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.root = root
+        self.file_systems = frozenset(file_systems)   # images elsewhere are not read
         self._cache: OrderedDict[tuple[int, int, int, int], ExeHash] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -159,8 +165,9 @@ class HashCache:
         """Open the image of ``pid``: the cached hash if the file is known, else the open
         descriptor to ``finish`` later (or the reason there can be no hash)."""
         try:
-            fd = os.open(f"{self.root}/{pid}/exe",
-                         os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            fd = open_image(self.root, pid, self.file_systems)
+        except NotHashable as e:
+            return ExeHash(error=str(e))
         except FileNotFoundError:
             return ExeHash(error="process gone before its executable could be opened")
         except PermissionError as e:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from agent.sensors.base import SensorContext, SensorHealth
+from agent.sensors.exe_open import LOCAL_FILE_SYSTEMS, fs_type
 from agent.sensors.netlink import (
     CN_IDX_PROC,
     CN_VAL_PROC,
@@ -32,7 +33,7 @@ from agent.sensors.netlink import (
 from agent.sensors.process import Mode, ProcessConfig, ProcessSensor
 from agent.sensors.process_loss import LossAccount
 from agent.sensors.procfs import ExeHash, HashCache, OpenExe, ProcFS, Snapshot
-from common.yamlconf import Size
+from common.yamlconf import Size, from_dict
 from tests.harness import Agent, Collector, in_ci, wait_for
 
 
@@ -484,3 +485,52 @@ def test_the_exe_opened_by_the_reader_is_hashed_after_the_process_is_gone(
     assert isinstance(opened, OpenExe)
     assert cache.finish(opened) == ExeHash(sha256=_sha256("/bin/sleep"))
     assert opened.closed
+
+
+def test_mountinfo_gives_the_file_system_of_a_device() -> None:
+    text = (b"22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+            b"29 27 253:0 / / rw,relatime shared:1 master:2 - ext4 /dev/vda rw\n"
+            b"41 29 0:45 / /home/u/mnt rw,nosuid,nodev - fuse.evil evil rw,user_id=65534\n")
+    assert fs_type(text, 253, 0) == "ext4"
+    assert fs_type(text, 0, 45) == "fuse.evil"
+    assert fs_type(text, 0, 46) is None
+    assert fs_type(b"garbage\n\n1 2 0:45 x\n", 0, 45) is None
+
+
+@pytest.mark.service
+def test_an_image_on_a_file_system_not_allowed_is_never_opened(tmp_path: Path) -> None:
+    """What a FUSE or NFS executable gets (tmpfs, excluded, stands in for them here)."""
+    if os.geteuid() != 0:
+        if in_ci():
+            pytest.fail("needs root (mounts a tmpfs)")
+        pytest.skip("needs root (mounts a tmpfs)")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
+    try:
+        shutil.copy("/bin/sleep", mnt / "prog")
+        proc = subprocess.Popen([str(mnt / "prog"), "30"])
+        try:
+            wait_for(lambda: os.readlink(f"/proc/{proc.pid}/exe") == str(mnt / "prog"),
+                     message="exec")
+            dev = os.stat(mnt / "prog").st_dev
+            assert os.major(dev) == 0   # anonymous: the mountinfo path is taken
+            allowed = HashCache().sha256(proc.pid)
+            assert allowed == ExeHash(sha256=_sha256("/bin/sleep"))
+            refused = HashCache(file_systems=["ext4"]).sha256(proc.pid)
+            assert refused.sha256 is None and refused.error is not None
+            assert "tmpfs file system" in refused.error
+            assert f"{os.major(dev)}:{os.minor(dev)}" in refused.error
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_hash_file_systems_is_a_setting() -> None:
+    config = from_dict(ProcessConfig, {"hash_file_systems": ["ext4", "nfs4"]},
+                       source="<test>", path="sensor.process")
+    assert config.hash_file_systems == ("ext4", "nfs4")
+    assert "tmpfs" in ProcessConfig().hash_file_systems
+    assert not any(t.startswith(("fuse", "nfs", "cifs")) for t in LOCAL_FILE_SYSTEMS)
