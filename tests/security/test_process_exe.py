@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.harness import Agent, Collector, in_ci, wait_for
@@ -86,6 +87,9 @@ def test_a_fifo_or_a_link_over_a_running_binary_neither_stalls_nor_fools_the_sen
     assert agent.proc is not None
     wait_for(lambda: '"mode": "netlink"' in agent.proc.tail(200) if agent.proc else False,
              message="netlink mode in the agent log")
+    assert agent.proc.popen is not None
+    agent_ps = psutil.Process(agent.proc.popen.pid)
+    rss_before = agent_ps.memory_info().rss
     tag = secrets.token_hex(4)
     # the attacker's own build of sleep: its hash is not any system binary's
     as_nobody(f"cp /bin/sleep prog && printf 'sisguard-{tag}' >> prog && cp prog prog2", user_dir)
@@ -131,5 +135,9 @@ def test_a_fifo_or_a_link_over_a_running_binary_neither_stalls_nor_fools_the_sen
         assert by_pid[rerun]["process"]["executable"] == str(user_dir / "prog")
         assert by_pid[rerun2]["process"]["executable"] == str(user_dir / "prog2")
         assert agent.proc.alive()
+        rss_after = agent_ps.memory_info().rss
+        print(f"agent RSS {rss_before / 2**20:.1f} MiB before the attack, "
+              f"{rss_after / 2**20:.1f} MiB after")
+        assert rss_after < rss_before + 32 * 2**20, "the agent grew during the attack"
     finally:
         kill_all(pids)
