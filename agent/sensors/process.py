@@ -316,31 +316,37 @@ class ProcessSensor(Sensor):
                 self.emit(self._document(ended, "end"))
         now_ns = time.monotonic_ns()
         for pid in sorted(current):
-            cached = self._cache.get(pid)
-            if cached is not None and cached.reported:
-                ticks = self.procfs.start_ticks(pid)
-                if ticks is None or cached.start_ticks in (None, ticks):
-                    continue          # the one we know (or gone meanwhile)
-            snap = self.procfs.snapshot(pid)
-            if snap.ppid is None:
-                continue              # gone already
-            parent = self._cache.get(snap.ppid)
-            if cached is not None and not cached.reported:
-                parent = cached       # a fork we saw: did it exec since?
-            if (parent is not None and parent.executable == snap.exe
-                    and parent.args == snap.args):
-                child = self._describe(snap, ProcEvent(What.FORK, now_ns, pid, pid),
-                                       hash_it=False)
-                child.reported = False   # a fork that has not exec'd: not a start
-                self._remember(self._cache, pid, child)
-                continue
-            info = self._describe(snap, ProcEvent(What.EXEC, now_ns, pid, pid))
-            info.found_by = "sweep"
-            self._remember(self._cache, pid, info)
-            self._remember(self._swept, pid, (snap.start_ticks, snap.exe, snap.args))
-            self.emit(self._document(info, "start"))
-            found += 1
+            try:   # one process that cannot be read costs only itself
+                found += self._sweep_one(pid, now_ns)
+            except Exception as e:
+                self.context.health.count_error(f"sweep pid {pid}: {type(e).__name__}: {e}")
+                log.exception("process sweep: one process failed", pid=pid)
         return found
+
+    def _sweep_one(self, pid: int, now_ns: int) -> bool:
+        """Report ``pid`` if it is a start not seen yet; True if it was."""
+        cached = self._cache.get(pid)
+        if cached is not None and cached.reported:
+            ticks = self.procfs.start_ticks(pid)
+            if ticks is None or cached.start_ticks in (None, ticks):
+                return False          # the one we know (or gone meanwhile)
+        snap = self.procfs.snapshot(pid)
+        if snap.ppid is None:
+            return False              # gone already
+        parent = self._cache.get(snap.ppid)
+        if cached is not None and not cached.reported:
+            parent = cached           # a fork we saw: did it exec since?
+        if parent is not None and parent.executable == snap.exe and parent.args == snap.args:
+            child = self._describe(snap, ProcEvent(What.FORK, now_ns, pid, pid), hash_it=False)
+            child.reported = False    # a fork that has not exec'd: not a start
+            self._remember(self._cache, pid, child)
+            return False
+        info = self._describe(snap, ProcEvent(What.EXEC, now_ns, pid, pid))
+        info.found_by = "sweep"
+        self._remember(self._cache, pid, info)
+        self._remember(self._swept, pid, (snap.start_ticks, snap.exe, snap.args))
+        self.emit(self._document(info, "start"))
+        return True
 
     def _scan_existing(self) -> None:
         for pid in self.procfs.pids():

@@ -219,6 +219,23 @@ def test_the_sweep_reports_what_a_loss_hid_and_nothing_twice() -> None:
     assert sensor.sweep() == 0          # nothing new since
 
 
+def test_one_process_the_sweep_cannot_read_costs_only_itself() -> None:
+    class Flaky(FakeProcFS):
+        def snapshot(self, pid: int) -> Snapshot:
+            if pid == 13:
+                raise ValueError("unreadable")
+            return super().snapshot(pid)
+
+    procs = {1: Snapshot(1, exe="/sbin/init", args=["init"], ppid=0, start_ticks=1)}
+    sensor, docs, _, health = _sensor(Flaky(procs))
+    sensor._scan_existing()
+    procs[13] = Snapshot(13, exe="/tmp/a", args=["a"], ppid=1, start_ticks=3)
+    procs[14] = Snapshot(14, exe="/tmp/b", args=["b"], ppid=1, start_ticks=4)
+    assert sensor.sweep() == 1
+    assert [d["process"]["pid"] for d in docs] == [14]
+    assert health.errors == 1 and "sweep pid 13" in health.last_error
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
