@@ -42,6 +42,9 @@ log = get_logger("sisguard.agent.fim")
 __all__ = ["DATASET", "FimConfig", "FimSensor", "open_reconciler"]
 
 
+OVERFLOW_REPORT_EVERY = 5.0   # seconds between two inotify-overflow sensor_errors
+
+
 @dataclass
 class _Pending:
     first: float
@@ -82,6 +85,8 @@ class FimSensor(Sensor):
         self._wake = threading.Event()
         self._initializing: set[str] = set()
         self._warned: set[str] = set()
+        self._overflows = self._overflows_unreported = 0
+        self._overflow_reported = float("-inf")
         self._threads: list[threading.Thread] = []
         self.rules = Rules(config)
         self.reconciler: Reconciler | None = None
@@ -195,8 +200,21 @@ class FimSensor(Sensor):
 
     # inotify trouble
     def _overflow(self) -> None:
-        self.context.report_error("inotify queue overflowed: events were lost; "
-                                  "rescanning every watched path now", {})
+        """The kernel's inotify queue overflowed: changes went unreported. Rescan (once
+        per pending request) and say so, at most once per OVERFLOW_REPORT_EVERY seconds
+        with the count of overflows since the last report and since start."""
+        now = time.monotonic()
+        self._overflows += 1
+        self._overflows_unreported += 1
+        if now - self._overflow_reported >= OVERFLOW_REPORT_EVERY:
+            count, self._overflows_unreported = self._overflows_unreported, 0
+            self._overflow_reported = now
+            self.context.report_error(
+                f"inotify queue overflow; rescanning: changes were lost, every watched path "
+                f"is scanned now ({count} overflows since the last report, "
+                f"{self._overflows} since start)",
+                {"reason": "inotify queue overflow; rescanning", "overflows": count,
+                 "overflows_total": self._overflows})
         self.request_scan(None, "overflow")
 
     def _unwatched(self, dirs: list[str]) -> None:
@@ -212,8 +230,9 @@ class FimSensor(Sensor):
     # scans
     def request_scan(self, wp: WatchPath | None, reason: str, top: str | None = None) -> None:
         targets = [wp] if wp is not None else list(self.config.watch_paths)
-        with self._lock:
-            self._requests.extend((t, top, reason) for t in targets)
+        with self._lock:   # a request already waiting is not queued twice (overflow floods)
+            self._requests.extend(r for r in ((t, top, reason) for t in targets)
+                                  if r not in self._requests)
         self._wake.set()
 
     def _scan(self, wp: WatchPath, reason: str, top: str | None = None) -> None:

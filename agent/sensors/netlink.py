@@ -111,13 +111,21 @@ class ConnectorError(OSError):
 
 
 class ProcConnector:
-    """A subscribed process-events socket. ``recv`` returns events or [] on timeout."""
+    """A subscribed process-events socket. ``recv`` returns events or [] on timeout.
+
+    The receive buffer holds the events of a burst while the reader is busy: it is set
+    with ``SO_RCVBUFFORCE`` (root: past ``net.core.rmem_max``), else ``SO_RCVBUF``
+    (capped by rmem_max); ``granted_buffer`` is what the kernel gave (it reports double
+    the request: half is its bookkeeping) and ``buffer_option`` which option worked.
+    """
 
     def __init__(self, *, socket_factory: Callable[..., socket.socket] = socket.socket,
-                 recv_buffer: int = 8 * 1024 * 1024, timeout: float = 2.0) -> None:
+                 recv_buffer: int = 32 * 1024 * 1024, timeout: float = 2.0) -> None:
         self._factory = socket_factory
-        self._recv_buffer = recv_buffer
+        self.recv_buffer = recv_buffer
         self._timeout = timeout
+        self.granted_buffer = 0
+        self.buffer_option = "none"
         self.sock: socket.socket | None = None
 
     def open(self, *, ack_timeout: float = 2.0) -> None:
@@ -130,12 +138,7 @@ class ProcConnector:
         except OSError as e:
             raise ConnectorError(e.errno, f"netlink connector socket: {e.strerror}") from e
         try:
-            for opt in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, opt, self._recv_buffer)
-                    break
-                except OSError:
-                    continue
+            self._size_buffer(sock)
             sock.bind((0, CN_IDX_PROC))  # port id 0: the kernel picks a unique one
             sock.settimeout(ack_timeout)
             sock.send(_control(PROC_CN_MCAST_LISTEN))
@@ -150,13 +153,24 @@ class ProcConnector:
                                  f"netlink process connector: {e.strerror or e}") from e
         self.sock = sock
 
+    def _size_buffer(self, sock: socket.socket) -> None:
+        for opt, name in ((SO_RCVBUFFORCE, "SO_RCVBUFFORCE"), (socket.SO_RCVBUF, "SO_RCVBUF")):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, self.recv_buffer)
+            except OSError:   # EPERM without CAP_NET_ADMIN: the capped option next
+                continue
+            self.buffer_option = name
+            break
+        with contextlib.suppress(OSError):
+            self.granted_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
     @staticmethod
     def _await_ack(sock: socket.socket, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 data = sock.recv(65536)
-            except TimeoutError:
+            except socket.timeout:  # noqa: UP041 - not TimeoutError before 3.10 (agent: 3.9)
                 break
             for event in parse_messages(data):
                 if event.what == What.NONE:
@@ -171,11 +185,12 @@ class ProcConnector:
                              "(a container without it?)")
 
     def recv(self) -> list[ProcEvent]:
-        """Events from the next datagram; [] on timeout. ENOBUFS (overrun) is raised."""
+        """Events from the next datagram; [] on timeout. ENOBUFS (the buffer overran:
+        the kernel dropped events, it does not say how many) is raised as OSError."""
         assert self.sock is not None
         try:
             data = self.sock.recv(65536)
-        except TimeoutError:
+        except socket.timeout:  # noqa: UP041 - not TimeoutError before 3.10 (agent: 3.9)
             return []
         return parse_messages(data)
 

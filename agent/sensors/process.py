@@ -14,13 +14,25 @@ list every ``poll_interval``; short-lived processes are missed. The active mode 
 log and in the heartbeat (``SensorHealth.mode``); why netlink was not possible is
 reported as a sensor_error event.
 
+Floods: the connector's receive buffer is sized for bursts (``receive_buffer``, set with
+``SO_RCVBUFFORCE`` as root). When the kernel still overruns it (``ENOBUFS``) or the
+worker queue is full, ``/proc`` is swept for running processes not reported yet (they
+come as starts with ``sisguard.process.found_by: sweep``) and the loss is reported as a
+rate-limited sensor_error with the counts (``process_loss.py``).
+
+Executables are hashed through ``/proc/PID/exe``, never by path (``procfs.HashCache``):
+the reader thread opens it at once, so the image can still be hashed after the process
+is gone; a hash that cannot be taken says why in ``sisguard.process.hash_error``.
+
 ``process.entity_id`` is a hash of (boot id, pid, start time in clock ticks), stable for
 a process's whole life and unique across reboots.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import errno
 import hashlib
 import pwd
 import queue
@@ -34,8 +46,10 @@ from typing import Any
 
 from agent.ecs import Document, new_event, timestamp
 from agent.sensors.base import Sensor, SensorContext
+from agent.sensors.exe_open import LOCAL_FILE_SYSTEMS
 from agent.sensors.netlink import ConnectorError, ProcConnector, ProcEvent, What
-from agent.sensors.procfs import HashCache, ProcFS, Snapshot
+from agent.sensors.process_loss import LossAccount
+from agent.sensors.procfs import ExeHash, HashCache, OpenExe, ProcFS, Snapshot
 from common.logs import get_logger
 from common.yamlconf import Duration, Size
 
@@ -56,8 +70,16 @@ class ProcessConfig:
     poll_interval: Duration = Duration(1.0)
     hash: bool = True
     hash_max_bytes: Size = Size(128 * 1024 * 1024)
+    hash_file_systems: tuple[str, ...] = LOCAL_FILE_SYSTEMS  # never FUSE/NFS: reads block
     max_tracked: int = 65536        # pid -> description cache (live processes)
     queue_events: int = 100_000     # reader -> worker
+    receive_buffer: Size = Size(32 * 1024 * 1024)  # connector socket (SO_RCVBUFFORCE)
+    sweep_interval: Duration = Duration(1.0)       # at most one /proc sweep per ... after a loss
+    loss_report_interval: Duration = Duration(5.0)  # at most one loss sensor_error per ...
+
+
+# at most this many /proc/PID/exe descriptors held between the reader and the worker
+OPEN_EXES = 256
 
 
 @dataclass
@@ -75,6 +97,8 @@ class Info:
     start_ticks: int | None = None
     entity_id: str = ""
     hash: str | None = None
+    hash_error: str | None = None
+    found_by: str | None = None     # "sweep": found by a /proc sweep after a loss
     reported: bool = True           # its start was emitted (or it existed when we began)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -85,7 +109,7 @@ class ProcessSensor(Sensor):
 
     def __init__(self, config: ProcessConfig, context: SensorContext, *,
                  procfs: ProcFS | None = None,
-                 connector_factory: Callable[[], ProcConnector] = ProcConnector,
+                 connector_factory: Callable[..., ProcConnector] = ProcConnector,
                  platform: str = sys.platform,
                  user_name: Callable[[int], str | None] | None = None) -> None:
         super().__init__(config, context)
@@ -94,12 +118,20 @@ class ProcessSensor(Sensor):
         self._platform = platform
         self._user_name = user_name or _passwd_name
         self._users: dict[int, str | None] = {}
-        self._hashes = HashCache(max_bytes=config.hash_max_bytes)
+        self._hashes = HashCache(max_bytes=config.hash_max_bytes, root=self.procfs.root,
+                                 file_systems=config.hash_file_systems)
+        self._open_exes = threading.BoundedSemaphore(OPEN_EXES)
         self._cache: OrderedDict[int, Info] = OrderedDict()
         self._fork_parent: OrderedDict[int, tuple[int, int]] = OrderedDict()  # pid->(ppid, ns)
-        self._inbox: queue.Queue[tuple[ProcEvent, Snapshot | None]] = queue.Queue(
+        self._inbox: queue.Queue[tuple[ProcEvent, Snapshot | None,
+                                       ExeHash | OpenExe | None]] = queue.Queue(
             maxsize=config.queue_events)
-        self._dropped = 0
+        self.loss = LossAccount(context.report_error, sweep_interval=config.sweep_interval,
+                                report_interval=config.loss_report_interval)
+        # pid -> (start ticks, exe, args) of a start the sweep reported: its exec event,
+        # still queued behind the sweep, is then not reported a second time
+        self._swept: OrderedDict[int, tuple[int | None, str | None, list[str] | None]] = (
+            OrderedDict())
         self._connector: ProcConnector | None = None
         self._threads: list[threading.Thread] = []
         self._boot_id = self.procfs.boot_id()
@@ -128,10 +160,15 @@ class ProcessSensor(Sensor):
         if not self._platform.startswith("linux"):
             why = f"the process connector needs Linux (this is {self._platform})"
         else:
-            connector = self._connector_factory()
+            connector = self._connector_factory(recv_buffer=self.config.receive_buffer)
             try:
                 connector.open()
                 self._connector = connector
+                say = log.info if connector.buffer_option == "SO_RCVBUFFORCE" else log.warning
+                say("process connector receive buffer", requested=connector.recv_buffer,
+                    granted=connector.granted_buffer, option=connector.buffer_option)
+                self.context.health.details = {
+                    "receive_buffer": str(connector.granted_buffer)}
                 return Mode.NETLINK
             except ConnectorError as e:
                 why = f"netlink process connector unavailable: {e.strerror or e}"
@@ -155,13 +192,22 @@ class ProcessSensor(Sensor):
             try:
                 events = self._connector.recv()
             except OSError as e:
-                # ENOBUFS: the kernel dropped events because we were too slow
-                self.context.report_error(f"process events lost: {e.strerror or e}", {})
+                if e.errno == errno.ENOBUFS:   # the kernel dropped events: we were too slow
+                    self.loss.overrun()
+                    self._wake_worker()
+                else:                          # not expected: say so, do not spin
+                    self.context.health.count_error(f"netlink recv: {e}")
+                    self._stop.wait(0.1)
                 continue
             for event in events:
                 snap = None
+                exe: ExeHash | OpenExe | None = None
                 if event.what == What.EXEC and event.pid == event.tgid:
                     snap = self.procfs.snapshot(event.tgid)   # now, before it is gone
+                    if self.config.hash and self._open_exes.acquire(blocking=False):
+                        exe = self._hashes.begin(event.tgid)
+                        if not isinstance(exe, OpenExe):
+                            self._open_exes.release()
                 elif event.what == What.EXIT and event.pid != event.tgid:
                     continue  # a thread ended, not a process
                 elif event.what == What.FORK and event.pid != event.tgid:
@@ -169,43 +215,63 @@ class ProcessSensor(Sensor):
                 elif event.what not in (What.EXEC, What.EXIT, What.FORK):
                     continue
                 try:
-                    self._inbox.put_nowait((event, snap))
+                    self._inbox.put_nowait((event, snap, exe))
                 except queue.Full:
-                    self._dropped += 1
-        self._inbox.put((ProcEvent(What.NONE, 0, 0, 0), None))  # wake the worker to end
+                    self._release(exe)
+                    self.loss.drop()
+        self._inbox.put((ProcEvent(What.NONE, 0, 0, 0), None, None))  # wake the worker
+
+    def _wake_worker(self) -> None:
+        with contextlib.suppress(queue.Full):
+            self._inbox.put_nowait((ProcEvent(What.NONE, 0, 0, 0), None, None))
+
+    def _release(self, exe: ExeHash | OpenExe | None) -> None:
+        if isinstance(exe, OpenExe) and not exe.closed:
+            self._hashes.close(exe)
+            self._open_exes.release()
 
     def _work_loop(self) -> None:
         while True:
-            event, snap = self._inbox.get()
+            try:
+                event, snap, exe = self._inbox.get(timeout=self.loss.wait_time())
+            except queue.Empty:
+                event, snap, exe = ProcEvent(What.NONE, 0, 0, 0), None, None
             if event.what == What.NONE and self._stop.is_set():
                 return
-            if self._dropped:
-                dropped, self._dropped = self._dropped, 0
-                self.context.report_error(f"process worker queue full: {dropped} events "
-                                          "dropped", {})
             try:
-                self.handle(event, snap)
+                if event.what != What.NONE:
+                    self.handle(event, snap, exe)
+                if self.loss.take_sweep():
+                    self.loss.swept(self.sweep())
+                self.loss.report_if_due()
             except Exception as e:  # a daemon never dies on one bad event
                 self.context.health.count_error(f"{type(e).__name__}: {e}")
                 log.exception("process event failed", pid=event.tgid)
+            finally:
+                self._release(exe)   # not hashed (an error, a fork): close it
 
-    def handle(self, event: ProcEvent, snap: Snapshot | None) -> None:
-        """Apply one kernel event (public so tests can drive it without a socket)."""
+    def handle(self, event: ProcEvent, snap: Snapshot | None,
+               exe: ExeHash | OpenExe | None = None) -> None:
+        """Apply one kernel event (public so tests can drive it without a socket).
+        ``exe`` is what the reader got from ``/proc/PID/exe`` (None: hash here)."""
         if event.what == What.FORK:
             self._remember(self._fork_parent, event.tgid, (event.parent_tgid, event.timestamp_ns))
             parent = self._cache.get(event.parent_tgid)
             if parent is not None:
                 ticks = event.timestamp_ns * self.procfs.clk_tck // 1_000_000_000
                 child = replace(parent, pid=event.tgid, ppid=event.parent_tgid,
-                                start_ticks=ticks, reported=False,
+                                start_ticks=ticks, reported=False, found_by=None,
                                 entity_id=self._entity(event.tgid, ticks))
                 self._remember(self._cache, event.tgid, child)
         elif event.what == What.EXEC:
-            info = self._describe(snap or Snapshot(event.tgid), event)
+            info = self._describe(snap or Snapshot(event.tgid), event, exe=exe)
+            swept = self._swept.pop(info.pid, None)
             self._remember(self._cache, info.pid, info)
-            self.emit(self._document(info, "start"))
+            if swept is None or not _same_start(swept, snap):
+                self.emit(self._document(info, "start"))
         elif event.what == What.EXIT:
             self._fork_parent.pop(event.tgid, None)
+            self._swept.pop(event.tgid, None)
             ended = self._cache.pop(event.tgid) if event.tgid in self._cache else None
             if ended is not None and ended.reported:
                 code = event.exit_code
@@ -236,6 +302,52 @@ class ProcessSensor(Sensor):
             self._remember(self._cache, pid, info)
             self.emit(self._document(info, "start"))
 
+    def sweep(self) -> int:
+        """After a loss: report the running processes not seen yet (and forget the ones
+        whose exit was lost). Returns how many starts it reported."""
+        found = 0
+        current = self.procfs.pids()
+        live = set(current)
+        for pid in [p for p in self._cache if p not in live]:
+            ended = self._cache.pop(pid)
+            self._fork_parent.pop(pid, None)
+            if ended.reported:
+                ended.found_by = "sweep"
+                self.emit(self._document(ended, "end"))
+        now_ns = time.monotonic_ns()
+        for pid in sorted(current):
+            try:   # one process that cannot be read costs only itself
+                found += self._sweep_one(pid, now_ns)
+            except Exception as e:
+                self.context.health.count_error(f"sweep pid {pid}: {type(e).__name__}: {e}")
+                log.exception("process sweep: one process failed", pid=pid)
+        return found
+
+    def _sweep_one(self, pid: int, now_ns: int) -> bool:
+        """Report ``pid`` if it is a start not seen yet; True if it was."""
+        cached = self._cache.get(pid)
+        if cached is not None and cached.reported:
+            ticks = self.procfs.start_ticks(pid)
+            if ticks is None or cached.start_ticks in (None, ticks):
+                return False          # the one we know (or gone meanwhile)
+        snap = self.procfs.snapshot(pid)
+        if snap.ppid is None:
+            return False              # gone already
+        parent = self._cache.get(snap.ppid)
+        if cached is not None and not cached.reported:
+            parent = cached           # a fork we saw: did it exec since?
+        if parent is not None and parent.executable == snap.exe and parent.args == snap.args:
+            child = self._describe(snap, ProcEvent(What.FORK, now_ns, pid, pid), hash_it=False)
+            child.reported = False    # a fork that has not exec'd: not a start
+            self._remember(self._cache, pid, child)
+            return False
+        info = self._describe(snap, ProcEvent(What.EXEC, now_ns, pid, pid))
+        info.found_by = "sweep"
+        self._remember(self._cache, pid, info)
+        self._remember(self._swept, pid, (snap.start_ticks, snap.exe, snap.args))
+        self.emit(self._document(info, "start"))
+        return True
+
     def _scan_existing(self) -> None:
         for pid in self.procfs.pids():
             snap = self.procfs.snapshot(pid)
@@ -254,7 +366,8 @@ class ProcessSensor(Sensor):
         raw = f"{self._boot_id}:{pid}:{ticks if ticks is not None else 'unknown'}"
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
-    def _describe(self, snap: Snapshot, event: ProcEvent, *, hash_it: bool = True) -> Info:
+    def _describe(self, snap: Snapshot, event: ProcEvent, *, hash_it: bool = True,
+                  exe: ExeHash | OpenExe | None = None) -> Info:
         ppid = snap.ppid
         ticks = snap.start_ticks
         forked = self._fork_parent.get(snap.pid)
@@ -270,9 +383,17 @@ class ProcessSensor(Sensor):
             info.name = snap.exe.rsplit("/", 1)[-1]
         elif snap.comm:
             info.name = snap.comm
-        if snap.exe and hash_it and self.config.hash:
-            info.hash = self._hashes.sha256(
-                snap.exe, fallback=f"{self.procfs.root}/{snap.pid}/exe")
+        got: ExeHash | None = None
+        if isinstance(exe, OpenExe):
+            if hash_it:
+                self._open_exes.release()
+                got = self._hashes.finish(exe)
+        else:
+            got = exe
+        if got is None and hash_it and self.config.hash:
+            got = self._hashes.sha256(snap.pid)
+        if got is not None:
+            info.hash, info.hash_error = got.sha256, got.error
         if snap.exe is None and snap.args is None:
             info.extra["gone"] = True
         return info
@@ -331,9 +452,24 @@ class ProcessSensor(Sensor):
                     effective["name"] = ename
                 user["effective"] = effective
             doc["user"] = user
+        ours: dict[str, Any] = {}
         if info.extra.get("gone"):
-            doc["sisguard"] = {"process": {"gone_before_read": True}}
+            ours["gone_before_read"] = True
+        if info.hash_error and kind == "start":
+            ours["hash_error"] = info.hash_error
+        if info.found_by:
+            ours["found_by"] = info.found_by
+        if ours:
+            doc["sisguard"] = {"process": ours}
         return doc
+
+
+def _same_start(swept: tuple[int | None, str | None, list[str] | None],
+                snap: Snapshot | None) -> bool:
+    """The exec the sweep already reported (or one read too late to tell them apart)."""
+    if snap is None or (snap.exe is None and snap.args is None):
+        return True
+    return swept == (snap.start_ticks, snap.exe, snap.args)
 
 
 def _passwd_name(uid: int) -> str | None:

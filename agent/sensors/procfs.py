@@ -10,10 +10,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
+import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent.sensors.exe_open import LOCAL_FILE_SYSTEMS, NotHashable, open_image
 
 
 @dataclass
@@ -85,6 +90,15 @@ class ProcFS:
             snap.cwd = os.readlink(f"{base}/cwd")
         return snap
 
+    def start_ticks(self, pid: int) -> int | None:
+        """Field 22 of ``/proc/PID/stat`` alone (cheaper than a snapshot); None if gone."""
+        try:
+            with open(f"{self.root}/{pid}/stat", "rb") as f:
+                stat_line = f.read(4096)
+            return int(stat_line[stat_line.rfind(b")") + 2:].split()[19])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def boot_id(self) -> str:
         try:
             return Path(f"{self.root}/sys/kernel/random/boot_id").read_text().strip()
@@ -104,36 +118,123 @@ class ProcFS:
         return 0.0
 
 
-class HashCache:
-    """SHA-256 of executables, cached by (path, device, inode, mtime, size); LRU-bounded."""
+@dataclass(frozen=True)
+class ExeHash:
+    """The SHA-256 of a process's running image, or why there is none (``error``)."""
 
-    def __init__(self, *, max_entries: int = 4096, max_bytes: int = 128 * 1024 * 1024) -> None:
+    sha256: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class OpenExe:
+    """``/proc/PID/exe`` opened (by the reader thread) but not hashed yet: the descriptor
+    keeps the image readable after the process is gone. ``HashCache.finish`` closes it."""
+
+    fd: int
+    key: tuple[int, int, int, int]
+    size: int
+    closed: bool = False
+
+
+class HashCache:
+    """SHA-256 of running images, read through ``/proc/PID/exe``, never by path.
+
+    The kernel resolves ``/proc/PID/exe`` to the file the process was started from, even
+    if its path was since renamed, replaced (by a FIFO, a symlink to another binary) or
+    deleted, so the hash is the running image's and a path trick cannot block or fool it.
+    ``exe_open.open_image`` opens it (``O_NONBLOCK``, and only on ``file_systems``: never
+    on FUSE or NFS, whose reads can block); only a regular file within ``max_bytes`` is
+    read, streamed. Results are cached by the descriptor's (device, inode, mtime, size),
+    LRU-bounded; the cache is shared by the reader and worker threads (locked).
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, *, max_entries: int = 4096, max_bytes: int = 128 * 1024 * 1024,
+                 root: str = "/proc",
+                 file_systems: Iterable[str] = LOCAL_FILE_SYSTEMS) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._cache: OrderedDict[tuple[str, int, int, int, int], str | None] = OrderedDict()
+        self.root = root
+        self.file_systems = frozenset(file_systems)   # images elsewhere are not read
+        self._cache: OrderedDict[tuple[int, int, int, int], ExeHash] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def sha256(self, path: str, *, fallback: str | None = None) -> str | None:
-        """Hash ``path``; if it is gone, ``fallback`` (``/proc/PID/exe``) is tried."""
-        for candidate in (path, fallback):
-            if candidate is None:
-                continue
-            try:
-                st = os.stat(candidate)
-            except OSError:
-                continue
-            key = (path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-            if key in self._cache:
+    def begin(self, pid: int) -> ExeHash | OpenExe:
+        """Open the image of ``pid``: the cached hash if the file is known, else the open
+        descriptor to ``finish`` later (or the reason there can be no hash)."""
+        try:
+            fd = open_image(self.root, pid, self.file_systems)
+        except NotHashable as e:
+            return ExeHash(error=str(e))
+        except FileNotFoundError:
+            return ExeHash(error="process gone before its executable could be opened")
+        except PermissionError as e:
+            return ExeHash(error=f"executable not readable: {e.strerror}")
+        except OSError as e:
+            return ExeHash(error=f"cannot open /proc/{pid}/exe: {e.strerror or e}")
+        try:
+            st = os.fstat(fd)
+        except OSError as e:
+            os.close(fd)
+            return ExeHash(error=f"fstat /proc/{pid}/exe: {e.strerror or e}")
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return ExeHash(error="executable is not a regular file")
+        key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            known = self._cache.get(key)
+            if known is not None:
                 self._cache.move_to_end(key)
-                return self._cache[key]
-            digest: str | None = None
-            if st.st_size <= self.max_bytes:
-                try:
-                    with open(candidate, "rb", buffering=0) as f:
-                        digest = hashlib.file_digest(f, "sha256").hexdigest()
-                except OSError:
-                    continue
-            self._cache[key] = digest
-            if len(self._cache) > self.max_entries:
-                self._cache.popitem(last=False)
-            return digest
-        return None
+        if known is not None:
+            os.close(fd)
+            return known
+        return OpenExe(fd, key, st.st_size)
+
+    def finish(self, opened: OpenExe) -> ExeHash:
+        """Hash an image opened by ``begin`` (streamed, within the cap) and close it."""
+        try:
+            result = self._digest(opened)
+        finally:
+            self.close(opened)
+        if result.sha256 is not None or opened.size > self.max_bytes:  # not a passing error
+            with self._lock:
+                self._cache[opened.key] = result
+                self._cache.move_to_end(opened.key)
+                while len(self._cache) > self.max_entries:
+                    self._cache.popitem(last=False)
+        return result
+
+    def close(self, opened: OpenExe) -> None:
+        """Close an image opened by ``begin`` (once; again is a no-op)."""
+        if not opened.closed:
+            opened.closed = True
+            os.close(opened.fd)
+
+    def sha256(self, pid: int) -> ExeHash:
+        """Open and hash at once (the poll mode, the sweep)."""
+        got = self.begin(pid)
+        return self.finish(got) if isinstance(got, OpenExe) else got
+
+    def _digest(self, opened: OpenExe) -> ExeHash:
+        if opened.size > self.max_bytes:
+            return ExeHash(error=f"executable over hash_max_bytes ({opened.size} > "
+                                 f"{self.max_bytes} bytes)")
+        digest = hashlib.sha256()
+        left = self.max_bytes + 1    # the file may grow after the fstat: still bounded
+        offset = 0
+        while left > 0:
+            try:
+                chunk = os.pread(opened.fd, min(self.CHUNK, left), offset)
+            except OSError as e:
+                return ExeHash(error=f"reading the executable: {e.strerror or e}")
+            if not chunk:
+                break
+            digest.update(chunk)
+            offset += len(chunk)
+            left -= len(chunk)
+        if left <= 0:
+            return ExeHash(error=f"executable grew over hash_max_bytes ({self.max_bytes} "
+                                 "bytes) while it was read")
+        return ExeHash(sha256=digest.hexdigest())

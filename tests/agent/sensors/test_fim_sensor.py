@@ -14,6 +14,7 @@ import pytest
 from agent.sensors.base import SensorContext, SensorHealth
 from agent.sensors.fim import FimSensor
 from agent.sensors.fim_config import FimConfig
+from agent.sensors.fim_inotify import IN_Q_OVERFLOW
 from common.yamlconf import from_dict
 from tests.harness import wait_for
 
@@ -261,3 +262,17 @@ def test_file_root_watches_only_that_file(make_sensor: SensorFactory, tmp_path: 
         f.write("evil:x:0:0::/:/bin/sh\n")
     stub.wait("updated", etc / "passwd")
     assert not stub.fim(path=etc / "other")
+
+
+def test_an_inotify_queue_overflow_is_reported_and_rescanned(make_sensor: SensorFactory,
+                                                             www: Path) -> None:
+    sensor, stub = make_sensor({"paths": [str(www)]})
+    assert sensor.watcher is not None
+    for _ in range(3):   # what the kernel queues when it drops events (wd -1)
+        sensor.watcher._handle(-1, IN_Q_OVERFLOW, 0, b"")
+    reports = [f for _, f in stub.errors if f.get("reason") == "inotify queue overflow; "
+                                                             "rescanning"]
+    assert len(reports) == 1 and reports[0]["overflows"] == 1   # rate-limited
+    wait_for(lambda: sensor.last_scan is not None and sensor.last_scan.reason == "overflow"
+             and sensor.last_scan.completed, message="the rescan after the overflow")
+    assert sensor._overflows == 3
