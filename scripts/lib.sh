@@ -33,7 +33,7 @@ ensure_venv() {
 }
 
 # Debian packages the tests use: real sshd, sudo, useradd, rsyslog.
-APT_PACKAGES=(openssh-server openssh-client sshpass sudo passwd rsyslog procps)
+APT_PACKAGES=(openssh-server openssh-client sshpass sudo passwd rsyslog procps python3-venv rpm rpm2cpio cpio)
 
 ensure_system_packages() {
   local missing=()
@@ -50,4 +50,17 @@ ensure_system_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
     >/dev/null
+}
+
+# nfpm (a Go module: one description gives the .deb and the .rpm), built once into the cache.
+NFPM_VERSION=v2.45.2
+NFPM_BIN="${SISGUARD_CACHE:-$HOME/.cache/sisguard}/bin"
+ensure_nfpm() {
+  if [ -x "$NFPM_BIN/nfpm" ] && "$NFPM_BIN/nfpm" --version 2>/dev/null | grep -q "${NFPM_VERSION#v}"; then
+    return 0
+  fi
+  command -v go >/dev/null || { say "nfpm needs Go to build (not found)"; return 1; }
+  say "building nfpm $NFPM_VERSION with go install (once, into $NFPM_BIN)"
+  mkdir -p "$NFPM_BIN"
+  GOBIN="$NFPM_BIN" GOFLAGS=-mod=mod go install "github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION"
 }
