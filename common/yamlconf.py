@@ -131,44 +131,64 @@ def _where(source: str, data: Any, key: str | None) -> Location:
     return Location(source)
 
 
-def from_dict(cls: type[T], data: Any, *, source: str, path: str = "") -> T:
-    """Build the frozen dataclass ``cls`` from a mapping, strictly."""
+def from_dict(cls: type[T], data: Any, *, source: str, path: str = "",
+              errors: list[ConfigError] | None = None) -> T:
+    """Build the frozen dataclass ``cls`` from a mapping, strictly.
+
+    Without ``errors`` the first problem raises. With a list, every problem is appended
+    to it (each with its file, line and key path) and a key that is wrong keeps its
+    default, so that ``config check`` can report them all at once.
+    """
+    def fail(error: ConfigError, cause: BaseException | None = None) -> None:
+        if errors is None:
+            raise error from cause
+        errors.append(error)
+
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'top level'}: expected a mapping, got {type(data).__name__}",
-                          location=_where(source, data, None))
+        fail(ConfigError(f"{path or 'top level'}: expected a mapping, got "
+                         f"{type(data).__name__}", location=_where(source, data, None)))
+        data = {}
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = get_type_hints(cls)
-    unknown = [k for k in data if k.replace("-", "_") not in fields]
-    if unknown:
-        key = unknown[0]
-        known = ", ".join(sorted(fields))
-        raise ConfigError(f"unknown key '{_join(path, key)}' (known here: {known})",
-                          location=_where(source, data, key))
+    known = ", ".join(sorted(fields))
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         name = key.replace("-", "_")
+        if name not in fields:
+            fail(ConfigError(f"unknown key '{_join(path, key)}' (known here: {known})",
+                             location=_where(source, data, key)))
+            continue
         try:
-            kwargs[name] = _convert(hints[name], value, source=source, path=_join(path, key))
-        except ConfigError:
-            raise
+            kwargs[name] = _convert(hints[name], value, source=source, path=_join(path, key),
+                                    errors=errors)
+        except ConfigError as e:
+            if errors is None:
+                raise
+            errors.append(e)
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"'{_join(path, key)}': {e}",
-                              location=_where(source, data, key)) from e
+            fail(ConfigError(f"'{_join(path, key)}': {e}",
+                             location=_where(source, data, key)), e)
     try:
         return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{path or 'top level'}: {e}", location=_where(source, data, None)) from e
+    except (TypeError, ConfigError) as e:
+        error = e if isinstance(e, ConfigError) else ConfigError(
+            f"{path or 'top level'}: {e}", location=_where(source, data, None))
+        if errors is None:
+            raise error from (None if error is e else e)
+        errors.append(error)
+        return cls()
 
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _convert(hint: Any, value: Any, *, source: str, path: str) -> Any:
+def _convert(hint: Any, value: Any, *, source: str, path: str,
+             errors: list[ConfigError] | None = None) -> Any:
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(hint) if a is not type(None)]
@@ -177,26 +197,26 @@ def _convert(hint: Any, value: Any, *, source: str, path: str) -> Any:
         # a mapping goes to the dataclass branch (e.g. `str | WatchPath`), else the first
         classes = [a for a in args if dataclasses.is_dataclass(a)]
         if isinstance(value, dict) and classes:
-            return _convert(classes[0], value, source=source, path=path)
+            return _convert(classes[0], value, source=source, path=path, errors=errors)
         scalars = [a for a in args if not dataclasses.is_dataclass(a)] or args
-        return _convert(scalars[0], value, source=source, path=path)
+        return _convert(scalars[0], value, source=source, path=path, errors=errors)
     if hint is Any:
         return value
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return from_dict(hint, value, source=source, path=path)
+        return from_dict(hint, value, source=source, path=path, errors=errors)
     if origin is tuple:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
             raise TypeError(f"expected a list, got {type(value).__name__}")
         (item,) = get_args(hint)[:1]
-        return tuple(_convert(item, v, source=source, path=f"{path}[{i}]")
+        return tuple(_convert(item, v, source=source, path=f"{path}[{i}]", errors=errors)
                      for i, v in enumerate(value))
     if origin is dict or origin is typing.Mapping:
         if not isinstance(value, dict):
             raise TypeError(f"expected a mapping, got {type(value).__name__}")
         _, vt = get_args(hint)
-        return {str(k): _convert(vt, v, source=source, path=f"{path}.{k}")
+        return {str(k): _convert(vt, v, source=source, path=f"{path}.{k}", errors=errors)
                 for k, v in value.items()}
     if hint is Duration:
         return Duration(parse_duration(value))
