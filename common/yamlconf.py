@@ -9,11 +9,14 @@ durations ("30s", "10m", "12h", "7d").
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import enum
 import re
+import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -22,6 +25,8 @@ import yaml
 from common.errors import ConfigError, Location
 
 T = TypeVar("T")
+# ``X | Y`` at run time (3.10+); on 3.9 annotations are strings read as typing.Union
+_UNION_TYPE = getattr(types, "UnionType", None)
 
 
 class PositionedDict(dict[str, Any]):
@@ -38,13 +43,18 @@ class PositionedLoader(yaml.SafeLoader):
     ``PositionedLoader(text)`` and ``get_data()`` per document)."""
 
 
+def _construct(loader: PositionedLoader, node: yaml.Node) -> Any:
+    construct: Callable[..., Any] = loader.construct_object   # untyped in older stubs
+    return construct(node, deep=True)
+
+
 def _construct_mapping(loader: PositionedLoader, node: yaml.MappingNode) -> PositionedDict:
     loader.flatten_mapping(node)
     result = PositionedDict()
     result.start = (node.start_mark.line + 1, node.start_mark.column + 1)
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, str | int | float | bool):
+        key = _construct(loader, key_node)
+        if not isinstance(key, (str, int, float, bool)):
             raise yaml.MarkedYAMLError(
                 problem="mapping keys must be scalars", problem_mark=key_node.start_mark
             )
@@ -53,7 +63,7 @@ def _construct_mapping(loader: PositionedLoader, node: yaml.MappingNode) -> Posi
             raise yaml.MarkedYAMLError(
                 problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
             )
-        result[key] = loader.construct_object(value_node, deep=True)
+        result[key] = _construct(loader, value_node)
         result.positions[key] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
     return result
 
@@ -89,7 +99,7 @@ def parse_duration(value: str | int | float) -> float:
     """'30s' -> 30.0, '10m' -> 600.0, 5 -> 5.0 (seconds)."""
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return float(value)
     match = _DURATION.match(value)
     if not match:
@@ -153,7 +163,7 @@ def from_dict(cls: type[T], data: Any, *, source: str, path: str = "",
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = get_type_hints(cls)
+    hints = type_hints(cls)
     known = ", ".join(sorted(fields))
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -183,6 +193,41 @@ def from_dict(cls: type[T], data: Any, *, source: str, path: str = "",
         return cls()
 
 
+def type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints``, also on Python 3.9 for annotations written ``X | None``
+    (strings under ``from __future__ import annotations``): there ``|`` is read as Union."""
+    try:
+        return get_type_hints(cls)
+    except TypeError:
+        if sys.version_info >= (3, 10):
+            raise
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        namespace = dict(vars(sys.modules[klass.__module__]))
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            hints[name] = (_eval_annotation(annotation, namespace)
+                           if isinstance(annotation, str) else annotation)
+    return hints
+
+
+class _UnionOfBitOr(ast.NodeTransformer):
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        if not isinstance(node.op, ast.BitOr):
+            return node
+        union = ast.Subscript(value=ast.Name(id="__sisguard_union__", ctx=ast.Load()),
+                              slice=ast.Tuple(elts=[node.left, node.right], ctx=ast.Load()),
+                              ctx=ast.Load())
+        return ast.copy_location(union, node)
+
+
+def _eval_annotation(annotation: str, namespace: dict[str, Any]) -> Any:
+    tree = ast.fix_missing_locations(_UnionOfBitOr().visit(ast.parse(annotation, mode="eval")))
+    code = compile(tree, "<annotation>", "eval")
+    # the annotation is our own source code (a dataclass field), never input
+    return eval(code, {**namespace, "__sisguard_union__": Union})
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
@@ -190,7 +235,7 @@ def _join(path: str, key: str) -> str:
 def _convert(hint: Any, value: Any, *, source: str, path: str,
              errors: list[ConfigError] | None = None) -> Any:
     origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
+    if origin is Union or (_UNION_TYPE is not None and origin is _UNION_TYPE):
         args = [a for a in get_args(hint) if a is not type(None)]
         if value is None:
             return None
@@ -241,11 +286,11 @@ def _convert(hint: Any, value: Any, *, source: str, path: str,
             raise TypeError(f"expected an integer, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"expected a number, got {value!r}")
         return float(value)
     if hint is str:
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise TypeError(f"expected a string, got {type(value).__name__}")
         return str(value)
     return value
