@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from common import logs
+from common.configcli import add_config_parser
 from common.process import run_command
 
 
@@ -101,7 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
     from agent.fim_cli import add_fim_parser
 
     add_fim_parser(sub)
+    add_config_parser(sub, program="sisguard-agent", default_path="/etc/sisguard/agent.yml",
+                      check=_check_config, load=_effective_config)
     return parser
+
+
+def _check_config(path: Path) -> list[Any]:
+    from agent.config import check_config
+
+    return check_config(path)
+
+
+def _effective_config(path: Path | None) -> Any:
+    """The agent's config with each enabled sensor's settings in place of the raw mapping."""
+    import dataclasses
+
+    from agent.config import load_config
+
+    config, sensor_configs = load_config(path, {})
+    return dataclasses.replace(config, sensor=sensor_configs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from common.yamlconf import Duration, Size, from_dict, load_yaml
 
 @dataclass(frozen=True)
 class SpoolConfig:
-    max_bytes: Size = Size(512 * 1024 * 1024)
+    max_bytes: Size = Size(512 * 1024 * 1024)  # disk bound; oldest dropped first, counted
     synchronous: str = "full"   # full: survives power loss; normal: survives agent crash
     queue_events: int = 20_000  # between sensors and the spool writer
     linger: Duration = Duration(0.1)  # gather events this long into one commit
@@ -20,35 +21,53 @@ class SpoolConfig:
 
 @dataclass(frozen=True)
 class ShipperConfig:
-    batch_events: int = 500
-    batch_bytes: Size = Size(2 * 1024 * 1024)
-    window: int = 4
-    backoff_initial: Duration = Duration(0.5)
-    backoff_max: Duration = Duration(30.0)
+    batch_events: int = 500     # events per batch (the collector may ask for fewer)
+    batch_bytes: Size = Size(2 * 1024 * 1024)  # bytes per batch
+    window: int = 4             # batches in flight before an ack
+    backoff_initial: Duration = Duration(0.5)  # first reconnect delay (jittered, doubling)
+    backoff_max: Duration = Duration(30.0)     # longest reconnect delay
     linger: Duration = Duration(0.1)   # wait this long for a small batch to fill
 
 
 @dataclass(frozen=True)
 class AgentConfig:
-    state_dir: Path = Path("/var/lib/sisguard-agent")
+    state_dir: Path = Path("/var/lib/sisguard-agent")  # key, certificate, spool, baseline
     collectors: tuple[str, ...] = ()          # default: those given at enrollment
-    log_level: str = "info"
-    heartbeat_interval: Duration = Duration(30.0)
-    sensors: tuple[str, ...] = ("fim", "process", "network", "auth", "inventory")
-    spool: SpoolConfig = field(default_factory=SpoolConfig)
-    shipper: ShipperConfig = field(default_factory=ShipperConfig)
+    log_level: str = "info"                   # debug, info, warning, error
+    heartbeat_interval: Duration = Duration(30.0)  # health report to the collector
+    sensors: tuple[str, ...] = ("fim", "process", "network", "auth", "inventory")  # to run
+    spool: SpoolConfig = field(default_factory=SpoolConfig)   # the on-disk queue
+    shipper: ShipperConfig = field(default_factory=ShipperConfig)  # batches to the collector
     # per-sensor settings, checked against each sensor's own config class
     sensor: dict[str, Any] = field(default_factory=dict)
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> tuple[AgentConfig, dict[str, Any]]:
     """Returns the config and the per-sensor config objects (by sensor name)."""
+    return _build(path, overrides, errors=None)
+
+
+def check_config(path: Path) -> list[ConfigError]:
+    """Every problem of a config file (syntax, keys, values, sensors), each with its place."""
+    errors: list[ConfigError] = []
+    try:
+        _build(path, {}, errors=errors)
+    except ConfigError as e:   # unreadable file or invalid YAML: nothing further to check
+        errors.append(e)
+    return errors
+
+
+def _build(path: Path | None, overrides: dict[str, Any], *,
+           errors: list[ConfigError] | None) -> tuple[AgentConfig, dict[str, Any]]:
     from agent.sensors import REGISTRY
 
     source = str(path) if path else "<flags>"
-    data: dict[str, Any] = dict(load_yaml(path) or {}) if path else {}
+    loaded = load_yaml(path) if path else None
+    # a shallow copy that keeps the keys' positions (PositionedDict)
+    data: Any = copy.copy(loaded) if isinstance(loaded, dict) else ({} if loaded is None
+                                                                     else loaded)
     for key, value in overrides.items():
-        if value is None:
+        if value is None or not isinstance(data, dict):
             continue
         if key == "sensor":
             merged = dict(data.get("sensor") or {})
@@ -57,19 +76,35 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> tuple[AgentConf
             data["sensor"] = merged
         else:
             data[key] = value
-    config = from_dict(AgentConfig, data, source=source)
+    config = from_dict(AgentConfig, data, source=source, errors=errors)
+    problems: list[ConfigError] = []
     unknown = [name for name in config.sensors if name not in REGISTRY]
-    if unknown:
-        raise ConfigError(f"sensors: unknown sensor '{unknown[0]}' "
-                          f"(known: {', '.join(sorted(REGISTRY))})", location=Location(source))
-    sensor_configs: dict[str, Any] = {}
-    raw = data.get("sensor") or {}
+    for name in unknown:
+        problems.append(ConfigError(f"sensors: unknown sensor '{name}' "
+                                    f"(known: {', '.join(sorted(REGISTRY))})",
+                                    location=_where(source, data, "sensors")))
+    raw = data.get("sensor") if isinstance(data, dict) else None
+    raw = raw if isinstance(raw, dict) else {}
     for name in raw:
         if name not in REGISTRY:
-            raise ConfigError(f"unknown key 'sensor.{name}' (known sensors: "
-                              f"{', '.join(sorted(REGISTRY))})", location=Location(source))
+            problems.append(ConfigError(f"unknown key 'sensor.{name}' (known sensors: "
+                                        f"{', '.join(sorted(REGISTRY))})",
+                                        location=_where(source, raw, name)))
+    if problems:
+        if errors is None:
+            raise problems[0]
+        errors.extend(problems)
+    sensor_configs: dict[str, Any] = {}
     for name in config.sensors:
+        if name not in REGISTRY:
+            continue
         _, config_cls = REGISTRY[name]
         sensor_configs[name] = from_dict(config_cls, raw.get(name), source=source,
-                                         path=f"sensor.{name}")
+                                         path=f"sensor.{name}", errors=errors)
     return config, sensor_configs
+
+
+def _where(source: str, data: Any, key: str) -> Location:
+    positions = getattr(data, "positions", {})
+    line_col = positions.get(key)
+    return Location(source, *line_col) if line_col else Location(source)

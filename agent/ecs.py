@@ -18,8 +18,8 @@ ECS_VERSION = "8.17.0"
 
 def timestamp(when: float | None = None) -> str:
     """An ISO-8601 UTC timestamp with microseconds, as ECS wants in @timestamp."""
-    moment = (dt.datetime.now(dt.UTC) if when is None
-              else dt.datetime.fromtimestamp(when, dt.UTC))
+    moment = (dt.datetime.now(dt.timezone.utc) if when is None
+              else dt.datetime.fromtimestamp(when, dt.timezone.utc))
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

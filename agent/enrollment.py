@@ -13,7 +13,6 @@ The token is a secret: it is read from a file, the environment or stdin
 
 from __future__ import annotations
 
-import _ssl
 import hashlib
 import os
 import platform
@@ -33,6 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from agent import __version__
 from agent.identity import Identity
+from agent.tlschain import ChainError, presented_chain
 from common.errors import SisguardError
 from sisguard.v1 import sisguard_pb2 as pb
 from sisguard.v1 import sisguard_pb2_grpc as pb_grpc
@@ -105,24 +105,17 @@ def fetch_pinned_ca(address: str, fingerprint: str, *, timeout: float = 10.0) ->
     """The PEM of the CA in the collector's TLS chain whose fingerprint is ``fingerprint``."""
     want = fingerprint.lower().removeprefix("sha256:").replace(":", "")
     host, port = split_address(address)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # nothing is trusted yet: we pin below
-    context.set_alpn_protocols(["h2"])
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw, \
-                context.wrap_socket(raw, server_hostname=host) as tls:
-            # public as get_unverified_chain() from Python 3.13 on
-            chain = getattr(tls, "_sslobj").get_unverified_chain()  # noqa: B009
-    except OSError as e:
+        # nothing is trusted yet: the chain is read unverified, and pinned below
+        chain = presented_chain(host, port, timeout=timeout)
+    except (OSError, ChainError) as e:
         raise EnrollmentError(f"cannot reach the collector at {address}: {e}") from e
     seen = []
-    for cert in chain or []:
-        der = cert.public_bytes(_ssl.ENCODING_DER)
+    for der in chain:
         digest = hashlib.sha256(der).hexdigest()
         seen.append(digest)
         if digest == want:
-            return str(cert.public_bytes(_ssl.ENCODING_PEM)).encode()
+            return ssl.DER_cert_to_PEM_cert(der).encode()
     raise EnrollmentError(
         f"CA fingerprint mismatch: the collector at {address} presented "
         f"{', '.join('sha256:' + s[:16] + '...' for s in seen) or 'no certificate'}, "

@@ -23,7 +23,7 @@ import sys
 import threading
 from collections import deque
 from concurrent.futures import Future
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Union
 
 WHOLE_READ = 1 << 20      # files up to this size are read with one call
 READ_CHUNK = 1 << 20
@@ -32,7 +32,7 @@ _LENGTH = struct.Struct("<I")
 # what a worker returns per path: (hashes, xattr digest), or (errno, message)
 Digests = tuple[dict[str, str], "str | None"]
 Failure = tuple[int, str]
-Result = Digests | Failure
+Result = Union[Digests, Failure]   # a runtime alias: no X | Y on Python 3.9
 
 
 def hash_bytes(data: bytes, algorithms: tuple[str, ...]) -> dict[str, str]:
@@ -60,7 +60,7 @@ def digest_file(path: str, algorithms: tuple[str, ...], limit: int) -> dict[str,
         while data := os.read(fd, READ_CHUNK):
             for h in hashers:
                 h.update(data)
-        return {a: h.hexdigest() for a, h in zip(algorithms, hashers, strict=True)}
+        return {a: h.hexdigest() for a, h in zip(algorithms, hashers)}
     finally:
         os.close(fd)
 

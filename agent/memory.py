@@ -22,7 +22,19 @@ def exec_with_system_malloc() -> None:
     os.environ["PYTHONMALLOC"] = "malloc"
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    os.execv(sys.executable, own_command_line())
+
+
+def own_command_line() -> list[str]:
+    """How this process was started: ``sys.orig_argv`` (3.10+), else rebuilt (3.9)."""
+    original = getattr(sys, "orig_argv", None)
+    if original:
+        return [sys.executable, *original[1:]]
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:   # python -m agent.cli ...
+        module = spec.name[:-len(".__main__")] if spec.name.endswith(".__main__") else spec.name
+        return [sys.executable, "-m", module, *sys.argv[1:]]
+    return [sys.executable, *sys.argv]
 
 
 def release_heap(*, collect: bool = True) -> None:

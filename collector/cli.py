@@ -10,7 +10,8 @@ from typing import Any
 
 from collector.pki import CertificateAuthority, fingerprint, pem, write_private
 from collector.server import DataDir
-from common.errors import SisguardError
+from common.configcli import add_config_parser
+from common.errors import ConfigError, SisguardError
 from common.process import run_command
 from common.yamlconf import parse_duration
 
@@ -118,6 +119,18 @@ def _kibana_import(args: argparse.Namespace) -> int:
     return import_command(args)
 
 
+def _check_config(path: Path) -> list[ConfigError]:
+    from collector.config import check_config
+
+    return check_config(path)
+
+
+def _effective_config(path: Path | None) -> Any:
+    from collector.config import load_config
+
+    return load_config(path, {})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sisguard-collector", description=__doc__)
     parser.add_argument("--log-level", default=None)
@@ -195,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--ca", help="CA certificate file for an https URL")
     k.add_argument("--file", help="NDJSON to import (default: deploy/kibana/sisguard.ndjson)")
     k.set_defaults(func=_kibana_import)
+    add_config_parser(sub, program="sisguard-collector",
+                      default_path="/etc/sisguard/collector.yml", check=_check_config,
+                      load=_effective_config)
     return parser
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.errors import ConfigError
 from common.yamlconf import Duration, Size, from_dict, load_yaml
 
 
@@ -134,3 +135,14 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def check_config(path: Path) -> list[ConfigError]:
+    """Every problem of a collector config file, each with its file, line and key path."""
+    errors: list[ConfigError] = []
+    try:
+        data = load_yaml(path)
+    except ConfigError as e:
+        return [e]
+    from_dict(CollectorConfig, data, source=str(path), errors=errors)
+    return errors

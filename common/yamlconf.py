@@ -9,11 +9,14 @@ durations ("30s", "10m", "12h", "7d").
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import enum
 import re
+import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -22,6 +25,8 @@ import yaml
 from common.errors import ConfigError, Location
 
 T = TypeVar("T")
+# ``X | Y`` at run time (3.10+); on 3.9 annotations are strings read as typing.Union
+_UNION_TYPE = getattr(types, "UnionType", None)
 
 
 class PositionedDict(dict[str, Any]):
@@ -38,13 +43,18 @@ class PositionedLoader(yaml.SafeLoader):
     ``PositionedLoader(text)`` and ``get_data()`` per document)."""
 
 
+def _construct(loader: PositionedLoader, node: yaml.Node) -> Any:
+    construct: Callable[..., Any] = loader.construct_object   # untyped in older stubs
+    return construct(node, deep=True)
+
+
 def _construct_mapping(loader: PositionedLoader, node: yaml.MappingNode) -> PositionedDict:
     loader.flatten_mapping(node)
     result = PositionedDict()
     result.start = (node.start_mark.line + 1, node.start_mark.column + 1)
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, str | int | float | bool):
+        key = _construct(loader, key_node)
+        if not isinstance(key, (str, int, float, bool)):
             raise yaml.MarkedYAMLError(
                 problem="mapping keys must be scalars", problem_mark=key_node.start_mark
             )
@@ -53,7 +63,7 @@ def _construct_mapping(loader: PositionedLoader, node: yaml.MappingNode) -> Posi
             raise yaml.MarkedYAMLError(
                 problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
             )
-        result[key] = loader.construct_object(value_node, deep=True)
+        result[key] = _construct(loader, value_node)
         result.positions[key] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
     return result
 
@@ -89,7 +99,7 @@ def parse_duration(value: str | int | float) -> float:
     """'30s' -> 30.0, '10m' -> 600.0, 5 -> 5.0 (seconds)."""
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return float(value)
     match = _DURATION.match(value)
     if not match:
@@ -131,72 +141,127 @@ def _where(source: str, data: Any, key: str | None) -> Location:
     return Location(source)
 
 
-def from_dict(cls: type[T], data: Any, *, source: str, path: str = "") -> T:
-    """Build the frozen dataclass ``cls`` from a mapping, strictly."""
+def from_dict(cls: type[T], data: Any, *, source: str, path: str = "",
+              errors: list[ConfigError] | None = None) -> T:
+    """Build the frozen dataclass ``cls`` from a mapping, strictly.
+
+    Without ``errors`` the first problem raises. With a list, every problem is appended
+    to it (each with its file, line and key path) and a key that is wrong keeps its
+    default, so that ``config check`` can report them all at once.
+    """
+    def fail(error: ConfigError, cause: BaseException | None = None) -> None:
+        if errors is None:
+            raise error from cause
+        errors.append(error)
+
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'top level'}: expected a mapping, got {type(data).__name__}",
-                          location=_where(source, data, None))
+        fail(ConfigError(f"{path or 'top level'}: expected a mapping, got "
+                         f"{type(data).__name__}", location=_where(source, data, None)))
+        data = {}
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = get_type_hints(cls)
-    unknown = [k for k in data if k.replace("-", "_") not in fields]
-    if unknown:
-        key = unknown[0]
-        known = ", ".join(sorted(fields))
-        raise ConfigError(f"unknown key '{_join(path, key)}' (known here: {known})",
-                          location=_where(source, data, key))
+    hints = type_hints(cls)
+    known = ", ".join(sorted(fields))
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         name = key.replace("-", "_")
+        if name not in fields:
+            fail(ConfigError(f"unknown key '{_join(path, key)}' (known here: {known})",
+                             location=_where(source, data, key)))
+            continue
         try:
-            kwargs[name] = _convert(hints[name], value, source=source, path=_join(path, key))
-        except ConfigError:
-            raise
+            kwargs[name] = _convert(hints[name], value, source=source, path=_join(path, key),
+                                    errors=errors)
+        except ConfigError as e:
+            if errors is None:
+                raise
+            errors.append(e)
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"'{_join(path, key)}': {e}",
-                              location=_where(source, data, key)) from e
+            fail(ConfigError(f"'{_join(path, key)}': {e}",
+                             location=_where(source, data, key)), e)
     try:
         return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{path or 'top level'}: {e}", location=_where(source, data, None)) from e
+    except (TypeError, ConfigError) as e:
+        error = e if isinstance(e, ConfigError) else ConfigError(
+            f"{path or 'top level'}: {e}", location=_where(source, data, None))
+        if errors is None:
+            raise error from (None if error is e else e)
+        errors.append(error)
+        return cls()
+
+
+def type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints``, also on Python 3.9 for annotations written ``X | None``
+    (strings under ``from __future__ import annotations``): there ``|`` is read as Union."""
+    try:
+        return get_type_hints(cls)
+    except TypeError:
+        if sys.version_info >= (3, 10):
+            raise
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        namespace = dict(vars(sys.modules[klass.__module__]))
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            hints[name] = (_eval_annotation(annotation, namespace)
+                           if isinstance(annotation, str) else annotation)
+    return hints
+
+
+class _UnionOfBitOr(ast.NodeTransformer):
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        if not isinstance(node.op, ast.BitOr):
+            return node
+        union = ast.Subscript(value=ast.Name(id="__sisguard_union__", ctx=ast.Load()),
+                              slice=ast.Tuple(elts=[node.left, node.right], ctx=ast.Load()),
+                              ctx=ast.Load())
+        return ast.copy_location(union, node)
+
+
+def _eval_annotation(annotation: str, namespace: dict[str, Any]) -> Any:
+    tree = ast.fix_missing_locations(_UnionOfBitOr().visit(ast.parse(annotation, mode="eval")))
+    code = compile(tree, "<annotation>", "eval")
+    # the annotation is our own source code (a dataclass field), never input
+    return eval(code, {**namespace, "__sisguard_union__": Union})
 
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _convert(hint: Any, value: Any, *, source: str, path: str) -> Any:
+def _convert(hint: Any, value: Any, *, source: str, path: str,
+             errors: list[ConfigError] | None = None) -> Any:
     origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
+    if origin is Union or (_UNION_TYPE is not None and origin is _UNION_TYPE):
         args = [a for a in get_args(hint) if a is not type(None)]
         if value is None:
             return None
         # a mapping goes to the dataclass branch (e.g. `str | WatchPath`), else the first
         classes = [a for a in args if dataclasses.is_dataclass(a)]
         if isinstance(value, dict) and classes:
-            return _convert(classes[0], value, source=source, path=path)
+            return _convert(classes[0], value, source=source, path=path, errors=errors)
         scalars = [a for a in args if not dataclasses.is_dataclass(a)] or args
-        return _convert(scalars[0], value, source=source, path=path)
+        return _convert(scalars[0], value, source=source, path=path, errors=errors)
     if hint is Any:
         return value
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return from_dict(hint, value, source=source, path=path)
+        return from_dict(hint, value, source=source, path=path, errors=errors)
     if origin is tuple:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
             raise TypeError(f"expected a list, got {type(value).__name__}")
         (item,) = get_args(hint)[:1]
-        return tuple(_convert(item, v, source=source, path=f"{path}[{i}]")
+        return tuple(_convert(item, v, source=source, path=f"{path}[{i}]", errors=errors)
                      for i, v in enumerate(value))
     if origin is dict or origin is typing.Mapping:
         if not isinstance(value, dict):
             raise TypeError(f"expected a mapping, got {type(value).__name__}")
         _, vt = get_args(hint)
-        return {str(k): _convert(vt, v, source=source, path=f"{path}.{k}")
+        return {str(k): _convert(vt, v, source=source, path=f"{path}.{k}", errors=errors)
                 for k, v in value.items()}
     if hint is Duration:
         return Duration(parse_duration(value))
@@ -221,11 +286,11 @@ def _convert(hint: Any, value: Any, *, source: str, path: str) -> Any:
             raise TypeError(f"expected an integer, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"expected a number, got {value!r}")
         return float(value)
     if hint is str:
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise TypeError(f"expected a string, got {type(value).__name__}")
         return str(value)
     return value

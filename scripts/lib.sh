@@ -33,7 +33,7 @@ ensure_venv() {
 }
 
 # Debian packages the tests use: real sshd, sudo, useradd, rsyslog.
-APT_PACKAGES=(openssh-server openssh-client sshpass sudo passwd rsyslog procps)
+APT_PACKAGES=(openssh-server openssh-client sshpass sudo passwd rsyslog procps python3-venv rpm rpm2cpio cpio)
 
 ensure_system_packages() {
   local missing=()
@@ -50,4 +50,60 @@ ensure_system_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
     >/dev/null
+}
+
+# nfpm (a Go module: one description gives the .deb and the .rpm), built once into the cache.
+NFPM_VERSION=v2.45.2
+NFPM_BIN="${SISGUARD_CACHE:-$HOME/.cache/sisguard}/bin"
+ensure_nfpm() {
+  if [ -x "$NFPM_BIN/nfpm" ] && "$NFPM_BIN/nfpm" --version 2>/dev/null | grep -q "${NFPM_VERSION#v}"; then
+    return 0
+  fi
+  command -v go >/dev/null || { say "nfpm needs Go to build (not found)"; return 1; }
+  say "building nfpm $NFPM_VERSION with go install (once, into $NFPM_BIN)"
+  mkdir -p "$NFPM_BIN"
+  GOBIN="$NFPM_BIN" GOFLAGS=-mod=mod go install "github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION"
+}
+
+# The agent runs on the Python a server has (3.9 and later): its tests and a mypy pass run
+# on the oldest interpreters this machine has too, each in a virtual environment of its own
+# with only the agent's dependencies (the collector never runs there).
+AGENT_PYTHONS=(3.9 3.10)
+
+find_exact_python() {   # find_exact_python 3.9 -> a path to python3.9
+  local v="$1" candidate
+  for candidate in "$(command -v "python$v" 2>/dev/null || true)" \
+                   "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/"python$v" \
+                   "/usr/bin/python$v" "/usr/local/bin/python$v"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then echo "$candidate"; return 0; fi
+  done
+  return 1
+}
+
+agent_venv() { echo "$REPO/.venv-py${1//./}"; }
+
+ensure_agent_venv() {   # ensure_agent_venv 3.9: returns 1 when there is no such Python
+  local v="$1" venv py stamp want requirements
+  venv="$(agent_venv "$v")"
+  py="$(find_exact_python "$v")" || return 1
+  requirements="$("$PY" -c 'import sys; sys.path.insert(0, "deploy/packaging"); import build
+print("\n".join(build.agent_requirements()))')"
+  want="$(printf '%s\n%s\n' "$requirements" "$(sha256sum "$REPO/pyproject.toml")" |
+          sha256sum | cut -c1-16)"
+  stamp="$venv/.sisguard-installed"
+  if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  say "setting up $venv for the agent's tests on Python $v (once)"
+  [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+  # shellcheck disable=SC2086
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $requirements \
+    pytest pytest-timeout hypothesis mypy types-pyyaml types-psutil types-protobuf grpc-stubs
+  # the agent from this checkout, as an editable install would (the project as a whole
+  # needs 3.11, so pip cannot install it here)
+  "$venv/bin/python" -c 'import sys, sysconfig; print(sysconfig.get_paths()["purelib"])' |
+    { read -r site; printf '%s
+%s
+' "$REPO" "$REPO/proto" > "$site/sisguard-agent-dev.pth"; }
+  echo "$want" > "$stamp"
 }

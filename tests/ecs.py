@@ -48,11 +48,11 @@ def _fits(kind: str, value: Any) -> bool:
         if v is None:
             continue
         if kind in KEYWORD_FAMILY | TEXT_FAMILY:
-            ok = isinstance(v, str | int | float) and not isinstance(v, bool)
+            ok = isinstance(v, (str, int, float)) and not isinstance(v, bool)
         elif kind in {"long", "integer"}:
             ok = isinstance(v, int) and not isinstance(v, bool)
         elif kind in {"float", "double", "scaled_float"}:
-            ok = isinstance(v, int | float) and not isinstance(v, bool)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
         elif kind == "boolean":
             ok = isinstance(v, bool)
         elif kind == "date":

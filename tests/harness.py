@@ -20,6 +20,9 @@ from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+# The agent's tests also run on Python 3.9 (scripts/test); the collector needs 3.11+, so
+# it may run on another interpreter than the test's own.
+COLLECTOR_PYTHON = os.environ.get("SISGUARD_COLLECTOR_PYTHON", sys.executable)
 T = TypeVar("T")
 
 
@@ -69,7 +72,8 @@ def cli(program: str, *args: str, check: bool = True, timeout: float = 60,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     module = {"agent": "agent.cli", "collector": "collector.cli",
               "rules": "collector.rules_cli"}[program]
-    result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+    python = sys.executable if program == "agent" else COLLECTOR_PYTHON
+    result = subprocess.run([python, "-m", module, *args], capture_output=True,
                             text=True, timeout=timeout, cwd=REPO,
                             env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
@@ -145,7 +149,7 @@ class Collector:
     def start(self) -> None:
         if not self.fingerprint:
             self.init()
-        self.proc = Proc([sys.executable, "-m", "collector.cli", "run", "--data-dir",
+        self.proc = Proc([COLLECTOR_PYTHON, "-m", "collector.cli", "run", "--data-dir",
                           str(self.data_dir), "--listen", self.address, *self.extra],
                          self.data_dir / "collector.log")
         self.proc.start()

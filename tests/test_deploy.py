@@ -15,8 +15,12 @@ def test_example_collector_config_loads() -> None:
 def test_systemd_units_run_the_installed_commands() -> None:
     for name in ("agent", "collector"):
         unit = (REPO / "deploy" / "systemd" / f"sisguard-{name}.service").read_text()
-        assert f"/opt/sisguard/.venv/bin/sisguard-{name} run --config /etc/sisguard/{name}.yml" \
-            in unit
+        assert (f"ExecStart=/opt/sisguard/{name}/venv/bin/sisguard-{name} run "
+                f"--config /etc/sisguard/{name}.yml") in unit
+        for hardening in ("NoNewPrivileges=yes", "ProtectSystem=", "PrivateTmp=yes",
+                          "CapabilityBoundingSet=", "Restart=on-failure",
+                          "StartLimitBurst="):
+            assert hardening in unit, f"sisguard-{name}.service lacks {hardening}"
 
 
 def test_example_agent_config_loads_with_a_tagged_web_root() -> None:

@@ -61,8 +61,8 @@ def journal_record(entry: dict[str, Any]) -> tuple[SyslogRecord, str] | None:
         micros = int(entry.get("__REALTIME_TIMESTAMP", 0))
     except (TypeError, ValueError):
         micros = 0
-    when = (dt.datetime.fromtimestamp(micros / 1e6, dt.UTC) if micros
-            else dt.datetime.now(dt.UTC))
+    when = (dt.datetime.fromtimestamp(micros / 1e6, dt.timezone.utc) if micros
+            else dt.datetime.now(dt.timezone.utc))
     pid_text = entry.get("SYSLOG_PID") or entry.get("_PID")
     pid = int(pid_text) if isinstance(pid_text, str) and pid_text.isdigit() else None
     host = str(entry.get("_HOSTNAME", "-"))
@@ -84,7 +84,7 @@ class AuthSensor(Sensor):
 
     def __init__(self, config: AuthConfig, context: SensorContext, *,
                  spawn: Spawn = _spawn, which: Callable[[str], str | None] = shutil.which,
-                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
         super().__init__(config, context)
         self._spawn = spawn
         self._which = which

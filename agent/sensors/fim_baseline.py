@@ -48,8 +48,9 @@ _COLUMNS = ("path, type, size, mode, uid, gid, owner, grp, mtime_ns, ctime_ns, i
             "sha256, sha1, md5, sha512, target, xattrs")
 _INSERT = f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
 
-Row = tuple[bytes, str, int, int, int, int, str | None, str | None, int, int, int,
-            str | None, str | None, str | None, str | None, str | None, str | None]
+# a runtime alias: the optional members are strings, so that Python 3.9 can build it
+Row = tuple[bytes, str, int, int, int, int, "str | None", "str | None", int, int, int,
+            "str | None", "str | None", "str | None", "str | None", "str | None", "str | None"]
 
 
 def to_row(s: FileState) -> Row:
@@ -61,7 +62,7 @@ def to_row(s: FileState) -> Row:
 
 def from_row(r: Row) -> FileState:
     hashes = {name: value for name, value in zip(("sha256", "sha1", "md5", "sha512"),
-                                                 r[11:15], strict=True) if value}
+                                                 r[11:15]) if value}
     return FileState(path=os.fsdecode(r[0]), type=r[1], size=r[2], mode=r[3], uid=r[4],
                      gid=r[5], owner=r[6], group=r[7], mtime_ns=r[8], ctime_ns=r[9],
                      inode=r[10], hashes=hashes, target_path=r[15], xattrs=r[16])

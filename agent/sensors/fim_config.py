@@ -113,7 +113,7 @@ def _watch_path(entry: Any, index: int) -> WatchPath:
     where = f"sensor.fim.paths[{index}]"
     if isinstance(entry, WatchPath):
         return entry
-    if isinstance(entry, str | Path):
+    if isinstance(entry, (str, Path)):
         return WatchPath(path=Path(entry))
     if isinstance(entry, dict):
         source = "<config>"

@@ -193,7 +193,7 @@ class Scanner:
     def _record_initial(self, wp: WatchPath, chunk: list[tuple[str, os.stat_result]],
                         results: _Results, stats: ScanStats) -> None:
         batch: list[FileState] = []
-        for (path, st), state in zip(chunk, results, strict=True):
+        for (path, st), state in zip(chunk, results):
             if isinstance(state, OSError):
                 if not isinstance(state, FileNotFoundError):
                     stats.errors += 1

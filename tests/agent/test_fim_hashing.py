@@ -41,7 +41,7 @@ def test_workers_return_what_this_process_computes_in_order(tmp_path: Path) -> N
         assert len(pool) == 2
         futures = [pool.submit(paths[i:i + 50]) for i in range(0, len(paths), 50)]
         results = [r for f in futures for r in f.result(timeout=30)]
-    for path, result in zip(paths[:-2], results, strict=False):
+    for path, result in zip(paths[:-2], results):
         assert result == (digest_file(path, ("sha256",), 1 << 40), xattr_digest(path))
     assert results[300][1] is not None                        # the xattr was read
     gone, directory = results[-2:]
@@ -107,7 +107,7 @@ def test_many_large_requests_in_flight_neither_block_nor_mix(tmp_path: Path) -> 
         paths.append(str(p))
     with HashWorkers(1, ("sha256", "sha512"), 1 << 40, False) as pool:
         futures = [pool.submit(paths[k:] + paths[:k]) for k in range(0, 1500, 150)]
-        for k, future in zip(range(0, 1500, 150), futures, strict=True):
+        for k, future in zip(range(0, 1500, 150), futures):
             results = future.result(timeout=60)
             first = results[0][0]
             assert isinstance(first, dict)

@@ -5,7 +5,7 @@ import warnings
 
 from sisguard.v1 import sisguard_pb2 as sisguard_dot_v1_dot_sisguard__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.76.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class EnrollmentStub:
+class EnrollmentStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -41,7 +41,7 @@ class EnrollmentStub:
                 _registered_method=True)
 
 
-class EnrollmentServicer:
+class EnrollmentServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Enroll(self, request, context):
@@ -67,7 +67,7 @@ def add_EnrollmentServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Enrollment:
+class Enrollment(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -98,7 +98,7 @@ class Enrollment:
             _registered_method=True)
 
 
-class IngestStub:
+class IngestStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -114,7 +114,7 @@ class IngestStub:
                 _registered_method=True)
 
 
-class IngestServicer:
+class IngestServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Stream(self, request_iterator, context):
@@ -141,7 +141,7 @@ def add_IngestServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Ingest:
+class Ingest(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod

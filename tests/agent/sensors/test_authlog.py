@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from agent.sensors.authlog import auth_document, parse_syslog_line
 
-NOW = dt.datetime(2026, 11, 29, 17, 0, 0, tzinfo=dt.UTC)
+NOW = dt.datetime(2026, 11, 29, 17, 0, 0, tzinfo=dt.timezone.utc)
 
 
 def doc_for(line: str) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def doc_for(line: str) -> dict[str, Any]:
 def test_rfc3339_and_classic_timestamps() -> None:
     a = parse_syslog_line("2026-11-29T16:35:12.123456+00:00 vm sshd[9]: hello", NOW)
     assert a is not None
-    assert a.timestamp == dt.datetime(2026, 11, 29, 16, 35, 12, 123456, tzinfo=dt.UTC)
+    assert a.timestamp == dt.datetime(2026, 11, 29, 16, 35, 12, 123456, tzinfo=dt.timezone.utc)
     assert (a.host, a.program, a.pid, a.message) == ("vm", "sshd", 9, "hello")
     b = parse_syslog_line("Nov 29 16:35:12 vm sudo: hello", NOW)
     assert b is not None
@@ -33,7 +33,7 @@ def test_rfc3339_and_classic_timestamps() -> None:
     assert b.timestamp.year == 2026 and b.pid is None and b.program == "sudo"
     # a December line read in January belongs to the previous year
     c = parse_syslog_line("Dec 31 23:59:59 vm su[1]: x", dt.datetime(2027, 1, 1, 0, 5,
-                                                                     tzinfo=dt.UTC))
+                                                                     tzinfo=dt.timezone.utc))
     assert c is not None and c.timestamp.year == 2026
     d = parse_syslog_line("Nov  3 01:02:03 vm su[1]: x", NOW)
     assert d is not None and d.timestamp.day == 3
@@ -192,7 +192,7 @@ def test_sshd_login_fields_round_trip(user: str, ip: str, port: int, ok: bool,
 
 
 @given(when=st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2099, 1, 1),
-                         timezones=st.just(dt.UTC)))
+                         timezones=st.just(dt.timezone.utc)))
 def test_rfc3339_timestamps_round_trip(when: dt.datetime) -> None:
     record = parse_syslog_line(f"{when.isoformat()} h su[1]: x", NOW)
     assert record is not None and record.timestamp == when
