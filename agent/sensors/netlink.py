@@ -170,7 +170,7 @@ class ProcConnector:
         while time.monotonic() < deadline:
             try:
                 data = sock.recv(65536)
-            except socket.timeout:  # noqa: UP041 - not TimeoutError before 3.10 (agent: 3.9)
+            except socket.timeout:
                 break
             for event in parse_messages(data):
                 if event.what == What.NONE:
@@ -190,7 +190,7 @@ class ProcConnector:
         assert self.sock is not None
         try:
             data = self.sock.recv(65536)
-        except socket.timeout:  # noqa: UP041 - not TimeoutError before 3.10 (agent: 3.9)
+        except socket.timeout:
             return []
         return parse_messages(data)
 
