@@ -69,6 +69,24 @@ def server_credentials(data: DataDir, *, require_client_cert: bool) -> grpc.Serv
                                        require_client_auth=require_client_cert)
 
 
+def _bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials, *,
+          what: str, flag: str) -> int:
+    """Listen on ``address``, or say plainly that the port is taken and how to choose."""
+    try:
+        port = server.add_secure_port(address, credentials)
+    except RuntimeError as e:   # grpcio raises where older versions returned 0
+        raise SisguardError(_taken(address, what, flag)) from e
+    if port == 0:
+        raise SisguardError(_taken(address, what, flag))
+    return port
+
+
+def _taken(address: str, what: str, flag: str) -> str:
+    return (f"cannot listen on {address} ({what} port): it is taken by another process or "
+            f"not an address of this host; stop what listens there (ss -ltnp) or choose "
+            f"another with {flag}")
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -91,6 +109,9 @@ def events_server_options(limits: LimitsConfig) -> list[tuple[str, Any]]:
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.max_concurrent_streams", limits.max_streams_per_agent + 2),
+        # gRPC sets SO_REUSEPORT by default: a second collector (or anything else) on the
+        # same port would then share it silently; refuse to start instead
+        ("grpc.so_reuseport", 0),
     ]
 
 
@@ -106,6 +127,7 @@ def enroll_server_options(enrollment: EnrollmentConfig) -> list[tuple[str, Any]]
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.max_concurrent_streams", enrollment.max_concurrent),
         ("grpc.server_handshake_timeout_ms", _ms(enrollment.deadline * 2)),
+        ("grpc.so_reuseport", 0),
     ]
 
 
@@ -170,10 +192,9 @@ class Collector:
             options=events_server_options(limits), maximum_concurrent_rpcs=limits.max_streams,
         )
         pb_grpc.add_IngestServicer_to_server(self.ingest, server)
-        self.port = server.add_secure_port(
-            self.config.listen, server_credentials(self.data, require_client_cert=True))
-        if self.port == 0:
-            raise SisguardError(f"cannot listen on {self.config.listen}")
+        self.port = _bind(server, self.config.listen,
+                          server_credentials(self.data, require_client_cert=True),
+                          what="events", flag="--listen")
         enrollment = self.config.enrollment
         enroll_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=enrollment.threads,
@@ -183,10 +204,9 @@ class Collector:
             maximum_concurrent_rpcs=enrollment.max_concurrent,
         )
         enroll_listen = self.config.enroll_listen or enroll_address(self.config.listen)
-        self.enroll_port = enroll_server.add_secure_port(
-            enroll_listen, server_credentials(self.data, require_client_cert=False))
-        if self.enroll_port == 0:
-            raise SisguardError(f"cannot listen on {enroll_listen} (enrollment)")
+        self.enroll_port = _bind(enroll_server, enroll_listen,
+                                 server_credentials(self.data, require_client_cert=False),
+                                 what="enrollment", flag="enroll_listen (default: port + 1)")
         self.enroll_watch.start()
         server.start()
         enroll_server.start()

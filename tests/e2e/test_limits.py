@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from tests.harness import Agent, Collector, read_jsonl
+from tests.harness import Agent, Collector, cli, read_jsonl
 
 AgentFactory = Callable[..., Agent]
 
@@ -103,3 +103,23 @@ def test_message_over_the_size_limit_is_refused_and_collector_keeps_serving(
     assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     acks, error = _send(collector, agent.state_dir, [[(2, _doc(2))]])
     assert error is None and acks[0].accepted == 1  # type: ignore[attr-defined]
+
+
+def test_collector_refuses_to_start_on_a_taken_port(tmp_path: Path) -> None:
+    """Two processes on one port (gRPC's SO_REUSEPORT) would share agents silently."""
+    import socket
+
+    from tests.harness import free_port_pair
+
+    collector = Collector(tmp_path / "c", port=free_port_pair())
+    collector.init()
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        squatter.bind(("127.0.0.1", collector.port))
+        squatter.listen()
+        result = cli("collector", "run", "--data-dir", str(collector.data_dir), "--listen",
+                     collector.address, check=False, timeout=30)
+    assert result.returncode != 0
+    assert f"cannot listen on {collector.address} (events port): it is taken" in result.stderr
+    assert "--listen" in result.stderr
