@@ -70,12 +70,17 @@ ensure_nfpm() {
 # with only the agent's dependencies (the collector never runs there).
 AGENT_PYTHONS=(3.9 3.10)
 
-find_exact_python() {   # find_exact_python 3.9 -> a path to python3.9
+find_exact_python() {   # find_exact_python 3.9 -> a path to a working python3.9
   local v="$1" candidate
-  for candidate in "$(command -v "python$v" 2>/dev/null || true)" \
-                   "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/"python$v" \
-                   "/usr/bin/python$v" "/usr/local/bin/python$v"; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ]; then echo "$candidate"; return 0; fi
+  for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/"python$v" \
+                   "/usr/bin/python$v" "/usr/local/bin/python$v" \
+                   "$(command -v "python$v" 2>/dev/null || true)"; do
+    # a pyenv shim exists even where that version is not selected: run it to be sure
+    if [ -n "$candidate" ] && [ -x "$candidate" ] &&
+       "$candidate" -c "import sys; sys.exit('%d.%d' % sys.version_info[:2] != '$v')" \
+         2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
   done
   return 1
 }
