@@ -1,6 +1,7 @@
 """What correlation state keeps of an event, and how many bytes that costs.
 
-A correlation alert needs, of its last event, ``@timestamp``, the objects an alert copies
+A correlation alert needs, of its last event, ``@timestamp``, ``event.ingested`` (the day
+the alert is filed under), the objects an alert copies
 (``host``, ``agent``, ``organization``) and the group-by fields; a chained correlation
 needs the group-by and counted fields of its own references. ``kept_paths`` is the union
 of those over a rule set and ``slim`` keeps just them: a match holds a few hundred bytes,
@@ -23,7 +24,7 @@ from collector.detection.matcher import lookup
 
 # What every correlation alert copies whole from its last event (alerts.COPIED_FIELDS).
 WHOLE_ROOTS = ("host", "agent", "organization")
-ALWAYS = ("@timestamp",)
+ALWAYS = ("@timestamp", "event.ingested")
 
 ENTRY_OVERHEAD = 200  # the entry tuple, its event-id tuple, the deque slot, the slim dict
 _MAX_DEPTH = 32
