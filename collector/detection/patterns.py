@@ -66,6 +66,11 @@ def _why(source: str, error: str) -> str:
     return error or "not RE2 syntax"
 
 
+def not_linear(source: str, error: str) -> NotLinear:
+    """The error for a pattern RE2 refused with ``error``: says why in a rule's terms."""
+    return NotLinear(source, _why(source, error))
+
+
 def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
@@ -86,7 +91,7 @@ class LinearPattern:
         except Exception as e:  # what the binding raises is not documented
             raise NotLinear(source, str(e)) from e
         if not rx.ok():
-            raise NotLinear(source, _why(source, rx.error().decode("utf-8", "replace")))
+            raise not_linear(source, rx.error().decode("utf-8", "replace"))
         self._rx = rx
         self.source = source
 
