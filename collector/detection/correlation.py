@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from math import ceil, floor
 from typing import Any, NamedTuple
 
-from collector.detection.getters import field_getter, key_getter
+from collector.detection.getters import KeyFunction, field_getter, group_key_function, key_part
 from collector.detection.matcher import as_text, lookup
 from collector.detection.rules import IDENTITY_PATH, CorrelationRule, CorrelationType
 from collector.detection.state_size import entry_size
@@ -96,29 +96,6 @@ class _Feeder(NamedTuple):
     slot: int
     key: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None
     value: Callable[[Mapping[str, Any]], Any] | None
-
-
-def _key_part(value: Any) -> Any:
-    if value.__class__ is str:
-        return value
-    if isinstance(value, list):
-        return tuple(as_text(v) for v in value)
-    return as_text(value)
-
-
-KeyFunction = Callable[[Mapping[str, Any]], tuple[Any, ...]]
-_KEY_FUNCTIONS: dict[tuple[str, ...], KeyFunction] = {}
-
-
-def group_key_function(paths: tuple[str, ...]) -> KeyFunction:
-    """The compiled group key of these paths: one function object per paths, so that
-    correlations grouping a rule's matches alike can share one key per event."""
-    function = _KEY_FUNCTIONS.get(paths)
-    if function is None:
-        function = key_getter(paths, _key_part)
-        if len(_KEY_FUNCTIONS) < 10_000:
-            _KEY_FUNCTIONS[paths] = function
-    return function
 
 
 def _fire_length(op: str, count: float) -> int | None:
@@ -192,7 +169,7 @@ class CorrelationState:
     def group_key(self, ref: str, doc: Mapping[str, Any]) -> tuple[Any, ...]:
         key = self._group_keys.get(ref)
         if key is None:  # not linked (no group-by for this reference)
-            return tuple(_key_part(lookup(doc, p)) for p in self.rule.group_paths.get(ref, ()))
+            return tuple(key_part(lookup(doc, p)) for p in self.rule.group_paths.get(ref, ()))
         return key(doc)
 
     def key_function(self, ref: str) -> KeyFunction | None:

@@ -26,8 +26,8 @@ from collector.detection.correlation import (
     DEFAULT_MAX_GROUPS,
     CorrelationState,
     Firing,
-    KeyFunction,
 )
+from collector.detection.getters import KeyFunction
 from collector.detection.loader import load_rules
 from collector.detection.logsources import (
     EventKind,
@@ -36,6 +36,7 @@ from collector.detection.logsources import (
     kind_key,
     satisfied_keys,
 )
+from collector.detection.patterns import capped_texts
 from collector.detection.rules import (
     REVISION,
     CorrelationRule,
@@ -295,5 +296,6 @@ class DetectionEngine:
                 "correlations": {k: s.stats() for k, s in snap.correlations.items()},
                 "state_bytes": sum(s.state_bytes for s in snap.correlations.values()),
                 "max_state_bytes": self._max_state_bytes,
+                "pattern_texts_capped": capped_texts(),
                 **self.clock.stats(),
             }
