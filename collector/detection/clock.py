@@ -103,9 +103,9 @@ class EventClock:
         alert to raise, if any). Flags or unflags the event (when it is a dict)."""
         meta = event.get("event")
         ingested = meta.get("ingested") if meta.__class__ is dict else None
-        ours = event.get("sisguard")
         if ingested is None:
             return None, None
+        ours = event.get("sisguard")
         if ours.__class__ is dict and "time_skew" in ours:
             del ours["time_skew"]  # the collector's field, not the agent's
         stamp = event.get("@timestamp")

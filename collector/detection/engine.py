@@ -44,7 +44,7 @@ from collector.detection.rules import (
     LoadResult,
     Rule,
 )
-from collector.detection.state_size import entry_size, kept_paths, slim
+from collector.detection.state_size import Slimmer, kept_paths
 from common.logs import get_logger
 
 log = get_logger("sisguard.collector.detection")
@@ -78,7 +78,7 @@ class _Snapshot:
     correlations: dict[str, CorrelationState]  # by correlation rule id
     # id(rule) -> (state, ref, the group key function of ref's matches in that state)
     consumers: dict[int, list[tuple[CorrelationState, str, KeyFunction | None]]]
-    kept: tuple[str, ...]  # what correlation state keeps of an event (state_size.slim)
+    slim: Slimmer  # what correlation state keeps of an event, and its size
     kinds: dict[Hashable, _Candidates] = field(default_factory=dict)  # by kind_key()
     by_keys: dict[tuple[LogsourceKey, ...], _Candidates] = field(default_factory=dict)
     revision: int = field(default_factory=lambda: REVISION[0])
@@ -180,7 +180,7 @@ class DetectionEngine:
         needed = [p for corr in result.correlations
                   for paths in (*corr.group_paths.values(), tuple(corr.value_paths.values()))
                   for p in paths]
-        return _Snapshot(result, index, states, consumers, kept_paths(needed))
+        return _Snapshot(result, index, states, consumers, Slimmer(kept_paths(needed)))
 
     def replace(self, result: LoadResult) -> None:
         """Swap in new rules; correlation state survives where a rule is unchanged."""
@@ -227,8 +227,7 @@ class DetectionEngine:
             if not consumers:
                 continue
             if kept is None:  # what every correlation keeps of this event, made once
-                kept = slim(event, snap.kept)
-                size = entry_size(kept)
+                kept, size = snap.slim(event)
                 if ts is None:
                     ts = self.clock.state_time(event)
             assert ts is not None

@@ -9,9 +9,9 @@ not the whole event (a one-MB command line is not kept). ``slim`` shares the eve
 values rather than copying them (nothing changes an event once detection has seen it).
 
 ``estimate`` is the state's unit of account: an approximation of what CPython holds for
-a JSON-like value (a str is about 49 bytes plus its length, a dict about 64 bytes plus
-100 per item, ...), bounded in depth and in the number of nodes it looks at, so that it
+a JSON-like value, bounded in depth and in the number of items it looks at, so that it
 costs little even for a hostile value; beyond its bounds it counts the value as large.
+``Slimmer`` makes the kept document and its size in one pass.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from collector.detection.fieldmap import MISSING
-from collector.detection.matcher import lookup
+from collector.detection.getters import field_getter
 
 # What every correlation alert copies whole from its last event (alerts.COPIED_FIELDS).
 WHOLE_ROOTS = ("host", "agent", "organization")
@@ -46,52 +46,91 @@ def kept_paths(paths: Iterable[str]) -> tuple[str, ...]:
     return (*ALWAYS, *WHOLE_ROOTS, *(p for p in extra if p not in ALWAYS))
 
 
+class Slimmer:
+    """``slim`` for one set of paths, with compiled getters: ``(kept, entry_size(kept))``."""
+
+    __slots__ = ("_plan",)
+
+    def __init__(self, paths: tuple[str, ...]) -> None:
+        self._plan = tuple((None if "." not in path else field_getter(path),
+                            tuple(path.split(".")[:-1]), path.rsplit(".", 1)[-1])
+                           for path in paths)
+
+    def __call__(self, doc: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+        out: dict[str, Any] = {}
+        size = ENTRY_OVERHEAD + 64
+        plain = doc.__class__ is dict
+        for get, parents, leaf in self._plan:
+            if get is None and plain:  # a top-level field: lookup() is doc.get()
+                value = doc.get(leaf, MISSING)
+            else:
+                value = (get or field_getter(leaf))(doc)
+            if value is MISSING:
+                continue
+            node = out
+            for part in parents:
+                child = node.get(part)
+                if child.__class__ is not dict:
+                    child = node[part] = {}
+                    size += 113 + len(part)
+                node = child
+            node[leaf] = value
+            size += 149 + len(leaf) + (len(value) if value.__class__ is str
+                                       else estimate(value))
+        return out, size
+
+
 def slim(doc: Mapping[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
     """A document holding the values of ``paths`` in ``doc``, nested, and nothing else.
 
     ``lookup(slim(doc, paths), p) == lookup(doc, p)`` for every p in paths (a dotted key
     or an array of objects in ``doc`` becomes plain nesting holding the looked-up value).
     """
-    out: dict[str, Any] = {}
-    for path in paths:
-        value = doc.get(path, MISSING) if "." not in path else lookup(doc, path)
-        if value is MISSING:
-            continue
-        node = out
-        *parents, leaf = path.split(".")
-        for part in parents:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[leaf] = value
-    return out
+    return Slimmer(paths)(doc)[0]
+
+
+class _TooLarge(Exception):
+    """A value beyond estimate()'s bounds."""
+
+
+def _size(value: Any, depth: int, budget: list[int]) -> int:
+    cls = value.__class__
+    if cls is str:
+        return 49 + len(value)
+    if depth > _MAX_DEPTH:
+        raise _TooLarge
+    if cls is dict:
+        budget[0] -= len(value)
+        if budget[0] < 0:
+            raise _TooLarge
+        total = 64
+        for key, child in value.items():
+            total += 149 + (len(key) if key.__class__ is str else 0)
+            total += 49 + len(child) if child.__class__ is str else _size(child, depth + 1,
+                                                                         budget)
+        return total
+    if cls is list or cls is tuple:
+        budget[0] -= len(value)
+        if budget[0] < 0:
+            raise _TooLarge
+        total = 56
+        for child in value:
+            total += 57 + len(child) if child.__class__ is str else 8 + _size(child, depth + 1,
+                                                                             budget)
+        return total
+    return 32
 
 
 def estimate(value: Any) -> int:
-    """About how many bytes CPython holds for a JSON-like value (bounded work)."""
-    total = 0
-    nodes = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        nodes += 1
-        if nodes > _MAX_NODES or depth > _MAX_DEPTH:
-            return total + _TOO_DEEP
-        cls = item.__class__
-        if cls is str:
-            total += 49 + len(item)
-        elif cls is dict:
-            total += 64 + 100 * len(item)
-            for key, child in item.items():
-                total += 49 + len(key) if key.__class__ is str else 32
-                stack.append((child, depth + 1))
-        elif cls is list or cls is tuple:
-            total += 56 + 8 * len(item)
-            stack.extend((child, depth + 1) for child in item)
-        else:
-            total += 32
-    return total
+    """About how many bytes CPython holds for a JSON-like value (a str about 49 bytes
+    plus its length, a dict 64 plus 149 per item and its key's length, ...), looking at
+    no more than _MAX_NODES items and _MAX_DEPTH levels: beyond, it counts 1 MiB."""
+    try:
+        return _size(value, 0, [_MAX_NODES])
+    except _TooLarge:
+        return _TOO_DEEP
+    except RecursionError:
+        return _TOO_DEEP
 
 
 def entry_size(doc: Mapping[str, Any]) -> int:
