@@ -78,6 +78,8 @@ def _utc_seconds(text: Any) -> str | None:
 class EventClock:
     def __init__(self, *, ahead: float = DEFAULT_AHEAD, behind: float = DEFAULT_BEHIND,
                  alert_interval: float = DEFAULT_ALERT_INTERVAL) -> None:
+        if not (ahead >= 0 and behind >= 0):
+            raise ValueError(f"clock skew bounds must be >= 0 (ahead {ahead}, behind {behind})")
         self.ahead = ahead
         self.behind = behind
         self.alert_interval = alert_interval
