@@ -124,7 +124,6 @@ class EventClock:
         offset = ts - now
         if -self.behind <= offset <= self.ahead:
             return ts, None
-        self.skewed += 1
         if isinstance(event, dict):
             if ours.__class__ is not dict:  # absent, or not an object (malformed anyway)
                 ours = event["sisguard"] = {}
@@ -140,6 +139,7 @@ class EventClock:
         agent = event.get("agent")
         name = str(agent.get("id")) if agent.__class__ is dict else ""
         with self._lock:
+            self.skewed += 1
             last = self._alerted.get(name)
             if last is not None and 0 <= now - last < self.alert_interval:
                 return None
