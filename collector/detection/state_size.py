@@ -16,11 +16,13 @@ costs little even for a hostile value; beyond its bounds it counts the value as 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from collector.detection.fieldmap import MISSING
 from collector.detection.getters import field_getter
+
+Getter = Callable[[Mapping[str, Any]], Any]
 
 # What every correlation alert copies whole from its last event (alerts.COPIED_FIELDS).
 WHOLE_ROOTS = ("host", "agent", "organization")
@@ -37,13 +39,16 @@ COMPUTED_FROM = ("event.dataset", "event.action")
 
 
 def kept_paths(paths: Iterable[str]) -> tuple[str, ...]:
-    """The paths ``slim`` keeps: ALWAYS, WHOLE_ROOTS and ``paths`` not under them (a
-    computed field: what it is computed from)."""
-    wanted: set[str] = set()
+    """The paths ``slim`` keeps: ALWAYS, WHOLE_ROOTS and ``paths`` (a computed field: what
+    it is computed from), none under another (the outer value holds the inner)."""
+    wanted: set[str] = set(ALWAYS) | set(WHOLE_ROOTS)
     for path in paths:
         wanted.update(COMPUTED_FROM if path.startswith("%") else (path,))
-    extra = sorted(p for p in wanted if p.split(".", 1)[0] not in WHOLE_ROOTS)
-    return (*ALWAYS, *WHOLE_ROOTS, *(p for p in extra if p not in ALWAYS))
+    kept: list[str] = []
+    for path in sorted(wanted, key=lambda p: (p.count("."), p)):
+        if not any(path.startswith(outer + ".") for outer in kept):
+            kept.append(path)
+    return tuple(kept)
 
 
 class Slimmer:
@@ -52,9 +57,9 @@ class Slimmer:
     __slots__ = ("_plan",)
 
     def __init__(self, paths: tuple[str, ...]) -> None:
-        self._plan = tuple((None if "." not in path else field_getter(path),
-                            tuple(path.split(".")[:-1]), path.rsplit(".", 1)[-1])
-                           for path in paths)
+        self._plan: tuple[tuple[Getter | None, tuple[str, ...], str], ...] = tuple(
+            (None if "." not in path else field_getter(path), tuple(path.split(".")[:-1]),
+             path.rsplit(".", 1)[-1]) for path in paths)
 
     def __call__(self, doc: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
         out: dict[str, Any] = {}
@@ -83,8 +88,12 @@ class Slimmer:
 def slim(doc: Mapping[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
     """A document holding the values of ``paths`` in ``doc``, nested, and nothing else.
 
-    ``lookup(slim(doc, paths), p) == lookup(doc, p)`` for every p in paths (a dotted key
-    or an array of objects in ``doc`` becomes plain nesting holding the looked-up value).
+    ``lookup(slim(doc, paths), p) == lookup(doc, p)`` for every p in paths and every path
+    under them (an array of objects, or a dotted key, becomes plain nesting holding the
+    looked-up value). Not for an event that holds one field both nested and as a dotted
+    key with different values (``{"a": {"b": 1}, "a.b": 2}``): lookup() itself prefers
+    one form, slim() the outer path's; only the correlations of that event's own sender
+    can see the difference (the sender's agent.id is the collector's, always nested).
     """
     return Slimmer(paths)(doc)[0]
 

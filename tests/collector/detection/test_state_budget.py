@@ -8,8 +8,12 @@ import tracemalloc
 from datetime import timedelta
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from collector.detection import DetectionEngine
 from collector.detection.correlation import CorrelationState
+from collector.detection.matcher import lookup
 from collector.detection.rules import CorrelationType
 from collector.detection.state_size import estimate, kept_paths, slim
 from tests.collector.detection.test_clock import BRUTE_FORCE, NOW, auth_rules, failure
@@ -97,3 +101,23 @@ def test_estimate_is_bounded_for_hostile_values() -> None:
     assert estimate(deep) >= MB   # counted as large, without recursing 10,000 deep
     wide = {str(i): i for i in range(100_000)}
     assert estimate(wide) >= MB
+
+
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5))
+_docs = st.recursive(_leaf, lambda inner: st.one_of(
+    st.lists(inner, max_size=3),
+    st.dictionaries(st.sampled_from(["a", "b", "c", "id", "name"]), inner,
+                    max_size=4)), max_leaves=12)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(doc=st.dictionaries(st.sampled_from(["a", "b", "c", "host", "agent", "@timestamp"]),
+                           _docs, max_size=6))
+def test_slim_looks_up_as_the_event_does(doc: dict[str, Any]) -> None:
+    """What a chained correlation reads of a kept document is what it would have read of
+    the event: for every kept path and every path under one, lookup() gives the same
+    value (documents nested and with arrays; see slim() on dotted keys)."""
+    wanted = ["a.b", "a.b.c", "b", "c.a", "c.a.id", "host.name", "agent.id"]
+    kept = slim(doc, kept_paths(wanted))
+    for path in [*wanted, "@timestamp", "host", "agent"]:
+        assert lookup(kept, path) == lookup(doc, path), path
