@@ -8,7 +8,8 @@ days behind, an agent's spool may hold a long outage's events, and those are lat
 wrong). An event outside that range is flagged: ``sisguard.time_skew`` holds its offset
 in seconds (``@timestamp`` minus ``event.ingested``: positive is ahead), and the engine
 raises the alert ``TIME_SKEW_RULE`` for it, at most once per agent per
-``alert_interval`` seconds of collector time (a whole backlog does not raise thousands).
+``alert_interval`` seconds of collector time (a whole backlog does not raise thousands),
+dated ``event.ingested`` (an alert dated 2099 would be in nobody's time range).
 The collector owns ``sisguard.time_skew``: a value the agent sent is removed.
 
 Events without ``event.ingested`` (rule test cases, ``sisguard-rules match``) keep their
@@ -129,13 +130,14 @@ class EventClock:
                 ours = event["sisguard"] = {}
             ours["time_skew"] = round(offset, 3)
         clamped = now + self.ahead if offset > 0 else now - self.behind
-        return clamped, self._alert(event, now)
+        return clamped, self._alert(event, now, ingested)
 
     def state_time(self, event: Mapping[str, Any]) -> float:
         """The event's time for state, when ``judge`` said it is within the bounds."""
         return event_time(event)
 
-    def _alert(self, event: Mapping[str, Any], now: float) -> dict[str, Any] | None:
+    def _alert(self, event: Mapping[str, Any], now: float, ingested: Any
+               ) -> dict[str, Any] | None:
         agent = event.get("agent")
         name = str(agent.get("id")) if agent.__class__ is dict else ""
         with self._lock:
@@ -148,7 +150,9 @@ class EventClock:
             while len(self._alerted) > _MAX_AGENTS:
                 self._alerted.popitem(last=False)
             self.alerts += 1
-        return build_alert(TIME_SKEW_RULE, event, (event_id_of(event),))
+        alert = build_alert(TIME_SKEW_RULE, event, (event_id_of(event),))
+        alert["@timestamp"] = ingested  # when it happened is what cannot be trusted
+        return alert
 
     def stats(self) -> dict[str, int]:
         return {"time_skewed_events": self.skewed, "time_skew_alerts": self.alerts}

@@ -70,6 +70,8 @@ def test_a_2099_failed_login_from_agent_x_does_not_stop_agent_y_brute_force(
     assert rogue["sisguard"]["time_skew"] == pytest.approx(offset - NOW.timestamp(), abs=1)
     assert [a["rule"]["id"] for a in skew] == [TIME_SKEW_RULE.id]
     assert skew[0]["agent"]["id"] == "agent-x"
+    assert skew[0]["@timestamp"] == iso(NOW)          # not 2099: analysts must see it
+    assert skew[0]["sisguard"]["time_skew"] == rogue["sisguard"]["time_skew"]
     assert engine.stats()["time_skewed_events"] == 1
 
 
