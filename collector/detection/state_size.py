@@ -80,8 +80,19 @@ class Slimmer:
                     size += 113 + len(part)
                 node = child
             node[leaf] = value
-            size += 149 + len(leaf) + (len(value) if value.__class__ is str
-                                       else estimate(value))
+            size += 149 + len(leaf)
+            if value.__class__ is str:
+                size += 49 + len(value)
+            elif value.__class__ is dict and len(value) <= 16:  # host, agent: flat, small
+                flat = 64
+                for key, item in value.items():
+                    if key.__class__ is not str or item.__class__ is not str:
+                        flat = estimate(value)
+                        break
+                    flat += 198 + len(key) + len(item)
+                size += flat
+            else:
+                size += estimate(value)
         return out, size
 
 
