@@ -93,6 +93,17 @@ class RulesConfig:
 
 
 @dataclass(frozen=True)
+class DetectionConfig:
+    """Bounds of the detection engine (collector/detection: clock.py, correlation.py,
+    patterns.py say what each does)."""
+
+    max_state_bytes: Size = Size(256 * 1024 * 1024)  # all correlation state, shared equally
+    max_pattern_text: Size = Size(64 * 1024)         # characters a regex or wildcard sees
+    clock_ahead: Duration = Duration(300.0)          # @timestamp trusted up to this ahead
+    clock_behind: Duration = Duration(7 * 86400.0)   # and this far behind event.ingested
+
+
+@dataclass(frozen=True)
 class HealthConfig:
     offline_after_intervals: int = 3
 
@@ -109,6 +120,7 @@ class CollectorConfig:
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
 
     @property

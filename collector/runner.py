@@ -55,12 +55,18 @@ def build_detector(config: CollectorConfig) -> Any:
     if not config.rules.paths:
         return None
     from collector.detection import DetectionEngine, RuleWatcher, load_rules
+    from collector.detection.clock import EventClock
+    from collector.detection.patterns import set_text_cap
 
     log = logs.get_logger("sisguard.collector.rules")
+    bounds = config.detection
+    set_text_cap(bounds.max_pattern_text)
     result = load_rules(list(config.rules.paths), filters=list(config.rules.filters))
     for error in result.errors:
         log.error("rule not loaded", error=str(error))
-    engine = DetectionEngine(result)
+    engine = DetectionEngine(result, max_state_bytes=bounds.max_state_bytes,
+                             clock=EventClock(ahead=bounds.clock_ahead,
+                                              behind=bounds.clock_behind))
     log.info("rules loaded", rules=len(result.rules), errors=len(result.errors))
     if config.rules.reload:
         def report(errors: list[Any]) -> None:

@@ -192,6 +192,10 @@ def build_alert(meta: RuleMeta, last_event: Mapping[str, Any], event_ids: Sequen
         "rule": rule,
         "sisguard": {"alert": alert_meta},
     }
+    source_meta = last_event.get("event")
+    ingested = source_meta.get("ingested") if source_meta.__class__ is dict else None
+    if ingested.__class__ is str:  # the day it is filed under (outputs/days.py)
+        doc["event"]["ingested"] = ingested
     if threat is not None:
         doc["threat"] = _copy_threat(threat)
     if meta.tags:

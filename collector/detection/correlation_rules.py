@@ -2,7 +2,9 @@
 
 Linking resolves each correlation's references (rule ids or names, possibly other
 correlations: chains), turns the group-by fields (and aliases) into ECS paths per
-referenced rule, and applies ``generate``: with ``generate: false`` (the default) the
+referenced rule (``agent.id`` first, whatever the rule says: a correlation groups within
+the sender's identity, so an agent enrolled elsewhere as ``hostA`` never adds to this
+agency's ``hostA``), and applies ``generate``: with ``generate: false`` (the default) the
 referenced detection rules feed the correlation but raise no alerts of their own. A
 correlation always raises its own alerts, also when a chained correlation uses it (a brute
 force is worth an alert even when no login follows it).
@@ -21,6 +23,7 @@ from sigma.correlations import (
 from collector.detection.documents import Document
 from collector.detection.fieldmap import UnknownFieldError, resolve_field
 from collector.detection.rules import (
+    IDENTITY_PATH,
     CorrelationRule,
     CorrelationType,
     DetectionRule,
@@ -108,7 +111,9 @@ def _link_one(corr: CorrelationRule, index: Mapping[str, Rule],
         mapping = _base_mapping(target, index)
         names = [corr.aliases.get(g, {}).get(ref, g) for g in corr.group_by]
         try:
-            corr.group_paths[ref] = tuple(resolve_field(n, mapping) for n in names)
+            paths = [resolve_field(n, mapping) for n in names]
+            corr.group_paths[ref] = (IDENTITY_PATH,
+                                     *(p for p in paths if p != IDENTITY_PATH))
             if corr.value_field is not None:
                 value_name = corr.aliases.get(corr.value_field, {}).get(ref, corr.value_field)
                 corr.value_paths[ref] = resolve_field(value_name, mapping)

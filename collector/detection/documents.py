@@ -17,6 +17,7 @@ import yaml
 from sigma import exceptions as sx
 from sigma.rule import SigmaDetectionItem
 
+from collector.detection.patterns import not_linear
 from collector.detection.rules import RuleLoadError
 from common.errors import Location
 from common.yamlconf import PositionedDict
@@ -167,6 +168,13 @@ def locate_sigma_error(doc: Document, error: Exception) -> Location:
 
 
 def sigma_message(error: Exception) -> str:
-    """pySigma's message without its own ' in <path>' suffix."""
+    """pySigma's message without its own ' in <path>' suffix; for a regex that RE2 (which
+    pySigma also checks with) refuses, why, and what the engine does (patterns.py)."""
     args = getattr(error, "args", ())
-    return str(args[0]) if args else str(error)
+    message = str(args[0]) if args else str(error)
+    if isinstance(error, sx.SigmaRegularExpressionError):
+        prefix, marker = "Regular expression '", "' is invalid: "
+        if message.startswith(prefix) and marker in message:
+            source, _, why = message[len(prefix):].rpartition(marker)
+            return str(not_linear(source, why.strip("b'\"")))
+    return message

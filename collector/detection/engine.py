@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from collector.detection.alerts import build_alert, event_id_of
+from collector.detection.clock import EventClock, event_time
 from collector.detection.codegen import MatchFn, build_matcher, closure_matcher
 from collector.detection.correlation import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_GROUPS,
     CorrelationState,
     Firing,
-    KeyFunction,
 )
+from collector.detection.getters import KeyFunction
 from collector.detection.loader import load_rules
 from collector.detection.logsources import (
     EventKind,
@@ -36,6 +36,7 @@ from collector.detection.logsources import (
     kind_key,
     satisfied_keys,
 )
+from collector.detection.patterns import capped_texts
 from collector.detection.rules import (
     REVISION,
     CorrelationRule,
@@ -43,6 +44,7 @@ from collector.detection.rules import (
     LoadResult,
     Rule,
 )
+from collector.detection.state_size import Slimmer, kept_paths
 from common.logs import get_logger
 
 log = get_logger("sisguard.collector.detection")
@@ -50,18 +52,7 @@ log = get_logger("sisguard.collector.detection")
 _KIND_CACHE_LIMIT = 4096
 _MAX_CHAIN = 16
 
-
-def event_time(event: Mapping[str, Any]) -> float:
-    """Seconds since the epoch of the event's @timestamp (now when it has none)."""
-    value = event.get("@timestamp")
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value).timestamp()
-        except ValueError:
-            pass
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return time.time()
+__all__ = ["DetectionEngine", "event_time"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +78,7 @@ class _Snapshot:
     correlations: dict[str, CorrelationState]  # by correlation rule id
     # id(rule) -> (state, ref, the group key function of ref's matches in that state)
     consumers: dict[int, list[tuple[CorrelationState, str, KeyFunction | None]]]
+    slim: Slimmer  # what correlation state keeps of an event, and its size
     kinds: dict[Hashable, _Candidates] = field(default_factory=dict)  # by kind_key()
     by_keys: dict[tuple[LogsourceKey, ...], _Candidates] = field(default_factory=dict)
     revision: int = field(default_factory=lambda: REVISION[0])
@@ -132,9 +124,12 @@ def _state_key(rule: CorrelationRule) -> tuple[str, str]:
 
 class DetectionEngine:
     def __init__(self, result: LoadResult, *, max_groups: int = DEFAULT_MAX_GROUPS,
-                 max_events: int = DEFAULT_MAX_EVENTS) -> None:
+                 max_events: int = DEFAULT_MAX_EVENTS, max_state_bytes: int = DEFAULT_MAX_BYTES,
+                 clock: EventClock | None = None) -> None:
         self._max_groups = max_groups
         self._max_events = max_events
+        self._max_state_bytes = max_state_bytes  # shared equally by the correlations
+        self.clock = clock if clock is not None else EventClock()
         self._stats_lock = threading.Lock()
         self._swap_lock = threading.Lock()
         self._events = itertools.count(1)
@@ -159,13 +154,15 @@ class DetectionEngine:
             for key in detection.keys:
                 index.setdefault(key, []).append(detection)
         states: dict[str, CorrelationState] = {}
+        share = self._max_state_bytes // max(1, len(result.correlations))
         for corr in result.correlations:
             state = old.get(_state_key(corr))
             if state is None:
                 state = CorrelationState(corr, max_groups=self._max_groups,
-                                         max_events=self._max_events)
+                                         max_events=self._max_events, max_bytes=share)
             else:
                 state.relink(corr)
+                state.max_bytes = share
             states[corr.meta.id] = state
         by_ref: dict[str, Rule] = {}
         for rule in result.rules:
@@ -180,7 +177,10 @@ class DetectionEngine:
                     state = states[corr.meta.id]
                     consumers.setdefault(id(target), []).append(
                         (state, ref, state.key_function(ref)))
-        return _Snapshot(result, index, states, consumers)
+        needed = [p for corr in result.correlations
+                  for paths in (*corr.group_paths.values(), tuple(corr.value_paths.values()))
+                  for p in paths]
+        return _Snapshot(result, index, states, consumers, Slimmer(kept_paths(needed)))
 
     def replace(self, result: LoadResult) -> None:
         """Swap in new rules; correlation state survives where a rule is unchanged."""
@@ -194,16 +194,19 @@ class DetectionEngine:
         if snap.revision != REVISION[0]:
             snap.refresh()
         try:
+            ts, skew_alert = self.clock.judge(event)  # flags the event: before the rules
             matched, failed = snap.candidates(event).match(event)
         except Exception:  # a malformed event must not stop the stream
             log.exception("detection: cannot classify event")
             self._count(errors=1)
             return []
         alerts: list[dict[str, Any]] = []
+        if skew_alert is not None:
+            alerts.append(skew_alert)
         fired: list[CorrelationRule] = []
         if matched:
             try:
-                self._on_matches(snap, event, matched, alerts, fired)
+                self._on_matches(snap, event, ts, matched, alerts, fired)
             except Exception:
                 log.exception("detection: correlation failed")
                 self._count(errors=1)
@@ -211,26 +214,30 @@ class DetectionEngine:
             self._count(matched=matched, fired=fired, failed=failed, alerts=len(alerts))
         return alerts
 
-    def _on_matches(self, snap: _Snapshot, event: Mapping[str, Any],
+    def _on_matches(self, snap: _Snapshot, event: Mapping[str, Any], ts: float | None,
                     matched: list[DetectionRule], alerts: list[dict[str, Any]],
                     fired: list[CorrelationRule]) -> None:
         ids = (event_id_of(event),)
-        ts: float | None = None
+        kept: dict[str, Any] | None = None
+        size = 0
         for rule in matched:
             if rule.generate:
                 alerts.append(build_alert(rule.meta, event, ids))
             consumers = snap.consumers.get(id(rule))
             if not consumers:
                 continue
-            if ts is None:
-                ts = event_time(event)
+            if kept is None:  # what every correlation keeps of this event, made once
+                kept, size = snap.slim(event)
+                if ts is None:
+                    ts = self.clock.state_time(event)
+            assert ts is not None
             shared: KeyFunction | None = None
             key = None  # correlations grouping alike (same paths) share the group key
             for state, ref, make_key in consumers:
                 if make_key is not shared:
                     shared = make_key
                     key = make_key(event) if make_key is not None else None
-                for firing in state.feed(ref, event, ts, ids, key):  # usually none
+                for firing in state.feed(ref, kept, ts, ids, key, size):  # usually none
                     self._fire(snap, state.rule, firing, alerts, fired, 0)
 
     def _feed(self, snap: _Snapshot, state: CorrelationState, ref: str,
@@ -286,4 +293,8 @@ class DetectionEngine:
                 "rules_loaded": len(snap.result.rules),
                 "rules": {k: dict(v) for k, v in self._per_rule.items()},
                 "correlations": {k: s.stats() for k, s in snap.correlations.items()},
+                "state_bytes": sum(s.state_bytes for s in snap.correlations.values()),
+                "max_state_bytes": self._max_state_bytes,
+                "pattern_texts_capped": capped_texts(),
+                **self.clock.stats(),
             }

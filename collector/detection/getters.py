@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from collector.detection.fieldmap import COMPUTED, MISSING
-from collector.detection.matcher import lookup
+from collector.detection.matcher import as_text, lookup
 
 
 def literal(text: str) -> str:
@@ -103,3 +103,27 @@ def key_getter(paths: Sequence[str], convert: Callable[[Any], Any]
          namespace)
     key: Callable[[Mapping[str, Any]], tuple[Any, ...]] = namespace["key"]
     return key
+
+
+def key_part(value: Any) -> Any:
+    """One part of a group key: the text of a value, a tuple of texts for an array."""
+    if value.__class__ is str:
+        return value
+    if isinstance(value, list):
+        return tuple(as_text(v) for v in value)
+    return as_text(value)
+
+
+KeyFunction = Callable[[Mapping[str, Any]], tuple[Any, ...]]
+_KEY_FUNCTIONS: dict[tuple[str, ...], KeyFunction] = {}
+
+
+def group_key_function(paths: tuple[str, ...]) -> KeyFunction:
+    """The compiled group key of these paths: one function object per paths, so that
+    correlations grouping a rule's matches alike can share one key per event."""
+    function = _KEY_FUNCTIONS.get(paths)
+    if function is None:
+        function = key_getter(paths, key_part)
+        if len(_KEY_FUNCTIONS) < 10_000:
+            _KEY_FUNCTIONS[paths] = function
+    return function

@@ -5,6 +5,7 @@ and hands us ``SigmaString`` values with wildcard parts. Here each becomes a ``P
 (equals / prefix / suffix / contains / wildcard / regex) over *folded* text (Unicode
 casefold + NFC) unless the value is cased, and a list of patterns on the same field
 becomes one predicate (a set lookup, ``str.endswith(tuple)``, one alternation regex).
+Wildcards and regexes are RE2 patterns (patterns.py): linear time, over a capped text.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from sigma.types import (
     SigmaString,
     SpecialChars,
 )
+
+from collector.detection.patterns import LinearPattern, NotLinear
 
 # Modifiers we refuse, with why. Every other pySigma modifier is supported.
 UNSUPPORTED_MODIFIERS: dict[str, str] = {
@@ -115,7 +118,12 @@ def regex_pattern(value: SigmaRegularExpression) -> Pattern:
         re.compile(source)
     except re.error as e:
         raise UnsupportedConstruct("re", f"invalid regular expression {source!r}: {e}") from e
-    return Pattern(Kind.REGEX, f"(?{flags}:{source})" if flags else source, True)
+    text = f"(?{flags}:{source})" if flags else source
+    try:
+        LinearPattern(text)
+    except NotLinear as e:
+        raise UnsupportedConstruct("re", str(e)) from e
+    return Pattern(Kind.REGEX, text, True)
 
 
 def _any(preds: Sequence[TextPredicate]) -> TextPredicate:
@@ -136,9 +144,9 @@ class PatternSet:
     suffixes: tuple[str, ...]
     contains: tuple[str, ...]
     contains_re: re.Pattern[str] | None  # one alternation, when there are several
-    wildcard: re.Pattern[str] | None  # fullmatch
+    wildcard: LinearPattern | None  # fullmatch
     wildcard_needles: tuple[str, ...]  # one of these is in every match (or none known)
-    regexes: tuple[re.Pattern[str], ...]  # search
+    regexes: tuple[LinearPattern, ...]  # search
 
 
 def pattern_set(patterns: Sequence[Pattern]) -> PatternSet:
@@ -152,10 +160,10 @@ def pattern_set(patterns: Sequence[Pattern]) -> PatternSet:
         contains=contains,
         contains_re=(re.compile("|".join(re.escape(c) for c in contains))
                      if len(contains) > 1 else None),
-        wildcard=(re.compile("|".join(f"(?:{w})" for w in wildcards), re.DOTALL)
+        wildcard=(LinearPattern("|".join(f"(?:{w})" for w in wildcards), dotall=True)
                   if wildcards else None),
         wildcard_needles=needles if all(needles) else (),
-        regexes=tuple(re.compile(p.text) for p in patterns if p.kind is Kind.REGEX))
+        regexes=tuple(LinearPattern(p.text) for p in patterns if p.kind is Kind.REGEX))
 
 
 def text_predicate(patterns: Sequence[Pattern]) -> TextPredicate:

@@ -82,6 +82,11 @@ class DetectionRule:
         return self.location.path
 
 
+# The sender's identity (set by the collector from the agent's certificate): linking puts
+# it first in every correlation's group key, so no agent can feed another's groups.
+IDENTITY_PATH = "agent.id"
+
+
 class CorrelationType(enum.Enum):
     EVENT_COUNT = "event_count"
     VALUE_COUNT = "value_count"
@@ -104,7 +109,8 @@ class CorrelationRule:
     fingerprint: str
     generate: bool = False
     tests: tuple[TestCase, ...] = ()
-    # Filled by linking: reference -> ECS paths of the group-by fields (and value field).
+    # Filled by linking: reference -> ECS paths of the group key (IDENTITY_PATH, then the
+    # rule's group-by fields) and of the value field.
     group_paths: dict[str, tuple[str, ...]] = field(default_factory=dict)
     value_paths: dict[str, str] = field(default_factory=dict)
 

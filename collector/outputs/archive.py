@@ -1,7 +1,8 @@
 """The embedded default output: JSON lines in ``DATA_DIR/archive``, fsynced before ack.
 
-Files: ``events-YYYY-MM-DD.jsonl`` and ``alerts-YYYY-MM-DD.jsonl`` by the document's
-``@timestamp`` (UTC); ``deadletter-YYYY-MM-DD.jsonl`` for what could not be stored.
+Files: ``events-YYYY-MM-DD.jsonl`` and ``alerts-YYYY-MM-DD.jsonl`` by the day the
+collector took the document in (``event.ingested``, UTC: days.py; never ``@timestamp``,
+which the agent chooses); ``deadletter-YYYY-MM-DD.jsonl`` for what could not be stored.
 
 Exactly once: a per-agent high-water mark (the highest sequence number stored) makes a
 resent event a duplicate. The marks live in memory and in ``checkpoint.json`` with the
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from collector.outputs.base import Kind, Outcome, Output, PublishResult, Record
+from collector.outputs.days import ingestion_day
 from common.logs import get_logger
 
 log = get_logger("sisguard.collector.archive")
@@ -29,10 +31,7 @@ CHECKPOINT_EVERY = 5.0  # seconds
 
 
 def day_of(document: dict[str, Any]) -> str:
-    ts = document.get("@timestamp")
-    if isinstance(ts, str) and len(ts) >= 10 and ts[4] == "-" and ts[7] == "-":
-        return ts[:10]
-    return time.strftime("%Y-%m-%d", time.gmtime())
+    return ingestion_day(document)
 
 
 class JsonlArchive(Output):

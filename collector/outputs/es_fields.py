@@ -108,6 +108,8 @@ SISGUARD_FIELDS: dict[str, str] = {
     "sisguard.spool.dropped": L, "sisguard.spool.dropped_total": L,
     "sisguard.spool.max_bytes": L, "sisguard.sensor.name": K,
     "sisguard.agent.status": K, "sisguard.agent.last_seen": D,
+    # detection: @timestamp minus event.ingested, seconds, when beyond the trusted skew
+    "sisguard.time_skew": "double",
     # dead letters
     "sisguard.deadletter.reason": T, "sisguard.deadletter.index": K,
     "sisguard.deadletter.id": K, "sisguard.deadletter.status": L,

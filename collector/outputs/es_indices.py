@@ -1,7 +1,8 @@
 """Index names, composable templates and retention for the Elasticsearch output.
 
-Daily indices ``PREFIX-events-YYYY.MM.DD``, ``PREFIX-alerts-YYYY.MM.DD`` (UTC, from the
-document's ``@timestamp``) and ``PREFIX-deadletter-YYYY.MM.DD``. Plain composable
+Daily indices ``PREFIX-events-YYYY.MM.DD``, ``PREFIX-alerts-YYYY.MM.DD`` (UTC, the day
+the collector took the document in: ``event.ingested``, days.py; never ``@timestamp``,
+which the agent chooses) and ``PREFIX-deadletter-YYYY.MM.DD``. Plain composable
 templates and index deletion: no ILM, data streams or paid features, so this works on
 every Elasticsearch 7.10+/8/9 and OpenSearch.
 """
@@ -16,6 +17,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from collector.outputs.base import Kind
+from collector.outputs.days import ingestion_day
 from collector.outputs.es_fields import properties
 
 TEMPLATE_VERSION = 1
@@ -26,10 +28,7 @@ class IndexNames:
     prefix: str
 
     def daily(self, kind: Kind, document: dict[str, Any]) -> str:
-        ts = document.get("@timestamp")
-        day = (ts[:10].replace("-", ".") if isinstance(ts, str) and len(ts) >= 10
-               and ts[4] == "-" else dt.datetime.now(dt.UTC).strftime("%Y.%m.%d"))
-        return f"{self.prefix}-{kind.value}-{day}"
+        return f"{self.prefix}-{kind.value}-{ingestion_day(document).replace('-', '.')}"
 
     def deadletter(self, now: dt.datetime) -> str:
         return f"{self.prefix}-deadletter-{now.strftime('%Y.%m.%d')}"

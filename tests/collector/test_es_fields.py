@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from collector.outputs.es_fields import ALL_FIELDS, ECS_FIELDS, SISGUARD_FIELDS, properties
 from collector.outputs.es_indices import IndexNames, template_body
 from tests.ecs import KEYWORD_FAMILY, TEXT_FAMILY, ecs
@@ -52,11 +54,18 @@ def test_keyword_and_text_families_are_what_the_validator_accepts() -> None:
     assert "keyword" in KEYWORD_FAMILY and "text" in TEXT_FAMILY
 
 
-def test_daily_index_names_follow_the_event_time() -> None:
+def test_daily_index_names_follow_the_ingestion_day_not_the_agents_clock() -> None:
     names = IndexNames("sisguard")
     from collector.outputs.base import Kind
 
-    assert names.daily(Kind.EVENT, {"@timestamp": "2026-01-31T23:59:59Z"}) == \
-        "sisguard-events-2026.01.31"
+    doc = {"@timestamp": "2099-12-31T23:59:59Z",
+           "event": {"ingested": "2026-01-31T23:59:59.000001Z"}}
+    assert names.daily(Kind.EVENT, doc) == "sisguard-events-2026.01.31"
+    today = dt.datetime.now(dt.UTC).strftime("%Y.%m.%d")
+    for odd in ({"@timestamp": "2099-01-01T00:00:00Z"},
+                {"event": {"ingested": "9999-99-99T00:00:00Z/../x"}},
+                {"event": {"ingested": "\uff12\uff10\uff12\uff16-01-31T00:00:00Z"}},
+                {"event": "x"}):
+        assert names.daily(Kind.ALERT, odd) == f"sisguard-alerts-{today}"
     assert names.day_of("sisguard-alerts-2026.01.31") is not None
     assert names.day_of("sisguard-alerts-latest") is None

@@ -67,6 +67,19 @@ def test_lint(tmp_path: Path) -> None:
     assert run("lint", str(tmp_path))[0] == 0
 
 
+def test_lint_warns_at_its_line_about_a_regex_re2_cannot_take(tmp_path: Path) -> None:
+    (tmp_path / "good.yml").write_text(TESTED)
+    (tmp_path / "backref.yml").write_text(rule(
+        "sel:\n    CommandLine|re: '(\\w+) \\1'\n    Image|endswith: /sh\ncondition: sel"))
+    code, out, _ = run("lint", str(tmp_path))
+    assert code == 1
+    (line,) = [x for x in out.splitlines() if "backref.yml" in x]
+    assert line.startswith(f"{tmp_path / 'backref.yml'}:9:")  # the CommandLine|re line
+    assert "RE2 cannot take" in line and "a backreference" in line
+    assert "the engine refuses the rule" in line
+    assert "1 rules loaded, 1 problems in 1 files" in out
+
+
 def test_test_reports_failures_with_event_expected_and_actual(tmp_path: Path) -> None:
     (tmp_path / "fim.yml").write_text(TESTED)
     failure = '{event: {dataset: sisguard.auth, outcome: failure}, process: {name: sshd}, ' \
