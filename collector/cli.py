@@ -60,16 +60,20 @@ def _agents_list(args: argparse.Namespace) -> int:
     from collector.health import agent_status
 
     store = _store(args.data_dir)
-    rows = [("ID", "HOST", "ORGANIZATION", "VERSION", "ADDRESS", "LAST SEEN", "STATUS", "SPOOL")]
+    rows = [("ID", "HOST", "ORGANIZATION", "VERSION", "ADDRESS", "LAST SEEN", "STATUS", "SPOOL",
+             "CERT EXPIRES")]
     for a in store.agents():
         seen = (dt.datetime.fromtimestamp(a.last_seen, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
                 if a.last_seen else "never")
         spool = str(a.heartbeat.get("spool_events", "")) if a.heartbeat else ""
+        expires = (dt.datetime.fromtimestamp(a.cert_expires, dt.UTC).strftime("%Y-%m-%d")
+                   if a.cert_expires else "")
         rows.append((a.agent_id, a.hostname, a.organization, a.version, a.address, seen,
-                     agent_status(a, offline_after=args.offline_after), spool))
+                     agent_status(a, offline_after=args.offline_after), spool, expires))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    _expiry_warnings(DataDir(Path(args.data_dir)), store)
     return 0
 
 
@@ -90,11 +94,41 @@ def _agents_show(args: argparse.Namespace) -> int:
 
 
 def _agents_revoke(args: argparse.Namespace) -> int:
+    """Revoke an agent id (every certificate of it) or one serial, known here or not,
+    then publish the signed list to every place the configuration names."""
+    from collector.config import load_config
+    from collector.crl import canonical_agent_id, parse_serial
+    from collector.renewal import configured_ca
+    from collector.revocation import watcher_for
+
+    if bool(args.agent_id) == bool(args.serial):
+        raise SisguardError("give an agent id or --serial HEX (one of them)")
     store = _store(args.data_dir)
-    if not store.revoke(args.agent_id):
-        raise SisguardError(f"no agent {args.agent_id}")
-    print(f"revoked {args.agent_id}: its certificate is refused from now on", file=sys.stderr)
+    data = DataDir(Path(args.data_dir))
+    path = Path(args.config) if args.config else data.config if data.config.exists() else None
+    config = load_config(path, {"data_dir": args.data_dir})
+    if args.agent_id:
+        agent_id = canonical_agent_id(args.agent_id)
+        known = store.revoke(agent_id)
+        what = f"agent {agent_id}" + ("" if known else " (never seen here)")
+    else:
+        serial = parse_serial(args.serial)
+        store.revoke_serial(format(serial, "x"))
+        what = f"certificate serial {serial:x}"
+    ca = configured_ca(CertificateAuthority.load(data.pki), config.pki)
+    watcher = watcher_for(config, ca=ca, store=store, pki_dir=data.pki)
+    watcher.refresh()
+    print(f"revoked {what}: refused by every collector of this CA within "
+          f"{config.pki.revocation_poll:g} s of reading the list from "
+          f"{', '.join(p.name for p in watcher.places)}", file=sys.stderr)
     return 0
+
+
+def _expiry_warnings(data: DataDir, store: Any) -> None:
+    from collector.renewal import expiry_warnings
+
+    for line in expiry_warnings(data.pki, store):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -103,6 +137,7 @@ def _status(args: argparse.Namespace) -> int:
         print(data.health.read_text(), end="")
     except FileNotFoundError:
         raise SisguardError(f"{data.health}: no health file: is the collector running?") from None
+    _expiry_warnings(data, _store(args.data_dir))
     return 0
 
 
@@ -154,9 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data-dir", required=True)
     a.add_argument("agent_id")
     a.set_defaults(func=_agents_show)
-    a = asub.add_parser("revoke")
+    a = asub.add_parser("revoke", help="refuse an agent (all its certificates) or one "
+                                       "certificate, on every collector of this CA")
     a.add_argument("--data-dir", required=True)
-    a.add_argument("agent_id")
+    a.add_argument("--config", default=None,
+                   help="the collector's YAML config (default: DATA_DIR/collector.yml), "
+                        "for pki.crl_path and Elasticsearch")
+    a.add_argument("--serial", default=None, help="a certificate serial (hex) instead of an id")
+    a.add_argument("agent_id", nargs="?", default=None)
     a.set_defaults(func=_agents_revoke)
 
     p = sub.add_parser("status", help="the running collector's health (written every 2 s)")

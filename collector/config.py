@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.errors import ConfigError
 from common.yamlconf import Duration, Size, from_dict, load_yaml
 
 
@@ -51,6 +52,31 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class PkiConfig:
+    crl_path: Path | None = None           # default: DATA_DIR/pki/crl.pem (may be shared)
+    revocation_poll: Duration = Duration(2.0)
+    agent_lifetime: Duration = Duration(90 * 86400.0)   # 1 to 397 days
+    server_lifetime: Duration = Duration(397 * 86400.0)  # 30 to 825 days
+    renew_server_before: Duration = Duration(30 * 86400.0)
+    # tests only: agent certificates this short (seconds), to see them renew
+    test_agent_lifetime: Duration | None = None
+
+    def __post_init__(self) -> None:
+        day = 86400.0
+        for name, low, high in (("agent_lifetime", 1, 397), ("server_lifetime", 30, 825),
+                                ("renew_server_before", 1, 90)):
+            value = getattr(self, name)
+            if not low * day <= value <= high * day:
+                raise ConfigError(f"pki.{name}: {value / day:g} days is outside "
+                                  f"{low} to {high} days")
+        if self.renew_server_before >= self.server_lifetime / 2:
+            raise ConfigError("pki.renew_server_before must be under half of "
+                              "pki.server_lifetime")
+        if self.revocation_poll < 0.1:
+            raise ConfigError("pki.revocation_poll: at least 0.1 s")
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     data_dir: Path = Path("/var/lib/sisguard-collector")
     listen: str = "0.0.0.0:4443"          # events, mutual TLS
@@ -62,6 +88,7 @@ class CollectorConfig:
     elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    pki: PkiConfig = field(default_factory=PkiConfig)
 
     @property
     def archive_enabled(self) -> bool:

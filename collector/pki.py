@@ -23,8 +23,12 @@ from common.errors import SisguardError
 
 HOST_URN = "urn:sisguard:host:"
 CA_VALIDITY = dt.timedelta(days=3650)
-SERVER_VALIDITY = dt.timedelta(days=825)
-AGENT_VALIDITY = dt.timedelta(days=365)
+# Agents renew themselves over their stream once less than a third is left (30 days of
+# a 90-day certificate): a stolen agent key is good for at most 90 days even if nobody
+# revokes it, while an agent may stay off for two months and still renew on its own.
+# Server certificates are re-issued by the collector 30 days before they expire.
+SERVER_VALIDITY = dt.timedelta(days=397)
+AGENT_VALIDITY = dt.timedelta(days=90)
 
 
 class PkiError(SisguardError):
@@ -61,6 +65,8 @@ def _now() -> dt.datetime:
 class CertificateAuthority:
     cert: x509.Certificate
     key: ec.EllipticCurvePrivateKey
+    agent_validity: dt.timedelta = AGENT_VALIDITY
+    server_validity: dt.timedelta = SERVER_VALIDITY
 
     @property
     def cert_pem(self) -> bytes:
@@ -123,13 +129,16 @@ class CertificateAuthority:
         names: list[x509.GeneralName],
     ) -> x509.Certificate:
         now = _now()
+        # back-dated for clock skew, but by little of a short (test) lifetime, so that
+        # "a third of the lifetime left" means what it says
+        backdate = min(dt.timedelta(minutes=5), validity / 10)
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self.cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_before(now - backdate)
             .not_valid_after(now + validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
@@ -152,7 +161,7 @@ class CertificateAuthority:
             except ValueError:
                 general.append(x509.DNSName(name))
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-        cert = self._issue(subject, key.public_key(), validity=SERVER_VALIDITY,
+        cert = self._issue(subject, key.public_key(), validity=self.server_validity,
                            usage=ExtendedKeyUsageOID.SERVER_AUTH, names=general)
         return cert, _key_pem(key)
 
@@ -178,7 +187,7 @@ class CertificateAuthority:
             x509.UniformResourceIdentifier(f"urn:sisguard:agent:{agent_id}")]
         if hostname:
             names.append(x509.UniformResourceIdentifier(f"{HOST_URN}{quote(hostname, safe='')}"))
-        return self._issue(subject, public_key, validity=AGENT_VALIDITY,
+        return self._issue(subject, public_key, validity=self.agent_validity,
                            usage=ExtendedKeyUsageOID.CLIENT_AUTH, names=names)
 
 

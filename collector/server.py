@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from collector.outputs.archive import JsonlArchive
 from collector.outputs.base import Output, Record
 from collector.pipeline import Detector, Pipeline, Validate
 from collector.pki import CertificateAuthority
+from collector.renewal import AgentRenewer, configured_ca, ensure_server_certificate
+from collector.revocation import watcher_for
 from collector.store import Store
 from common.errors import SisguardError
 from common.logs import get_logger
@@ -84,7 +87,9 @@ class Collector:
     def __post_init__(self) -> None:
         self.data = DataDir(self.config.data_dir)
         self.store = Store(self.data.db)
-        self.ca = CertificateAuthority.load(self.data.pki)
+        self.ca = configured_ca(CertificateAuthority.load(self.data.pki), self.config.pki)
+        self.revocations = watcher_for(self.config, ca=self.ca, store=self.store,
+                                       pki_dir=self.data.pki)
         self.outputs: list[Output] = []
         if self.config.archive_enabled:
             self.outputs.append(JsonlArchive(self.data.archive))
@@ -96,8 +101,10 @@ class Collector:
             limits=Limits(max_message_bytes=limits.max_message_bytes,
                           max_batch_events=limits.max_batch_events, window=limits.window,
                           events_per_second=limits.events_per_second),
-            stopping=self.stopping,
+            stopping=self.stopping, revocations=self.revocations,
+            renewer=AgentRenewer(self.ca, self.store),
         )
+        self.revocations.on_change = self.ingest.streams.cancel_refused
         self.server: grpc.Server | None = None
         self.monitor: Monitor | None = None
         self.port = 0
@@ -106,6 +113,9 @@ class Collector:
     def start(self) -> int:
         for output in self.outputs:
             output.connect()
+        ensure_server_certificate(self.data.pki, self.ca, renew_before=dt.timedelta(
+            seconds=self.config.pki.renew_server_before))
+        self.revocations.start()
         limits = self.config.limits
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", limits.max_message_bytes),
@@ -166,6 +176,7 @@ class Collector:
         self.stopping.set()
         if self.monitor is not None:
             self.monitor.stop()
+        self.revocations.stop()
         if self.server is not None:
             self.server.stop(grace).wait()
         for output in self.outputs:
