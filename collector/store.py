@@ -227,10 +227,12 @@ class Store:
         return row is not None
 
     def set_certificate(self, agent_id: str, *, serial: str, expires: float) -> None:
-        """The certificate the agent uses now (seen on its stream, or just renewed)."""
+        """The agent's latest certificate (seen on its stream, or just renewed): an older
+        one still in use (before it expires) does not replace it."""
         with self._tx() as db:
-            db.execute("UPDATE agents SET serial=?, cert_expires=? WHERE agent_id=?",
-                       (serial, expires, agent_id))
+            db.execute("UPDATE agents SET serial=?, cert_expires=? WHERE agent_id=?"
+                       " AND (cert_expires IS NULL OR cert_expires <= ?)",
+                       (serial, expires, agent_id, expires))
 
     def set_offline(self, agent_id: str, since: float | None) -> None:
         with self._tx() as db:
