@@ -115,6 +115,8 @@ class Renewal:
             raise
         self.credentials = credentials
         self._load(credentials)
+        # never renew again at once, even if the collector's lifetime is short
+        self.due_at = max(self.due_at, self._now() + self.retry_after)
         log.info("certificate renewed", agent_id=self.agent_id,
                  serial=format(self.cert.serial_number, "x"),
                  not_after=_utc(self.cert, "not_valid_after").isoformat())
@@ -133,8 +135,8 @@ class Renewal:
         if _common_name(cert) != self.agent_id:
             raise RenewalError(f"the renewed certificate names {_common_name(cert)[:80]!r}, "
                                f"not {self.agent_id}")
-        if _utc(cert, "not_valid_after") <= _utc(self.cert, "not_valid_after"):
-            raise RenewalError("the renewed certificate expires no later than the current one")
+        if _utc(cert, "not_valid_after").timestamp() <= self._now():
+            raise RenewalError("the renewed certificate has expired already")
         key_pem = key.private_bytes(serialization.Encoding.PEM,
                                     serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())

@@ -26,7 +26,7 @@ REVOKED_IDS_OID = x509.ObjectIdentifier(
     "2.25." + str(uuid.UUID("5d0c9a3e-7f0b-4c39-9a36-0b1f6a1f4e21").int))
 MAX_CRL_BYTES = 8 * 1024 * 1024
 MAX_ENTRIES = 200_000           # serials, and agent ids, each
-MAX_SERIAL_BITS = 160           # RFC 5280: at most 20 octets
+MAX_SERIAL_BITS = 159           # RFC 5280: 20 octets, positive
 CRL_VALIDITY = dt.timedelta(days=7)   # republished well before (see RevocationWatcher)
 
 

@@ -15,8 +15,10 @@ refuses.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -72,8 +74,9 @@ class CrlFile:
         except OSError as e:
             raise PlaceUnavailable(f"{self.path}: {e.strerror}") from e
         with os.fdopen(fd, "rb") as f:
-            data = f.read(MAX_CRL_BYTES + 1)
-        return data
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise PlaceUnavailable(f"{self.path}: not a regular file")
+            return f.read(MAX_CRL_BYTES + 1)
 
     def write(self, data: bytes) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -86,7 +89,8 @@ class CrlFile:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
             raise PlaceUnavailable(f"{self.path}: {e.strerror}") from e
 
 
