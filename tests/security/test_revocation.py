@@ -46,6 +46,7 @@ class RogueStream:
         self.channel = grpc.secure_channel(collector.address, _creds(state))
         self.outbox: queue.Queue[pb.AgentMessage | None] = queue.Queue()
         self.acks: list[pb.Ack] = []
+        self.renewed: list[pb.RenewResponse] = []
         self.welcomed = threading.Event()
         self.ended = threading.Event()
         self.code: grpc.StatusCode | None = None
@@ -68,6 +69,8 @@ class RogueStream:
                     self.welcomed.set()
                 elif kind == "ack":
                     self.acks.append(message.ack)
+                elif kind == "renewed":
+                    self.renewed.append(message.renewed)
             self.code = grpc.StatusCode.OK
         except grpc.RpcError as e:
             self.code, self.details = e.code(), str(e.details())
@@ -78,6 +81,9 @@ class RogueStream:
         self.seq += 1
         self.outbox.put(pb.AgentMessage(batch=pb.EventBatch(batch_id=self.seq, events=[
             pb.Envelope(seq=self.seq, dataset="sisguard.fim", document=_doc(self.seq))])))
+
+    def renew(self, csr_pem: bytes) -> None:
+        self.outbox.put(pb.AgentMessage(renew=pb.RenewRequest(csr_pem=csr_pem)))
 
     def close(self) -> None:
         self.outbox.put(None)
