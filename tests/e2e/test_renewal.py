@@ -87,3 +87,41 @@ def test_agent_renews_its_certificate_over_the_stream_with_no_event_lost(
     listing = cli("collector", "agents", "list", "--data-dir", str(collector.data_dir))
     # 15-second certificates: well within the 30 days that warrant a warning
     assert f"warning: agent {agent.agent_id}" in listing.stderr, listing.stderr
+    wait_for(lambda: (collector.data_dir / "health.json").exists(), message="health file")
+    status = cli("collector", "status", "--data-dir", str(collector.data_dir))
+    assert f"warning: agent {agent.agent_id}" in status.stderr, status.stderr
+
+
+def _served_certificate(collector: Collector) -> x509.Certificate:
+    import ssl
+
+    der = ssl.get_server_certificate(("127.0.0.1", collector.port + 1))   # enrollment port
+    return x509.load_pem_x509_certificate(der.encode())
+
+
+def test_collector_reissues_its_server_certificate_near_expiry_at_start(
+        collector_factory: Callable[..., Collector]) -> None:
+    import dataclasses
+    import datetime as dt
+
+    from collector.pki import CertificateAuthority, pem, write_private
+
+    collector = collector_factory(start=False)
+    pki = collector.data_dir / "pki"
+    ca = dataclasses.replace(CertificateAuthority.load(pki),
+                             server_validity=dt.timedelta(days=10))
+    old, key = ca.issue_server(["localhost", "127.0.0.1"])
+    (pki / "server.crt").write_bytes(pem(old))
+    write_private(pki / "server.key", key)
+    status = cli("collector", "agents", "list", "--data-dir", str(collector.data_dir))
+    assert "warning: server certificate expires in 9 days" in status.stderr, status.stderr
+    collector.start()
+    served = _served_certificate(collector)
+    assert served.serial_number != old.serial_number
+    assert served.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=390)
+    assert served.subject == old.subject
+    assert collector.proc is not None and "server certificate re-issued" in collector.proc.since(0)
+    assert "server certificate" not in cli("collector", "agents", "list", "--data-dir",
+                                           str(collector.data_dir)).stderr
+    wait_for(lambda: (collector.data_dir / "health.json").exists(), message="health file")
+    assert cli("collector", "status", "--data-dir", str(collector.data_dir)).stderr == ""
