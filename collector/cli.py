@@ -35,7 +35,39 @@ def _init(args: argparse.Namespace) -> int:
         if not data.config.exists():
             data.config.write_text(f"# written by sisguard-collector init\nlisten: {args.listen}\n")
         print(f"initialised {data.root} (server names: {', '.join(names)})", file=sys.stderr)
-    print(f"ca-fingerprint: {fingerprint(ca.cert)}")
+    print(f"ca-fingerprint: {fingerprint(ca.anchor)}")
+    return 0
+
+
+def _ca_root(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if (out / "ca.key").exists():
+        raise SisguardError(f"{out / 'ca.key'} exists: refusing to replace a root CA")
+    root = CertificateAuthority.create_root(args.name)
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)
+    root.save(out)
+    print(f"root CA in {out}: keep it offline; agents pin its fingerprint", file=sys.stderr)
+    print(f"ca-fingerprint: {fingerprint(root.cert)}")
+    return 0
+
+
+def _ca_intermediate(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if (out / "ca.key").exists():
+        raise SisguardError(f"{out / 'ca.key'} exists: refusing to replace a CA")
+    if not 30 <= args.days <= 3650:
+        raise SisguardError(f"--days {args.days}: give 30 to 3650 days")
+    root = CertificateAuthority.load(Path(args.root))
+    if root.chain:
+        raise SisguardError(f"{args.root}: not a root CA (its ca.crt holds a chain)")
+    intermediate = root.issue_intermediate(args.name, validity=dt.timedelta(days=args.days))
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)
+    intermediate.save(out)
+    print(f"collectors' CA in {out}: give it to each collector with "
+          f"'sisguard-collector init --ca-from {out}'", file=sys.stderr)
+    print(f"ca-fingerprint: {fingerprint(intermediate.anchor)}")
     return 0
 
 
@@ -168,6 +200,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="join a deployment: use the CA in PKI_DIR (another collector's "
                         "DATA_DIR/pki, holding ca.crt and ca.key) instead of making one")
     p.set_defaults(func=_init)
+
+    p = sub.add_parser("ca", help="offline-CA mode: a root kept offline signs the "
+                                  "collectors' intermediate CA")
+    csub = p.add_subparsers(dest="ca_command", required=True)
+    c = csub.add_parser("root", help="make the root CA (on an offline machine)")
+    c.add_argument("--out", required=True, metavar="DIR")
+    c.add_argument("--name", default="sisguard root CA")
+    c.set_defaults(func=_ca_root)
+    c = csub.add_parser("intermediate", help="sign the collectors' CA with the root")
+    c.add_argument("--root", required=True, metavar="DIR", help="the root CA's directory")
+    c.add_argument("--out", required=True, metavar="DIR")
+    c.add_argument("--name", default="sisguard collector CA")
+    c.add_argument("--days", type=int, default=1825)
+    c.set_defaults(func=_ca_intermediate)
 
     p = sub.add_parser("token", help="enrollment tokens")
     tsub = p.add_subparsers(dest="token_command", required=True)
