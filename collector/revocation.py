@@ -193,6 +193,13 @@ class _PlaceState:
     digest: str = ""                  # of the last content read
     verified: SignedList | None = None
     refused_logged: str = ""
+    errors: dict[str, str] = field(default_factory=dict)   # last logged, by action
+
+    def failed(self, place: str, action: str, error: str) -> None:
+        if error != self.errors.get(action):
+            self.errors[action] = error
+            log.warning(f"revocation list not {action}; retried at every poll",
+                        place=place, error=error)
 
 
 @dataclass
@@ -218,7 +225,12 @@ class RevocationWatcher:
         return self.current.refuses(serial=cert.serial_number, agent_id=agent_id)
 
     def start(self) -> None:
-        self.refresh()
+        try:
+            self.refresh()
+        except Exception:  # serve anyway: the store's revocations are in force already
+            log.exception("revocation refresh failed at start")
+            serials, ids = self.store.revocations()
+            self.current = Revocations(frozenset(int(s, 16) for s in serials), frozenset(ids))
         self._thread = threading.Thread(target=self._loop, name="revocations", daemon=True)
         self._thread.start()
 
@@ -258,8 +270,9 @@ class RevocationWatcher:
         try:
             data = place.read()
         except PlaceUnavailable as e:
-            log.debug("revocation list unreadable", place=place.name, error=str(e))
+            state.failed(place.name, "read", str(e))
             return
+        state.errors.pop("read", None)
         if data is None:
             state.digest, state.verified = "", None
             return
@@ -305,10 +318,10 @@ class RevocationWatcher:
             try:
                 place.write(data)
             except PlaceUnavailable as e:
-                log.warning("revocation list not published; retried", place=place.name,
-                            error=str(e))
+                self._state[place.name].failed(place.name, "published", str(e))
                 continue
             state = self._state[place.name]
+            state.errors.pop("published", None)
             state.digest = hashlib.sha256(data).hexdigest()
             state.verified = read_crl(data, self.ca.cert, source=place.name)
             log.info("revocation list published", place=place.name, crl_number=number,

@@ -235,6 +235,23 @@ def test_a_forged_list_is_ignored_and_logged(
              timeout=10, message="the real revoke")
 
 
+def _forge_index_document(es_url: str, prefix: str, agent_id: str) -> None:
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from elasticsearch import Elasticsearch
+
+    forged = sign_crl(CertificateAuthority.create("sisguard collector CA"),
+                      Revocations(agent_ids=frozenset({agent_id})), number=10**6)
+    der = x509.load_pem_x509_crl(forged).public_bytes(Encoding.DER)
+    with Elasticsearch(es_url) as client:
+        hits = client.search(index=f"{prefix}-pki", query={"match_all": {}})["hits"]["hits"]
+        assert len(hits) == 1, hits
+        client.index(index=f"{prefix}-pki", id=hits[0]["_id"], refresh=True, document={
+            **hits[0]["_source"], "crl_der": base64.b64encode(der).decode()})
+
+
 @pytest.mark.service
 @pytest.mark.parametrize("es_url", engine_urls())
 def test_revocation_reaches_a_collector_through_elasticsearch(
@@ -260,6 +277,13 @@ def test_revocation_reaches_a_collector_through_elasticsearch(
         wait_for(lambda: _connect_code(second, agent.state_dir)
                  == grpc.StatusCode.PERMISSION_DENIED, timeout=15,
                  message="refused through Elasticsearch")
+        # whoever may write the index cannot revoke anyone: a forged list is ignored
+        good = _enrolled(second, agent_factory, name="good")
+        _forge_index_document(es_url, prefix, good.agent_id)
+        assert second.proc is not None
+        wait_for(lambda: "revocation list refused" in second.proc.since(0)
+                 if second.proc else None, timeout=15, message="the forged document logged")
+        assert _connect_code(second, good.state_dir) == grpc.StatusCode.OK
     finally:
         if second.proc:
             second.proc.kill()
