@@ -21,6 +21,7 @@ from collector.pipeline import Detector, Pipeline, Validate
 from collector.pki import CertificateAuthority
 from collector.renewal import AgentRenewer, configured_ca, ensure_server_certificate
 from collector.revocation import watcher_for
+from collector.server_certs import LiveServerCertificates
 from collector.store import Store
 from common.errors import SisguardError
 from common.logs import get_logger
@@ -57,7 +58,10 @@ class DataDir:
         return self.root / "health.json"
 
 
-def server_credentials(data: DataDir, *, require_client_cert: bool) -> grpc.ServerCredentials:
+def server_credentials(data: DataDir, *, require_client_cert: bool,
+                       certs: LiveServerCertificates | None = None) -> grpc.ServerCredentials:
+    if certs is not None:   # reloaded and re-issued without a restart
+        return certs.credentials(require_client_cert=require_client_cert)
     try:
         key = (data.pki / "server.key").read_bytes()
         chain = (data.pki / "server.crt").read_bytes() + (data.pki / "ca.crt").read_bytes()
@@ -113,8 +117,9 @@ class Collector:
     def start(self) -> int:
         for output in self.outputs:
             output.connect()
-        ensure_server_certificate(self.data.pki, self.ca, renew_before=dt.timedelta(
-            seconds=self.config.pki.renew_server_before))
+        renew_before = dt.timedelta(seconds=self.config.pki.renew_server_before)
+        ensure_server_certificate(self.data.pki, self.ca, renew_before=renew_before)
+        certs = LiveServerCertificates(self.data.pki, ca=self.ca, renew_before=renew_before)
         self.revocations.start()
         limits = self.config.limits
         options: list[tuple[str, Any]] = [
@@ -134,12 +139,14 @@ class Collector:
             EnrollmentService(store=self.store, ca=self.ca), server)
         pb_grpc.add_IngestServicer_to_server(self.ingest, server)
         self.port = server.add_secure_port(
-            self.config.listen, server_credentials(self.data, require_client_cert=True))
+            self.config.listen,
+            server_credentials(self.data, require_client_cert=True, certs=certs))
         if self.port == 0:
             raise SisguardError(f"cannot listen on {self.config.listen}")
         enroll_listen = self.config.enroll_listen or enroll_address(self.config.listen)
         self.enroll_port = server.add_secure_port(
-            enroll_listen, server_credentials(self.data, require_client_cert=False))
+            enroll_listen,
+            server_credentials(self.data, require_client_cert=False, certs=certs))
         if self.enroll_port == 0:
             raise SisguardError(f"cannot listen on {enroll_listen} (enrollment)")
         server.start()

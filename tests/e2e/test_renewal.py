@@ -125,3 +125,35 @@ def test_collector_reissues_its_server_certificate_near_expiry_at_start(
                                            str(collector.data_dir)).stderr
     wait_for(lambda: (collector.data_dir / "health.json").exists(), message="health file")
     assert cli("collector", "status", "--data-dir", str(collector.data_dir)).stderr == ""
+
+
+def test_a_running_collector_serves_a_replaced_and_reissues_an_expiring_certificate(
+        collector_factory: Callable[..., Collector], agent_factory: Callable[..., Agent]) -> None:
+    import dataclasses
+    import datetime as dt
+
+    from collector.pki import CertificateAuthority, pem, write_private
+
+    collector = collector_factory()
+    agent = agent_factory(collector, start=False)
+    agent.enroll()
+    first = _served_certificate(collector)
+    pki = collector.data_dir / "pki"
+    ca = dataclasses.replace(CertificateAuthority.load(pki),
+                             server_validity=dt.timedelta(days=10))
+    expiring, key = ca.issue_server(["localhost", "127.0.0.1"])
+    write_private(pki / "server.key", key)      # as an operator (or a crash) might leave it
+    # key and certificate do not match yet: the old certificate is still served
+    assert _served_certificate(collector).serial_number == first.serial_number
+    (pki / "server.crt").write_bytes(pem(expiring))
+    # the next handshake loads the pair, finds it within 30 days of expiry, re-issues it
+    served = _served_certificate(collector)
+    assert served.serial_number not in (first.serial_number, expiring.serial_number)
+    assert served.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=390)
+    on_disk = x509.load_pem_x509_certificate((pki / "server.crt").read_bytes())
+    assert on_disk.serial_number == served.serial_number
+    assert collector.proc is not None
+    log = collector.proc.since(0)
+    assert "server certificate re-issued" in log and "server certificate reloaded" in log
+    # mutual TLS goes on with the new certificate
+    assert _connect_code(collector, agent.state_dir) == grpc.StatusCode.OK
