@@ -135,9 +135,6 @@ class IngestService(pb_grpc.IngestServicer):
         cert = peer_certificate(context)
         assert cert is not None
         peer = context.peer()
-        # a revocation cancels this stream at once (RevocationWatcher.on_change), and
-        # every message is checked too
-        handle = self.streams.add(cert.serial_number, agent.agent_id, context)
         renewed = False
         log.info("agent connected", agent_id=agent.agent_id, peer=peer)
         self.store.seen(agent.agent_id, address=peer)
@@ -148,6 +145,9 @@ class IngestService(pb_grpc.IngestServicer):
             window=self.limits.window,
         ))
         limiter = _RateLimiter(self.limits.events_per_second)
+        # a revocation cancels this stream at once (RevocationWatcher.on_change), and
+        # every message is checked too
+        handle = self.streams.add(cert.serial_number, agent.agent_id, context)
         try:
             for message in request_iterator:
                 if self._revoked(cert, agent.agent_id):
