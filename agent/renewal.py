@@ -67,6 +67,7 @@ class Renewal:
         self.credentials = credentials
         self._clock = clock
         self._pending: ec.EllipticCurvePrivateKey | None = None
+        self._expiry_reported = False
         self._load(credentials)
 
     def _load(self, credentials: Credentials) -> None:
@@ -82,6 +83,18 @@ class Renewal:
 
     def due(self) -> bool:
         return self._pending is None and self._now() >= self.due_at
+
+    def report_if_expired(self) -> bool:
+        """Say once, clearly, why no collector will take us any more."""
+        not_after = _utc(self.cert, "not_valid_after")
+        if self._now() < not_after.timestamp():
+            return False
+        if not self._expiry_reported:
+            self._expiry_reported = True
+            log.error("the agent certificate has expired: no collector accepts it; enroll "
+                      "the agent again (sisguard-agent enroll)", agent_id=self.agent_id,
+                      not_after=not_after.isoformat())
+        return True
 
     def request(self) -> pb.AgentMessage:
         key = ec.generate_private_key(ec.SECP256R1())

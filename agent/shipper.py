@@ -107,6 +107,8 @@ class Shipper(threading.Thread):
                 self.stats.last_error = f"{code}: {detail}"
                 log.warning("stream to collector failed", collector=address,
                             code=str(code), error=detail, retry_in=round(delay, 2))
+                if self.renewal is not None:
+                    self.renewal.report_if_expired()
             except Exception as e:  # never let the shipper thread die
                 self.stats.last_error = f"{type(e).__name__}: {e}"
                 log.exception("shipper error", collector=address)

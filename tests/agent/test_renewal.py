@@ -122,3 +122,15 @@ def test_an_interrupted_replacement_is_finished_or_undone(
         (tmp_path / "agent.key.new").unlink()           # the key was renamed already
         assert Credentials.load(tmp_path) == new        # its certificate follows
     assert not list(tmp_path.glob("*.new"))
+
+
+def test_an_expired_certificate_is_reported_once(ca: CertificateAuthority, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    creds = _enrolled(ca, tmp_path)
+    end = x509.load_pem_x509_certificate(creds.cert_pem).not_valid_after_utc.timestamp()
+    now = [end - 1]
+    renewal = Renewal(tmp_path, creds, clock=lambda: now[0])
+    assert not renewal.report_if_expired()
+    now[0] = end + 1
+    assert renewal.report_if_expired() and renewal.report_if_expired()
+    assert sum("has expired" in r.getMessage() for r in caplog.records) == 1
