@@ -127,6 +127,11 @@ class SignedList:
     next_update: dt.datetime | None
 
 
+# what cryptography raises on malformed input (found by fuzzing: tests/collector/test_crl.py)
+_MALFORMED = (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension,
+              x509.UnsupportedGeneralNameType)
+
+
 def read_crl(data: bytes, ca_cert: x509.Certificate, *, source: str) -> SignedList:
     """Parse and verify a CRL; raises ``CrlRefused`` naming ``source`` and the reason."""
     if len(data) > MAX_CRL_BYTES:
@@ -135,17 +140,20 @@ def read_crl(data: bytes, ca_cert: x509.Certificate, *, source: str) -> SignedLi
     try:
         crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
                else x509.load_der_x509_crl(data))
-    except ValueError as e:
+    except _MALFORMED as e:
         raise CrlRefused(f"{source}: not a CRL: {e}") from e
+    try:   # cryptography parses the fields lazily: a malformed one raises on access
+        return _verified(crl, ca_cert, source=source)
+    except _MALFORMED as e:
+        raise CrlRefused(f"{source}: malformed CRL: {e}") from e
+
+
+def _verified(crl: x509.CertificateRevocationList, ca_cert: x509.Certificate, *,
+              source: str) -> SignedList:
     if crl.issuer != ca_cert.subject:
         raise CrlRefused(f"{source}: issued by {crl.issuer.rfc4514_string()[:200]!r}, "
                          f"not by our CA {ca_cert.subject.rfc4514_string()!r}")
-    public_key = ca_cert.public_key()
-    try:
-        valid = crl.is_signature_valid(public_key)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as e:
-        raise CrlRefused(f"{source}: signature cannot be checked: {e}") from e
-    if not valid:
+    if not crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
         raise CrlRefused(f"{source}: the signature does not verify against our CA")
     if len(crl) > MAX_ENTRIES:
         raise CrlRefused(f"{source}: {len(crl)} serials, over the limit of {MAX_ENTRIES}")

@@ -282,12 +282,14 @@ class RevocationWatcher:
         state.digest = digest
         try:
             signed = read_crl(data, self.ca.cert, source=place.name)
-        except CrlRefused as e:
+        except Exception as e:  # CrlRefused, or a parser error nobody foresaw: one bad
+            # list costs only itself, never the watcher or the other places
             state.verified = None
             self.refused_lists += 1
             if state.refused_logged != digest:
                 state.refused_logged = digest
-                log.error("revocation list refused: ignored", place=place.name, error=str(e))
+                error = str(e) if isinstance(e, CrlRefused) else f"{type(e).__name__}: {e}"
+                log.error("revocation list refused: ignored", place=place.name, error=error)
             return
         state.verified = signed
         added = self.store.add_revocations(

@@ -7,6 +7,8 @@ import uuid
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from collector.crl import (
     MAX_CRL_BYTES,
@@ -95,3 +97,31 @@ def test_ids_and_serials_are_checked() -> None:
     for bad in ("zz", "0", "f" * 41, ""):
         with pytest.raises(CrlRefused):
             parse_serial(bad)
+
+
+_CA = CertificateAuthority.create()
+_GOOD_DER = x509.load_pem_x509_crl(sign_crl(
+    _CA, Revocations(serials=frozenset({5, 77}), agent_ids=frozenset({str(uuid.uuid4())})),
+    number=3)).public_bytes(serialization.Encoding.DER)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.binary(max_size=2048),
+    # the real list with a few bytes changed: parses often, verifies never
+    st.lists(st.tuples(st.integers(0, len(_GOOD_DER) - 1), st.integers(0, 255)),
+             min_size=1, max_size=4).map(lambda edits: _edit(_GOOD_DER, edits)),
+))
+def test_any_bytes_are_read_or_refused_never_crash(data: bytes) -> None:
+    try:
+        signed = read_crl(data, _CA.cert, source="fuzz")
+    except CrlRefused:
+        return
+    assert data == _GOOD_DER or signed.revocations.serials == {5, 77}
+
+
+def _edit(der: bytes, edits: list[tuple[int, int]]) -> bytes:
+    out = bytearray(der)
+    for index, value in edits:
+        out[index] = value
+    return bytes(out)
