@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -225,13 +225,18 @@ class CertificateAuthority:
         shares this CA knows the agent from its certificate alone (scale-out)."""
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
-        except ValueError as e:
+        except (ValueError, x509.InvalidVersion) as e:
             raise PkiError(f"the CSR is not valid PEM: {e}") from e
-        if not csr.is_signature_valid:
+        try:   # parsed lazily: a malformed field raises on access
+            valid = csr.is_signature_valid
+            public_key = csr.public_key()
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as e:
+            raise PkiError(f"the CSR is malformed: {e or type(e).__name__}") from e
+        if not valid:
             raise PkiError("the CSR's signature does not verify")
-        public_key = csr.public_key()
-        if not isinstance(public_key, ec.EllipticCurvePublicKey):
-            raise PkiError("the CSR's key must be an EC key (P-256)")
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or \
+                not isinstance(public_key.curve, ec.SECP256R1):
+            raise PkiError("the CSR's key must be an EC P-256 key")
         subject = x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization[:64] or "sisguard agents"),
             x509.NameAttribute(NameOID.COMMON_NAME, agent_id),
