@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -140,10 +140,12 @@ class Renewal:
             cert = x509.load_pem_x509_certificate(cert_pem)
             ca = x509.load_pem_x509_certificate(self.credentials.ca_pem)
             cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature) as e:
+            for_our_key = cert.public_key() == key.public_key()
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm,
+                x509.InvalidVersion) as e:
             raise RenewalError(f"the renewed certificate is not signed by our CA: "
                                f"{e or type(e).__name__}") from e
-        if cert.public_key() != key.public_key():
+        if not for_our_key:
             raise RenewalError("the renewed certificate is not for the key we sent")
         if _common_name(cert) != self.agent_id:
             raise RenewalError(f"the renewed certificate names {_common_name(cert)[:80]!r}, "
