@@ -20,6 +20,7 @@ from agent.config import AgentConfig
 from agent.ecs import Document, new_event
 from agent.identity import Credentials, Identity
 from agent.memory import release_heap
+from agent.renewal import Renewal
 from agent.sensors import REGISTRY, Sensor, SensorContext
 from agent.sensors.base import SensorHealth
 from agent.shipper import Shipper, ShipperSettings
@@ -66,7 +67,7 @@ class Agent:
                                      window=s.window, backoff_initial=s.backoff_initial,
                                      backoff_max=s.backoff_max,
                                      heartbeat_interval=config.heartbeat_interval),
-            heartbeat=self.heartbeat,
+            heartbeat=self.heartbeat, renewal=Renewal(self.state_dir, credentials),
         )
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)

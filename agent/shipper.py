@@ -20,6 +20,7 @@ import grpc
 
 from agent import __version__
 from agent.identity import Credentials
+from agent.renewal import Renewal, RenewalError
 from agent.spool import Spool
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb
@@ -61,7 +62,8 @@ class ShipperStats:
 class Shipper(threading.Thread):
     def __init__(self, *, spool: Spool, collectors: list[str], credentials: Credentials,
                  hostname: str, settings: ShipperSettings,
-                 heartbeat: Callable[[], pb.Heartbeat]) -> None:
+                 heartbeat: Callable[[], pb.Heartbeat],
+                 renewal: Renewal | None = None) -> None:
         super().__init__(name="shipper", daemon=True)
         self.spool = spool
         self.collectors = collectors
@@ -75,6 +77,8 @@ class Shipper(threading.Thread):
         self._inflight: OrderedDict[int, tuple[int, int]] = OrderedDict()
         self._welcomed = False
         self._cond = spool.changed
+        self.renewal = renewal
+        self._reconnect = False   # renewed: end the session once nothing is in flight
 
     def stop(self) -> None:
         self._stopping.set()
@@ -103,6 +107,8 @@ class Shipper(threading.Thread):
                 self.stats.last_error = f"{code}: {detail}"
                 log.warning("stream to collector failed", collector=address,
                             code=str(code), error=detail, retry_in=round(delay, 2))
+                if self.renewal is not None:
+                    self.renewal.report_if_expired()
             except Exception as e:  # never let the shipper thread die
                 self.stats.last_error = f"{type(e).__name__}: {e}"
                 log.exception("shipper error", collector=address)
@@ -130,6 +136,7 @@ class Shipper(threading.Thread):
 
     def _session(self, address: str) -> None:
         self._inflight.clear()
+        self._reconnect = False
         limits = {"events": self.settings.batch_events, "bytes": self.settings.batch_bytes,
                   "window": self.settings.window}
         welcomed = threading.Event()
@@ -158,7 +165,11 @@ class Shipper(threading.Thread):
                         self._welcomed = True
                     elif kind == "ack":
                         self._on_ack(message.ack)
+                    elif kind == "renewed" and self.renewal is not None:
+                        self._on_renewed(message.renewed)
             finally:
+                if self.renewal is not None:
+                    self.renewal.abandon()
                 session_over.set()
                 with self._cond:
                     self._cond.notify_all()
@@ -177,6 +188,16 @@ class Shipper(threading.Thread):
         with self._cond:
             self._cond.notify_all()
 
+    def _on_renewed(self, reply: pb.RenewResponse) -> None:
+        assert self.renewal is not None
+        try:
+            self.credentials = self.renewal.complete(reply)
+        except RenewalError:
+            return   # logged; the current certificate stays, tried again later
+        self._reconnect = True
+        with self._cond:
+            self._cond.notify_all()
+
     def _requests(self, limits: dict[str, int], welcomed: threading.Event,
                   session_over: threading.Event) -> Iterator[pb.AgentMessage]:
         yield pb.AgentMessage(hello=pb.Hello(agent_version=__version__, hostname=self.hostname))
@@ -187,12 +208,18 @@ class Shipper(threading.Thread):
         next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
         last_sent = 0
         batch_id = 0
+        asked_renewal = False
         while not session_over.is_set() and not self._stopping.is_set():
+            if self._reconnect and not self._inflight:
+                return   # everything acked: end the stream, reconnect with the new cert
+            if self.renewal is not None and not asked_renewal and self.renewal.due():
+                asked_renewal = True
+                yield self.renewal.request()
             if time.monotonic() >= next_heartbeat:
                 yield pb.AgentMessage(heartbeat=self.heartbeat())
                 next_heartbeat = time.monotonic() + self.settings.heartbeat_interval
             batch = None
-            if len(self._inflight) < limits["window"]:
+            if len(self._inflight) < limits["window"] and not self._reconnect:
                 events = self.spool.read_after(last_sent, limit=limits["events"],
                                                max_bytes=limits["bytes"])
                 if 0 < len(events) < limits["events"] and self.settings.linger > 0:

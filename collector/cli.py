@@ -36,7 +36,39 @@ def _init(args: argparse.Namespace) -> int:
         if not data.config.exists():
             data.config.write_text(f"# written by sisguard-collector init\nlisten: {args.listen}\n")
         print(f"initialised {data.root} (server names: {', '.join(names)})", file=sys.stderr)
-    print(f"ca-fingerprint: {fingerprint(ca.cert)}")
+    print(f"ca-fingerprint: {fingerprint(ca.anchor)}")
+    return 0
+
+
+def _ca_root(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if (out / "ca.key").exists():
+        raise SisguardError(f"{out / 'ca.key'} exists: refusing to replace a root CA")
+    root = CertificateAuthority.create_root(args.name)
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)
+    root.save(out)
+    print(f"root CA in {out}: keep it offline; agents pin its fingerprint", file=sys.stderr)
+    print(f"ca-fingerprint: {fingerprint(root.cert)}")
+    return 0
+
+
+def _ca_intermediate(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if (out / "ca.key").exists():
+        raise SisguardError(f"{out / 'ca.key'} exists: refusing to replace a CA")
+    if not 30 <= args.days <= 3650:
+        raise SisguardError(f"--days {args.days}: give 30 to 3650 days")
+    root = CertificateAuthority.load(Path(args.root))
+    if root.chain:
+        raise SisguardError(f"{args.root}: not a root CA (its ca.crt holds a chain)")
+    intermediate = root.issue_intermediate(args.name, validity=dt.timedelta(days=args.days))
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)
+    intermediate.save(out)
+    print(f"collectors' CA in {out}: give it to each collector with "
+          f"'sisguard-collector init --ca-from {out}'", file=sys.stderr)
+    print(f"ca-fingerprint: {fingerprint(intermediate.anchor)}")
     return 0
 
 
@@ -61,16 +93,20 @@ def _agents_list(args: argparse.Namespace) -> int:
     from collector.health import agent_status
 
     store = _store(args.data_dir)
-    rows = [("ID", "HOST", "ORGANIZATION", "VERSION", "ADDRESS", "LAST SEEN", "STATUS", "SPOOL")]
+    rows = [("ID", "HOST", "ORGANIZATION", "VERSION", "ADDRESS", "LAST SEEN", "STATUS", "SPOOL",
+             "CERT EXPIRES")]
     for a in store.agents():
         seen = (dt.datetime.fromtimestamp(a.last_seen, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
                 if a.last_seen else "never")
         spool = str(a.heartbeat.get("spool_events", "")) if a.heartbeat else ""
+        expires = (dt.datetime.fromtimestamp(a.cert_expires, dt.UTC).strftime("%Y-%m-%d")
+                   if a.cert_expires else "")
         rows.append((a.agent_id, a.hostname, a.organization, a.version, a.address, seen,
-                     agent_status(a, offline_after=args.offline_after), spool))
+                     agent_status(a, offline_after=args.offline_after), spool, expires))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    _expiry_warnings(DataDir(Path(args.data_dir)), store)
     return 0
 
 
@@ -91,11 +127,41 @@ def _agents_show(args: argparse.Namespace) -> int:
 
 
 def _agents_revoke(args: argparse.Namespace) -> int:
+    """Revoke an agent id (every certificate of it) or one serial, known here or not,
+    then publish the signed list to every place the configuration names."""
+    from collector.config import load_config
+    from collector.crl import canonical_agent_id, parse_serial
+    from collector.renewal import configured_ca
+    from collector.revocation import watcher_for
+
+    if bool(args.agent_id) == bool(args.serial):
+        raise SisguardError("give an agent id or --serial HEX (one of them)")
     store = _store(args.data_dir)
-    if not store.revoke(args.agent_id):
-        raise SisguardError(f"no agent {args.agent_id}")
-    print(f"revoked {args.agent_id}: its certificate is refused from now on", file=sys.stderr)
+    data = DataDir(Path(args.data_dir))
+    path = Path(args.config) if args.config else data.config if data.config.exists() else None
+    config = load_config(path, {"data_dir": args.data_dir})
+    if args.agent_id:
+        agent_id = canonical_agent_id(args.agent_id)
+        known = store.revoke(agent_id)
+        what = f"agent {agent_id}" + ("" if known else " (never seen here)")
+    else:
+        serial = parse_serial(args.serial)
+        store.revoke_serial(format(serial, "x"))
+        what = f"certificate serial {serial:x}"
+    ca = configured_ca(CertificateAuthority.load(data.pki), config.pki)
+    watcher = watcher_for(config, ca=ca, store=store, pki_dir=data.pki)
+    watcher.refresh()
+    print(f"revoked {what}: refused by every collector of this CA within "
+          f"{config.pki.revocation_poll:g} s of reading the list from "
+          f"{', '.join(p.name for p in watcher.places)}", file=sys.stderr)
     return 0
+
+
+def _expiry_warnings(data: DataDir, store: Any) -> None:
+    from collector.renewal import expiry_warnings
+
+    for line in expiry_warnings(data.pki, store):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -104,6 +170,7 @@ def _status(args: argparse.Namespace) -> int:
         print(data.health.read_text(), end="")
     except FileNotFoundError:
         raise SisguardError(f"{data.health}: no health file: is the collector running?") from None
+    _expiry_warnings(data, _store(args.data_dir))
     return 0
 
 
@@ -147,6 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "DATA_DIR/pki, holding ca.crt and ca.key) instead of making one")
     p.set_defaults(func=_init)
 
+    p = sub.add_parser("ca", help="offline-CA mode: a root kept offline signs the "
+                                  "collectors' intermediate CA")
+    csub = p.add_subparsers(dest="ca_command", required=True)
+    c = csub.add_parser("root", help="make the root CA (on an offline machine)")
+    c.add_argument("--out", required=True, metavar="DIR")
+    c.add_argument("--name", default="sisguard root CA")
+    c.set_defaults(func=_ca_root)
+    c = csub.add_parser("intermediate", help="sign the collectors' CA with the root")
+    c.add_argument("--root", required=True, metavar="DIR", help="the root CA's directory")
+    c.add_argument("--out", required=True, metavar="DIR")
+    c.add_argument("--name", default="sisguard collector CA")
+    c.add_argument("--days", type=int, default=1825)
+    c.set_defaults(func=_ca_intermediate)
+
     p = sub.add_parser("token", help="enrollment tokens")
     tsub = p.add_subparsers(dest="token_command", required=True)
     t = tsub.add_parser("create", help="make a token; printed once, stored hashed")
@@ -167,9 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data-dir", required=True)
     a.add_argument("agent_id")
     a.set_defaults(func=_agents_show)
-    a = asub.add_parser("revoke")
+    a = asub.add_parser("revoke", help="refuse an agent (all its certificates) or one "
+                                       "certificate, on every collector of this CA")
     a.add_argument("--data-dir", required=True)
-    a.add_argument("agent_id")
+    a.add_argument("--config", default=None,
+                   help="the collector's YAML config (default: DATA_DIR/collector.yml), "
+                        "for pki.crl_path and Elasticsearch")
+    a.add_argument("--serial", default=None, help="a certificate serial (hex) instead of an id")
+    a.add_argument("agent_id", nargs="?", default=None)
     a.set_defaults(func=_agents_revoke)
 
     p = sub.add_parser("status", help="the running collector's health (written every 2 s)")

@@ -109,6 +109,31 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class PkiConfig:
+    crl_path: Path | None = None           # default: DATA_DIR/pki/crl.pem (may be shared)
+    revocation_poll: Duration = Duration(2.0)
+    agent_lifetime: Duration = Duration(90 * 86400.0)   # 1 to 397 days
+    server_lifetime: Duration = Duration(397 * 86400.0)  # 30 to 825 days
+    renew_server_before: Duration = Duration(30 * 86400.0)
+    # tests only: agent certificates this short (seconds), to see them renew
+    test_agent_lifetime: Duration | None = None
+
+    def __post_init__(self) -> None:
+        day = 86400.0
+        for name, low, high in (("agent_lifetime", 1, 397), ("server_lifetime", 30, 825),
+                                ("renew_server_before", 1, 90)):
+            value = getattr(self, name)
+            if not low * day <= value <= high * day:
+                raise ConfigError(f"pki.{name}: {value / day:g} days is outside "
+                                  f"{low} to {high} days")
+        if self.renew_server_before >= self.server_lifetime / 2:
+            raise ConfigError("pki.renew_server_before must be under half of "
+                              "pki.server_lifetime")
+        if self.revocation_poll < 0.1:
+            raise ConfigError("pki.revocation_poll: at least 0.1 s")
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     data_dir: Path = Path("/var/lib/sisguard-collector")
     listen: str = "0.0.0.0:4443"          # events, mutual TLS
@@ -122,6 +147,7 @@ class CollectorConfig:
     rules: RulesConfig = field(default_factory=RulesConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    pki: PkiConfig = field(default_factory=PkiConfig)
 
     @property
     def archive_enabled(self) -> bool:

@@ -22,6 +22,8 @@ from collector.outputs.archive import JsonlArchive
 from collector.outputs.base import Outcome, Output, OutputUnavailable, Record
 from collector.pipeline import AgentIdentity, Pipeline
 from collector.pki import agent_facts, agent_id_of
+from collector.renewal import AgentRenewer
+from collector.revocation import ActiveStreams, RevocationWatcher
 from collector.store import Store
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb
@@ -48,9 +50,14 @@ def peer_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
 
 class IngestService(pb_grpc.IngestServicer):
     def __init__(self, *, store: Store, pipeline: Pipeline, outputs: Sequence[Output],
-                 limits: Limits, stopping: threading.Event, admission: StreamGate) -> None:
+                 limits: Limits, stopping: threading.Event, admission: StreamGate,
+                 revocations: RevocationWatcher | None = None,
+                 renewer: AgentRenewer | None = None) -> None:
         self.store = store
         self.admission = admission   # streams per agent, one token bucket per agent
+        self.revocations = revocations
+        self.renewer = renewer
+        self.streams = ActiveStreams()
         self.pipeline = pipeline
         self.outputs = list(outputs)
         self.limits = limits
@@ -70,9 +77,11 @@ class IngestService(pb_grpc.IngestServicer):
                           "a client certificate is required: enroll the agent first")
         assert cert is not None
         serial = format(cert.serial_number, "x")
-        if self.store.is_revoked(serial):
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, "this agent certificate is revoked")
         agent_id = agent_id_of(cert)
+        if self._revoked(cert, agent_id):
+            log.warning("revoked agent refused", agent_id=agent_id, serial=serial,
+                        peer=context.peer())
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "this agent certificate is revoked")
         record = self.store.agent(agent_id)
         if record is None:
             # enrolled by another collector of this CA (scale-out): the certificate,
@@ -89,7 +98,14 @@ class IngestService(pb_grpc.IngestServicer):
         if record is None or record.revoked:
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"agent {agent_id} is not enrolled")
         assert record is not None
+        self.store.set_certificate(agent_id, serial=serial,
+                                   expires=cert.not_valid_after_utc.timestamp())
         return AgentIdentity(agent_id, record.hostname, record.organization, record.version)
+
+    def _revoked(self, cert: x509.Certificate, agent_id: str) -> bool:
+        if self.revocations is not None:
+            return self.revocations.refuses(cert, agent_id)
+        return self.store.is_revoked(format(cert.serial_number, "x"))
 
     def _agent_lock(self, agent_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -99,7 +115,10 @@ class IngestService(pb_grpc.IngestServicer):
                context: grpc.ServicerContext) -> Iterator[pb.CollectorMessage]:
         agent = self._identify(context)
         release = self.admission.admit(agent.agent_id, context)   # aborts when over
+        cert = peer_certificate(context)
+        assert cert is not None
         peer = context.peer()
+        renewed = False
         log.info("agent connected", agent_id=agent.agent_id, peer=peer)
         self.store.seen(agent.agent_id, address=peer)
         yield pb.CollectorMessage(welcome=pb.Welcome(
@@ -108,8 +127,16 @@ class IngestService(pb_grpc.IngestServicer):
             max_message_bytes=self.limits.max_message_bytes,
             window=self.limits.window,
         ))
+        # a revocation cancels this stream at once (RevocationWatcher.on_change), and
+        # every message is checked too
+        handle = self.streams.add(cert.serial_number, agent.agent_id, context)
         try:
             for message in request_iterator:
+                if self._revoked(cert, agent.agent_id):
+                    log.warning("revoked agent's stream ended", agent_id=agent.agent_id,
+                                peer=peer)
+                    context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                  "this agent certificate is revoked")
                 kind = message.WhichOneof("kind")
                 if kind == "batch":
                     if len(message.batch.events) > self.limits.max_batch_events:
@@ -132,8 +159,17 @@ class IngestService(pb_grpc.IngestServicer):
                     agent = AgentIdentity(agent.agent_id, agent.hostname, agent.organization,
                                           message.hello.agent_version or agent.version)
                     self.store.seen(agent.agent_id, address=peer, version=agent.version)
+                elif kind == "renew":
+                    if renewed or self.renewer is None:
+                        reply = pb.RenewResponse(error="one renewal per stream"
+                                                 if renewed else "renewal is not served here")
+                    else:
+                        renewed = True
+                        reply = self.renewer.renew(cert, message.renew, peer=peer)
+                    yield pb.CollectorMessage(renewed=reply)
         finally:
             release()
+            self.streams.remove(handle)
             log.info("agent disconnected", agent_id=agent.agent_id, peer=peer)
 
     def _heartbeat(self, agent: AgentIdentity, hb: pb.Heartbeat, peer: str) -> None:

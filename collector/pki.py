@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -23,8 +25,12 @@ from common.errors import SisguardError
 
 HOST_URN = "urn:sisguard:host:"
 CA_VALIDITY = dt.timedelta(days=3650)
-SERVER_VALIDITY = dt.timedelta(days=825)
-AGENT_VALIDITY = dt.timedelta(days=365)
+# Agents renew themselves over their stream once less than a third is left (30 days of
+# a 90-day certificate): a stolen agent key is good for at most 90 days even if nobody
+# revokes it, while an agent may stay off for two months and still renew on its own.
+# Server certificates are re-issued by the collector 30 days before they expire.
+SERVER_VALIDITY = dt.timedelta(days=397)
+AGENT_VALIDITY = dt.timedelta(days=90)
 
 
 class PkiError(SisguardError):
@@ -57,56 +63,109 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _ca_certificate(subject: x509.Name, public_key: ec.EllipticCurvePublicKey, *,
+                    issuer: x509.Name, signing_key: ec.EllipticCurvePrivateKey,
+                    path_length: int, validity: dt.timedelta) -> x509.Certificate:
+    now = _now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True,
+                content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+    if issuer != subject:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key()),
+            critical=False)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def _ca_name(common_name: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sisguard"),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+
+
 @dataclass(frozen=True)
 class CertificateAuthority:
+    """The CA that signs agents and servers; ``chain`` holds its issuers when it is an
+    intermediate of an offline root (offline-CA mode), the root last."""
+
     cert: x509.Certificate
     key: ec.EllipticCurvePrivateKey
+    agent_validity: dt.timedelta = AGENT_VALIDITY
+    server_validity: dt.timedelta = SERVER_VALIDITY
+    chain: tuple[x509.Certificate, ...] = ()
 
     @property
     def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
+        """This CA's certificate, then its issuers: what ca.crt holds and agents trust."""
+        return b"".join(c.public_bytes(serialization.Encoding.PEM)
+                        for c in (self.cert, *self.chain))
+
+    @property
+    def anchor(self) -> x509.Certificate:
+        """The self-signed root: its fingerprint is what agents pin."""
+        return self.chain[-1] if self.chain else self.cert
 
     @classmethod
-    def create(cls, common_name: str = "sisguard collector CA") -> CertificateAuthority:
+    def create(cls, common_name: str = "sisguard collector CA", *,
+               path_length: int = 0) -> CertificateAuthority:
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sisguard"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ])
-        now = _now()
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + CA_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True,
-                    content_commitment=False, key_encipherment=False, data_encipherment=False,
-                    key_agreement=False, encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                           critical=False)
-            .sign(key, hashes.SHA256())
-        )
+        name = _ca_name(common_name)
+        cert = _ca_certificate(name, key.public_key(), issuer=name, signing_key=key,
+                               path_length=path_length, validity=CA_VALIDITY)
         return cls(cert, key)
+
+    @classmethod
+    def create_root(cls, common_name: str = "sisguard root CA") -> CertificateAuthority:
+        """An offline root: it signs only intermediates (one per deployment)."""
+        return cls.create(common_name, path_length=1)
+
+    def issue_intermediate(self, common_name: str = "sisguard collector CA", *,
+                           validity: dt.timedelta = CA_VALIDITY / 2) -> CertificateAuthority:
+        """A collectors' CA signed by this (offline) root."""
+        if self.chain:
+            raise PkiError("an intermediate cannot sign another intermediate")
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _ca_certificate(_ca_name(common_name), key.public_key(),
+                               issuer=self.cert.subject, signing_key=self.key,
+                               path_length=0, validity=min(validity, CA_VALIDITY))
+        return CertificateAuthority(cert, key, chain=(self.cert,))
 
     @classmethod
     def load(cls, directory: Path) -> CertificateAuthority:
         try:
-            cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+            certs = x509.load_pem_x509_certificates((directory / "ca.crt").read_bytes())
             key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
         except (OSError, ValueError) as e:
             raise PkiError(f"cannot load the CA from {directory}: {e}") from e
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise PkiError(f"{directory / 'ca.key'}: not an EC private key")
-        return cls(cert, key)
+        if key.public_key() != certs[0].public_key():
+            raise PkiError(f"{directory / 'ca.key'}: not the key of the first certificate "
+                           f"in {directory / 'ca.crt'}")
+        for n, (child, parent) in enumerate(itertools.pairwise(certs), 1):
+            try:
+                child.verify_directly_issued_by(parent)
+            except (ValueError, TypeError, InvalidSignature) as e:
+                raise PkiError(f"{directory / 'ca.crt'}: certificate {n} is not issued by "
+                               f"certificate {n + 1}: {e or type(e).__name__}") from e
+        return cls(certs[0], key, chain=tuple(certs[1:]))
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -123,13 +182,16 @@ class CertificateAuthority:
         names: list[x509.GeneralName],
     ) -> x509.Certificate:
         now = _now()
+        # back-dated for clock skew, but by little of a short (test) lifetime, so that
+        # "a third of the lifetime left" means what it says
+        backdate = min(dt.timedelta(minutes=5), validity / 10)
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self.cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_before(now - backdate)
             .not_valid_after(now + validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
@@ -152,7 +214,7 @@ class CertificateAuthority:
             except ValueError:
                 general.append(x509.DNSName(name))
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-        cert = self._issue(subject, key.public_key(), validity=SERVER_VALIDITY,
+        cert = self._issue(subject, key.public_key(), validity=self.server_validity,
                            usage=ExtendedKeyUsageOID.SERVER_AUTH, names=general)
         return cert, _key_pem(key)
 
@@ -163,13 +225,18 @@ class CertificateAuthority:
         shares this CA knows the agent from its certificate alone (scale-out)."""
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
-        except ValueError as e:
+        except (ValueError, x509.InvalidVersion) as e:
             raise PkiError(f"the CSR is not valid PEM: {e}") from e
-        if not csr.is_signature_valid:
+        try:   # parsed lazily: a malformed field raises on access
+            valid = csr.is_signature_valid
+            public_key = csr.public_key()
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as e:
+            raise PkiError(f"the CSR is malformed: {e or type(e).__name__}") from e
+        if not valid:
             raise PkiError("the CSR's signature does not verify")
-        public_key = csr.public_key()
-        if not isinstance(public_key, ec.EllipticCurvePublicKey):
-            raise PkiError("the CSR's key must be an EC key (P-256)")
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or \
+                not isinstance(public_key.curve, ec.SECP256R1):
+            raise PkiError("the CSR's key must be an EC P-256 key")
         subject = x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization[:64] or "sisguard agents"),
             x509.NameAttribute(NameOID.COMMON_NAME, agent_id),
@@ -178,7 +245,7 @@ class CertificateAuthority:
             x509.UniformResourceIdentifier(f"urn:sisguard:agent:{agent_id}")]
         if hostname:
             names.append(x509.UniformResourceIdentifier(f"{HOST_URN}{quote(hostname, safe='')}"))
-        return self._issue(subject, public_key, validity=AGENT_VALIDITY,
+        return self._issue(subject, public_key, validity=self.agent_validity,
                            usage=ExtendedKeyUsageOID.CLIENT_AUTH, names=names)
 
 

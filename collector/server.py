@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ from collector.outputs.archive import JsonlArchive
 from collector.outputs.base import Output, Record
 from collector.pipeline import Detector, Pipeline, Validate
 from collector.pki import CertificateAuthority
+from collector.renewal import AgentRenewer, configured_ca, ensure_server_certificate
+from collector.revocation import watcher_for
+from collector.server_certs import LiveServerCertificates
 from collector.store import Store
 from common.errors import SisguardError
 from common.logs import get_logger
@@ -55,7 +59,10 @@ class DataDir:
         return self.root / "health.json"
 
 
-def server_credentials(data: DataDir, *, require_client_cert: bool) -> grpc.ServerCredentials:
+def server_credentials(data: DataDir, *, require_client_cert: bool,
+                       certs: LiveServerCertificates | None = None) -> grpc.ServerCredentials:
+    if certs is not None:   # reloaded and re-issued without a restart
+        return certs.credentials(require_client_cert=require_client_cert)
     try:
         key = (data.pki / "server.key").read_bytes()
         chain = (data.pki / "server.crt").read_bytes() + (data.pki / "ca.crt").read_bytes()
@@ -147,7 +154,9 @@ class Collector:
     def __post_init__(self) -> None:
         self.data = DataDir(self.config.data_dir)
         self.store = Store(self.data.db)
-        self.ca = CertificateAuthority.load(self.data.pki)
+        self.ca = configured_ca(CertificateAuthority.load(self.data.pki), self.config.pki)
+        self.revocations = watcher_for(self.config, ca=self.ca, store=self.store,
+                                       pki_dir=self.data.pki)
         self.outputs: list[Output] = []
         if self.config.archive_enabled:
             self.outputs.append(JsonlArchive(self.data.archive))
@@ -161,8 +170,10 @@ class Collector:
             store=self.store, pipeline=self.pipeline, outputs=self.outputs,
             limits=Limits(max_message_bytes=limits.max_message_bytes,
                           max_batch_events=limits.max_batch_events, window=limits.window),
-            stopping=self.stopping, admission=self.streams,
+            stopping=self.stopping, admission=self.streams, revocations=self.revocations,
+            renewer=AgentRenewer(self.ca, self.store),
         )
+        self.revocations.on_change = self.ingest.streams.cancel_refused
         enrollment = self.config.enrollment
         self.enroll_gate = EnrollGate(
             per_address_concurrent=enrollment.per_address_concurrent,
@@ -183,6 +194,10 @@ class Collector:
     def start(self) -> int:
         for output in self.outputs:
             output.connect()
+        renew_before = dt.timedelta(seconds=self.config.pki.renew_server_before)
+        ensure_server_certificate(self.data.pki, self.ca, renew_before=renew_before)
+        certs = LiveServerCertificates(self.data.pki, ca=self.ca, renew_before=renew_before)
+        self.revocations.start()
         limits = self.config.limits
         # two servers, two budgets: no number of enrollment calls can take a thread or
         # an RPC slot from the event streams of enrolled agents
@@ -193,7 +208,7 @@ class Collector:
         )
         pb_grpc.add_IngestServicer_to_server(self.ingest, server)
         self.port = _bind(server, self.config.listen,
-                          server_credentials(self.data, require_client_cert=True),
+                          server_credentials(self.data, require_client_cert=True, certs=certs),
                           what="events", flag="--listen")
         enrollment = self.config.enrollment
         enroll_server = grpc.server(
@@ -205,7 +220,8 @@ class Collector:
         )
         enroll_listen = self.config.enroll_listen or enroll_address(self.config.listen)
         self.enroll_port = _bind(enroll_server, enroll_listen,
-                                 server_credentials(self.data, require_client_cert=False),
+                                 server_credentials(self.data, require_client_cert=False,
+                                                    certs=certs),
                                  what="enrollment", flag="enroll_listen (default: port + 1)")
         self.enroll_watch.start()
         server.start()
@@ -257,6 +273,7 @@ class Collector:
         self.stopping.set()
         if self.monitor is not None:
             self.monitor.stop()
+        self.revocations.stop()
         if self.enroll_server is not None:
             self.enroll_server.stop(0).wait()
         if self.server is not None:

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS revoked_serials (
     serial TEXT PRIMARY KEY,
     revoked REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS revoked_ids (
+    agent_id TEXT PRIMARY KEY,
+    revoked REAL NOT NULL
+);
 """
 
 
@@ -68,6 +72,7 @@ class AgentRecord:
     last_seen: float | None
     heartbeat: dict[str, Any] | None
     offline_since: float | None = None
+    cert_expires: float | None = None
 
 
 def hash_token(token: str) -> str:
@@ -84,6 +89,8 @@ class Store:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(agents)")}
         if "offline_since" not in columns:  # databases made by 0.1.0 before this column
             self._db.execute("ALTER TABLE agents ADD COLUMN offline_since REAL")
+        if "cert_expires" not in columns:  # databases made before certificate renewal
+            self._db.execute("ALTER TABLE agents ADD COLUMN cert_expires REAL")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -163,21 +170,69 @@ class Store:
             rows = self._db.execute("SELECT * FROM agents ORDER BY hostname").fetchall()
         return [_record(r) for r in rows]
 
+    # revocations: they only ever grow (there is no un-revoke: enroll again instead)
     def revoke(self, agent_id: str) -> bool:
+        """Revoke an agent id, known here or not; returns whether it was enrolled here.
+        Every certificate naming that id is refused, its known serial listed too."""
         now = time.time()
         with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO revoked_ids VALUES (?,?)", (agent_id, now))
             row = db.execute("SELECT serial FROM agents WHERE agent_id=?", (agent_id,)).fetchone()
             if row is None:
                 return False
-            db.execute("UPDATE agents SET revoked=? WHERE agent_id=?", (now, agent_id))
-            db.execute("INSERT OR IGNORE INTO revoked_serials VALUES (?,?)", (row[0], now))
+            db.execute("UPDATE agents SET revoked=? WHERE agent_id=? AND revoked IS NULL",
+                       (now, agent_id))
+            if row[0]:
+                db.execute("INSERT OR IGNORE INTO revoked_serials VALUES (?,?)", (row[0], now))
         return True
+
+    def revoke_serial(self, serial: str) -> None:
+        """Revoke one certificate by its serial (lowercase hex), seen here or not."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO revoked_serials VALUES (?,?)", (serial, time.time()))
+
+    def add_revocations(self, *, serials: Iterable[str], agent_ids: Iterable[str]) -> int:
+        """Merge revocations read from a signed list; returns how many were new here."""
+        now = time.time()
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO revoked_serials VALUES (?,?)",
+                           [(s, now) for s in serials])
+            ids = list(agent_ids)
+            db.executemany("INSERT OR IGNORE INTO revoked_ids VALUES (?,?)",
+                           [(a, now) for a in ids])
+            added = db.total_changes - before
+            db.executemany("UPDATE agents SET revoked=? WHERE agent_id=? AND revoked IS NULL",
+                           [(now, a) for a in ids])
+        return added
+
+    def revocation_version(self) -> tuple[int, int]:
+        """Changes whenever a revocation is added (the tables only grow)."""
+        with self._lock:
+            row = self._db.execute("SELECT (SELECT count(*) FROM revoked_serials),"
+                                   " (SELECT count(*) FROM revoked_ids)").fetchone()
+        return int(row[0]), int(row[1])
+
+    def revocations(self) -> tuple[list[str], list[str]]:
+        """(revoked serials as hex, revoked agent ids)."""
+        with self._lock:
+            serials = [r[0] for r in self._db.execute("SELECT serial FROM revoked_serials")]
+            ids = [r[0] for r in self._db.execute("SELECT agent_id FROM revoked_ids")]
+        return serials, ids
 
     def is_revoked(self, serial: str) -> bool:
         with self._lock:
             row = self._db.execute("SELECT 1 FROM revoked_serials WHERE serial=?",
                                    (serial,)).fetchone()
         return row is not None
+
+    def set_certificate(self, agent_id: str, *, serial: str, expires: float) -> None:
+        """The agent's latest certificate (seen on its stream, or just renewed): an older
+        one still in use (before it expires) does not replace it."""
+        with self._tx() as db:
+            db.execute("UPDATE agents SET serial=?, cert_expires=? WHERE agent_id=?"
+                       " AND (cert_expires IS NULL OR cert_expires <= ?)",
+                       (serial, expires, agent_id, expires))
 
     def set_offline(self, agent_id: str, since: float | None) -> None:
         with self._tx() as db:
@@ -201,4 +256,5 @@ def _record(row: tuple[Any, ...]) -> AgentRecord:
         serial=row[5], enrolled=row[6], revoked=row[7], address=row[8], last_seen=row[9],
         heartbeat=json.loads(row[10]) if row[10] else None,
         offline_since=row[11] if len(row) > 11 else None,
+        cert_expires=row[12] if len(row) > 12 else None,
     )

@@ -26,6 +26,14 @@ COLLECTOR_PYTHON = os.environ.get("SISGUARD_COLLECTOR_PYTHON", sys.executable)
 T = TypeVar("T")
 
 
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: this checkout's stubs (proto/) first, ahead
+    of whatever an editable install of another checkout maps ``sisguard`` to."""
+    path = os.pathsep.join(p for p in (str(REPO / "proto"), os.environ.get("PYTHONPATH"))
+                           if p)
+    return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 
@@ -75,7 +83,7 @@ def cli(program: str, *args: str, check: bool = True, timeout: float = 60,
     python = sys.executable if program == "agent" else COLLECTOR_PYTHON
     result = subprocess.run([python, "-m", module, *args], capture_output=True,
                             text=True, timeout=timeout, cwd=REPO,
-                            env={**os.environ, **(env or {})})
+                            env=child_env(env))
     if check and result.returncode != 0:
         raise AssertionError(f"sisguard-{program} {' '.join(args)} failed "
                              f"({result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -94,7 +102,7 @@ class Proc:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.popen = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                      cwd=REPO, start_new_session=True)
+                                      cwd=REPO, start_new_session=True, env=child_env())
         out.close()
 
     def alive(self) -> bool:
