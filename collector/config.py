@@ -16,6 +16,8 @@ class LimitsConfig:
     window: int = 4
     events_per_second: float = 50_000.0
     max_streams: int = 512
+    max_seq_gap: int = 10_000_000     # sequence numbers: see collector/sequence.py
+    max_seq_rate: float = 50_000.0
 
 
 @dataclass(frozen=True)

@@ -8,25 +8,35 @@ unavailable the batch is retried here and not acked, so the agent keeps its even
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import grpc
 from cryptography import x509
 
 from collector.outputs.archive import JsonlArchive
-from collector.outputs.base import Outcome, Output, OutputUnavailable, Record
+from collector.outputs.base import Kind, Outcome, Output, OutputUnavailable, Record
 from collector.pipeline import AgentIdentity, Pipeline
 from collector.pki import agent_facts, agent_id_of
+from collector.sequence import SequenceMarks, SequencePolicy
 from collector.store import Store
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb
 from sisguard.v1 import sisguard_pb2_grpc as pb_grpc
 
 log = get_logger("sisguard.collector.ingest")
+T = TypeVar("T")
+
+
+@runtime_checkable
+class DeadLetters(Protocol):
+    """Where rejected events are kept, durably, before the batch is acked."""
+
+    def dead_letter(self, entries: Sequence[dict[str, Any]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,12 @@ class Limits:
     max_batch_events: int = 1000
     window: int = 4
     events_per_second: float = 50_000.0   # per agent; excess is slowed down, not dropped
+    max_seq_gap: int = SequencePolicy.max_gap      # see collector/sequence.py
+    max_seq_rate: float = SequencePolicy.max_rate
+
+    def sequence_policy(self) -> SequencePolicy:
+        return SequencePolicy(max_gap=self.max_seq_gap, max_rate=self.max_seq_rate,
+                              resend=self.window * self.max_batch_events)
 
 
 class _RateLimiter:
@@ -67,13 +83,18 @@ def peer_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
 
 class IngestService(pb_grpc.IngestServicer):
     def __init__(self, *, store: Store, pipeline: Pipeline, outputs: Sequence[Output],
-                 limits: Limits, stopping: threading.Event) -> None:
+                 limits: Limits, stopping: threading.Event,
+                 sequence: SequenceMarks | None = None) -> None:
         self.store = store
         self.pipeline = pipeline
         self.outputs = list(outputs)
         self.limits = limits
         self.stopping = stopping
         self.archive = next((o for o in self.outputs if isinstance(o, JsonlArchive)), None)
+        # the archive when it is on, else the first output that keeps dead letters
+        self.dead_letters: DeadLetters | None = self.archive or next(
+            (o for o in self.outputs if isinstance(o, DeadLetters)), None)
+        self.sequence = sequence or SequenceMarks(None, limits.sequence_policy())
         self._agent_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.batches = 0
@@ -167,13 +188,25 @@ class IngestService(pb_grpc.IngestServicer):
                       context: grpc.ServicerContext) -> pb.Ack | None:
         with self._agent_lock(agent.agent_id):
             hwm = self.archive.high_water_mark(agent.agent_id) if self.archive else 0
+            check = self.sequence.begin(agent.agent_id, floor=hwm)
             outcome = self.pipeline.process_batch(agent, batch.events,
-                                                  skip_detection=lambda seq: seq <= hwm)
-            if outcome.dead_letters and self.archive is not None:
-                self.archive.dead_letter(outcome.dead_letters)
+                                                  skip_detection=check.is_resend,
+                                                  refuse=check.refusal)
+            alert = self.sequence.anomaly_alert(agent, check)
+            if alert is not None:
+                outcome.records.append(Record(Kind.ALERT, alert["event"]["id"], alert))
+            sink, entries = self.dead_letters, outcome.dead_letters
+            if entries and sink is not None:
+                def keep() -> bool:
+                    sink.dead_letter(entries)
+                    return True
+
+                if self._until_stored(keep, context, output="dead letters") is None:
+                    return None
             duplicates = self._publish_until_stored(outcome.records, context)
             if duplicates is None:
                 return None
+            self.sequence.commit(check, alerted=alert is not None)
         first = batch.events[0].seq if batch.events else 0
         last = batch.events[-1].seq if batch.events else 0
         self.batches += 1
@@ -186,25 +219,35 @@ class IngestService(pb_grpc.IngestServicer):
             rejected=[pb.Rejected(seq=s, reason=r) for s, r in outcome.rejected],
         )
 
+    def _until_stored(self, attempt: Callable[[], T], context: grpc.ServicerContext, *,
+                      output: str) -> T | None:
+        """``attempt()`` (never None) again while the output is unavailable; None: the
+        stream ended first."""
+        delay = 0.5
+        while True:
+            try:
+                result = attempt()
+            except OutputUnavailable as e:
+                if self.outage_since is None:
+                    self.outage_since = time.time()
+                log.error("output unavailable, batch not acked", output=output,
+                          error=str(e), retry_in=delay)
+                if self.stopping.wait(delay) or not context.is_active():
+                    return None
+                delay = min(delay * 2, 30.0)
+                continue
+            self.outage_since = None
+            return result
+
     def _publish_until_stored(self, records: list[Record],
                               context: grpc.ServicerContext) -> int | None:
         """Publish to every output; retry while one is unavailable. Returns duplicates."""
         duplicates = 0
-        delay = 0.5
         for output in self.outputs:
-            while True:
-                try:
-                    result = output.publish(records)
-                    break
-                except OutputUnavailable as e:
-                    if self.outage_since is None:
-                        self.outage_since = time.time()
-                    log.error("output unavailable, batch not acked", output=output.name,
-                              error=str(e), retry_in=delay)
-                    if self.stopping.wait(delay) or not context.is_active():
-                        return None
-                    delay = min(delay * 2, 30.0)
-            self.outage_since = None
+            result = self._until_stored(functools.partial(output.publish, records), context,
+                                        output=output.name)
+            if result is None:
+                return None
             if output is self.archive or self.archive is None:
                 duplicates = sum(1 for r, o in zip(records, result.outcomes, strict=True)
                                  if o is Outcome.DUPLICATE and r.seq)

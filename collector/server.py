@@ -18,6 +18,7 @@ from collector.outputs.archive import JsonlArchive
 from collector.outputs.base import Output, Record
 from collector.pipeline import Detector, Pipeline, Validate
 from collector.pki import CertificateAuthority
+from collector.sequence import SequenceMarks
 from collector.store import Store
 from common.errors import SisguardError
 from common.logs import get_logger
@@ -91,12 +92,16 @@ class Collector:
         self.outputs.extend(self.extra_outputs)
         self.pipeline = Pipeline([Validate()], detector=self.detector)
         limits = self.config.limits
+        ingest_limits = Limits(max_message_bytes=limits.max_message_bytes,
+                               max_batch_events=limits.max_batch_events, window=limits.window,
+                               events_per_second=limits.events_per_second,
+                               max_seq_gap=limits.max_seq_gap,
+                               max_seq_rate=limits.max_seq_rate)
+        self.sequence = SequenceMarks(self.data.root / "sequence.json",
+                                      ingest_limits.sequence_policy())
         self.ingest = IngestService(
             store=self.store, pipeline=self.pipeline, outputs=self.outputs,
-            limits=Limits(max_message_bytes=limits.max_message_bytes,
-                          max_batch_events=limits.max_batch_events, window=limits.window,
-                          events_per_second=limits.events_per_second),
-            stopping=self.stopping,
+            limits=ingest_limits, stopping=self.stopping, sequence=self.sequence,
         )
         self.server: grpc.Server | None = None
         self.monitor: Monitor | None = None
@@ -157,6 +162,7 @@ class Collector:
             "ingest": {"batches": ingest.batches, "events": ingest.events,
                        "rejected": ingest.rejected, "output_outage_since": ingest.outage_since},
             "pipeline": {name: vars(c) for name, c in self.pipeline.counters.items()},
+            "stripped": dict(self.pipeline.stripped), "sequence": self.sequence.health(),
             "alerts": self.pipeline.alerts, "detection_errors": self.pipeline.detect_errors,
             "detection": stats() if callable(stats) else None,
             "outputs": {o.name: o.health() for o in self.outputs},
@@ -170,6 +176,7 @@ class Collector:
             self.server.stop(grace).wait()
         for output in self.outputs:
             output.close()
+        self.sequence.close()
         self.store.close()
 
     def run_forever(self) -> None:

@@ -1,0 +1,115 @@
+"""collector/sequence.py: marks, leaps, backwards, 0 and 2^64-1, one alert per window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from collector.pipeline import AgentIdentity
+from collector.sequence import MAX_SEQ, BatchCheck, SequenceMarks, SequencePolicy
+
+AGENT = AgentIdentity("a1", "web1", "org", "1.0")
+POLICY = SequencePolicy(max_gap=1000, max_rate=10.0, resend=100, anomaly_window=60.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def batch(marks: SequenceMarks, seqs: list[int], *, floor: int = 0) -> BatchCheck:
+    check = marks.begin("a1", floor=floor)
+    for seq in seqs:
+        check.refusal(seq)
+    marks.commit(check, alerted=marks.anomaly_alert(AGENT, check) is not None)
+    return check
+
+
+def kinds(check: BatchCheck) -> list[str]:
+    return [k for _, k in check.refused]
+
+
+def test_first_batch_sets_the_mark_even_far_from_1() -> None:
+    marks = SequenceMarks(None, POLICY, clock=Clock())
+    assert kinds(batch(marks, [50_000, 50_001])) == []   # e.g. after spool drops
+    assert marks.mark("a1") == 50_001
+
+
+def test_zero_and_above_2_63_are_refused_and_never_move_the_mark() -> None:
+    marks = SequenceMarks(None, POLICY, clock=Clock())
+    assert kinds(batch(marks, [0, 2**64 - 1, MAX_SEQ + 1])) == ["zero", "out_of_range",
+                                                                "out_of_range"]
+    assert marks.mark("a1") is None
+    assert kinds(batch(marks, [1, 2, 3])) == []
+    assert marks.mark("a1") == 3
+
+
+def test_leaps_are_refused_beyond_gap_plus_rate_times_elapsed() -> None:
+    clock = Clock()
+    marks = SequenceMarks(None, POLICY, clock=clock)
+    batch(marks, [10])
+    assert kinds(batch(marks, [10 + 1001])) == ["leap"]
+    assert kinds(batch(marks, [10 + 1000])) == []
+    clock.now += 100.0                    # 100 s later: 1000 more may have been made
+    assert kinds(batch(marks, [1010 + 2000])) == []
+    assert kinds(batch(marks, [3010 + 1001, 2**63 - 1])) == ["leap", "leap"]
+    assert marks.mark("a1") == 3010
+
+
+def test_a_batch_may_run_past_the_gap_from_its_own_top() -> None:
+    marks = SequenceMarks(None, POLICY, clock=Clock())
+    batch(marks, [1])
+    assert kinds(batch(marks, list(range(2, 3000)))) == []
+
+
+def test_backwards_beyond_a_resend_is_refused_a_resend_is_not() -> None:
+    marks = SequenceMarks(None, POLICY, clock=Clock())
+    batch(marks, [500])
+    resend = marks.begin("a1")
+    assert resend.refusal(401) is None and resend.is_resend(401)
+    reason = resend.refusal(400)
+    assert reason is not None and "backwards" in reason
+    assert not resend.is_resend(501)
+
+
+def test_archive_high_water_mark_is_the_floor() -> None:
+    marks = SequenceMarks(None, POLICY, clock=Clock())
+    assert kinds(batch(marks, [3], floor=5000)) == ["backwards"]
+
+
+def test_one_alert_per_agent_per_window() -> None:
+    clock = Clock()
+    marks = SequenceMarks(None, POLICY, clock=clock)
+    batch(marks, [100])
+    check = marks.begin("a1")
+    check.refusal(0)
+    alert = marks.anomaly_alert(AGENT, check)
+    assert alert is not None
+    assert alert["rule"]["id"] == "builtin-sequence-anomaly"
+    assert alert["event"]["kind"] == "alert" and alert["agent"]["id"] == "a1"
+    assert alert["sisguard"]["sequence_anomaly"]["kinds"] == ["zero"]
+    marks.commit(check, alerted=True)
+    assert kinds(batch(marks, [0])) == ["zero"] and marks.alerts == 1
+    clock.now += 61
+    assert kinds(batch(marks, [0])) == ["zero"] and marks.alerts == 2
+    assert marks.health()["refused"] == {"zero": 3}
+
+
+def test_marks_survive_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    marks = SequenceMarks(tmp_path / "sequence.json", POLICY, clock=clock)
+    batch(marks, [42])
+    marks.close()
+    again = SequenceMarks(tmp_path / "sequence.json", POLICY, clock=clock)
+    assert again.mark("a1") == 42
+    assert kinds(batch(again, [42 + 1001])) == ["leap"]
+
+
+def test_an_unreadable_marks_file_is_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "sequence.json"
+    path.write_text('{"marks": {"a1": ["x"]}}')
+    assert SequenceMarks(path, POLICY).mark("a1") is None
+    path.write_text('{"marks": {"a1": [18446744073709551615, 0]}}')   # never taken back
+    assert SequenceMarks(path, POLICY).mark("a1") is None
