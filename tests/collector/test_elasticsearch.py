@@ -14,6 +14,7 @@ from collector.config import ElasticsearchConfig
 from collector.outputs import elasticsearch as es_output
 from collector.outputs.base import Kind, Outcome, OutputUnavailable, Record
 from collector.outputs.elasticsearch import ElasticsearchOutput
+from common.yamlconf import Duration
 from tests.search import SearchNode, engine_urls, need_engine
 
 pytestmark = pytest.mark.service
@@ -102,7 +103,7 @@ def test_after_an_outage_templates_are_put_before_indexing_again(
     try:
         url = first.start()
         output = ElasticsearchOutput(ElasticsearchConfig(url=(url,), index_prefix="outage",
-                                                         request_timeout=5.0))
+                                                         request_timeout=Duration(5.0)))
         output.connect()
         assert output.publish([record(1)]).outcomes == [Outcome.STORED]
         first.stop()
