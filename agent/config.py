@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError, Location
-from common.yamlconf import Duration, Size, from_dict, load_yaml
+from common.yamlconf import Duration, Size, from_dict, load_mapping
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> tuple[AgentConf
     from agent.sensors import REGISTRY
 
     source = str(path) if path else "<flags>"
-    data: dict[str, Any] = dict(load_yaml(path) or {}) if path else {}
+    data: dict[str, Any] = load_mapping(path) if path else {}  # keeps key positions
     for key, value in overrides.items():
         if value is None:
             continue

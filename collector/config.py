@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.yamlconf import Duration, Size, from_dict, load_yaml
+from common.yamlconf import Duration, Size, from_dict, load_mapping
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,13 @@ class CollectorConfig:
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> CollectorConfig:
     """The YAML file (if any), then flags on top (flags win)."""
-    data: dict[str, Any] = dict(load_yaml(path) or {}) if path else {}
+    data: dict[str, Any] = load_mapping(path) if path else {}
     merged = _merge(data, overrides)
     return from_dict(CollectorConfig, merged, source=str(path) if path else "<flags>")
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+    out = copy.copy(base)  # a PositionedDict stays one: errors keep their line
     for key, value in top.items():
         if value is None:
             continue
