@@ -25,15 +25,26 @@ from collector.outputs.es_fields import ALL_FIELDS
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_DEPTH = 32              # objects and arrays; ECS documents need 5 or 6
-MAX_VALUES = 50_000         # keys, items and scalars walked in one document
+MAX_VALUES = 50_000         # objects and arrays in one document
 LONG_RANGE = (-(2**63), 2**63 - 1)
 AGENT_KINDS = ("event", "state")
 OWNED = ("rule", "threat", "sisguard.alert")
 
-_LEAVES: dict[str, str] = dict(ALL_FIELDS)
-_OBJECTS: frozenset[str] = frozenset(
-    ".".join(name.split(".")[:i]) for name in ALL_FIELDS for i in range(1, name.count(".") + 1)
-) | frozenset(name for name, kind in ALL_FIELDS.items() if kind == "object")
+
+
+def _schema() -> dict[str, Any]:
+    """The mapping as a tree: an object is a dict of its fields, a leaf its type."""
+    root: dict[str, Any] = {}
+    for name, kind in ALL_FIELDS.items():
+        *parents, last = name.split(".")
+        node = root
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = kind
+    return root
+
+
+_SCHEMA = _schema()
 _ISO = re.compile(r"\d{4}(?:-\d{2}(?:-\d{2}(?:T\d{2}(?::\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?)?"
                   r"(?:Z|[+-]\d{2}(?::?\d{2})?)?)?)?)?")
 _NUMBER = re.compile(r"[+-]?\d{1,19}(?:\.\d*)?")
@@ -63,33 +74,117 @@ def decode_document(raw: bytes) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(event, dict):
         raise Rejection(f"document must be a JSON object, got {_kind(event)}")
     stripped = strip_owned(event)
-    check_shape(event)
+    # a lone surrogate comes from a \\u escape or from raw ED A0..BF bytes (surrogatepass)
+    check_shape(event, text_checked=b"\\u" not in raw and b"\xed" not in raw)
     return event, stripped
 
 
-def check_shape(document: dict[str, Any]) -> None:
-    """Depth, size, valid text, and the mapped type of every mapped field (iterative)."""
-    stack: list[tuple[str, Any, int]] = [("", document, 0)]
-    walked = 0
-    while stack:
-        path, value, depth = stack.pop()
-        walked += 1
-        if walked > MAX_VALUES:
-            raise Rejection(f"document has more than {MAX_VALUES} values")
-        if depth > MAX_DEPTH:
-            raise Rejection(f"'{path}' nests deeper than {MAX_DEPTH} levels")
-        if path and path in _LEAVES:
-            _check_mapped(path, value, _LEAVES[path])
-        elif path in _OBJECTS and not _objects(value):
-            raise Rejection(f"'{path}' must be an object, got {_kind(value)}")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                _check_text(key, f"{path}.<key>" if path else "<key>")
-                stack.append((f"{path}.{key}" if path else key, item, depth + 1))
-        elif isinstance(value, list):
-            stack.extend((path, item, depth + 1) for item in value)
-        elif isinstance(value, str):
-            _check_text(value, path)
+def check_shape(document: dict[str, Any], *, text_checked: bool = False) -> None:
+    """Depth, valid text, field names, and the mapped type of every mapped field.
+
+    ``text_checked``: the caller knows no string can hold a lone surrogate."""
+    if not text_checked:
+        try:
+            json.dumps(document, ensure_ascii=False, check_circular=False).encode("utf-8")
+        except UnicodeEncodeError:
+            _find_bad_text(document)
+            raise Rejection("document is not valid Unicode") from None
+    if _walk(document, _SCHEMA, "", 0) > MAX_VALUES:
+        raise Rejection(f"document has more than {MAX_VALUES} objects and arrays")
+
+
+def _walk(value: Any, schema: dict[str, Any] | None, path: str, depth: int) -> int:
+    """Check ``value`` (an object or array at ``path``) against its part of the mapping;
+    returns how many objects and arrays it holds (recursive, at most MAX_DEPTH deep).
+    The hot path of ingest: plain type() tests, paths built only when needed."""
+    if depth >= MAX_DEPTH:
+        raise Rejection(f"'{path}' nests deeper than {MAX_DEPTH} levels")
+    count = 1
+    if type(value) is list:
+        for item in value:
+            if type(item) in _CONTAINERS:
+                count += _walk(item, schema, path, depth + 1)
+        return count
+    for key, item in value.items():
+        dotted = "." in key or not key
+        if dotted:
+            _check_name(key, _join(path, key))
+        node: Any = None
+        if schema is not None:
+            node = _lookup(schema, key, path) if dotted else schema.get(key)
+        if node is None:                       # not mapped: any shape, within bounds
+            if type(item) in _CONTAINERS:
+                count += _walk(item, None, _join(path, key), depth + 1)
+        elif type(node) is str:                # a mapped field
+            if node in _FREE_FORM:
+                if type(item) in _CONTAINERS:
+                    if node == "object" and not _objects(item):
+                        raise Rejection(f"'{_join(path, key)}' must be an object, "
+                                        f"got {_kind(item)}")
+                    count += _walk(item, None, _join(path, key), depth + 1)
+                elif node == "object" and item is not None:
+                    raise Rejection(f"'{_join(path, key)}' must be an object, "
+                                    f"got {_kind(item)}")
+            elif type(item) in _SCALARS and node in _ANY_SCALAR:
+                pass                           # keyword and text take any scalar
+            else:
+                _check_mapped(_join(path, key), item, node)
+                if type(item) is list:
+                    count += _walk(item, None, _join(path, key), depth + 1)
+        elif type(item) is dict or (type(item) is list and _objects(item)):
+            count += _walk(item, node, _join(path, key), depth + 1)   # an object we map
+        elif item is not None:
+            raise Rejection(f"'{_join(path, key)}' must be an object, got {_kind(item)}")
+    return count
+
+
+_CONTAINERS = (dict, list)
+_SCALARS = (str, int, float, bool, type(None))
+_FREE_FORM = ("object", "stored")
+_ANY_SCALAR = ("keyword", "text")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _lookup(schema: dict[str, Any], key: str, path: str) -> Any:
+    """A dotted key (``{"source.ip": ...}``) is a path in the mapping, as for ES."""
+    node: Any = schema
+    for part in key.split("."):
+        if type(node) is not dict:
+            return _deeper(_join(path, key), node)
+        node = node.get(part)
+        if node is None:
+            return None
+    return node
+
+
+def _deeper(where: str, kind: Any) -> Any:
+    """A dotted key below a leaf: fine below a free-form object, else refused."""
+    if kind in ("object", "stored"):
+        return None
+    raise Rejection(f"'{where}' goes below a {kind} field")
+
+
+def _check_name(key: str, where: str) -> None:
+    if not key or not all(key.split(".")):
+        raise Rejection(f"field name {key!r} at '{where}' is empty or has an empty part")
+
+
+def _find_bad_text(value: Any, path: str = "", depth: int = 0) -> None:
+    """Raise the Rejection naming the first string (or key) that is not valid Unicode."""
+    if depth > MAX_DEPTH:
+        return
+    if isinstance(value, str):
+        _check_text(value, path)
+    elif isinstance(value, list):
+        for item in value:
+            _find_bad_text(item, path, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, f"{path}.<key>" if path else "<key>")
+            _find_bad_text(item, f"{path}.{key}" if path else key, depth + 1)
 
 
 def strip_owned(document: dict[str, Any]) -> list[str]:
@@ -137,13 +232,19 @@ def _check_mapped(path: str, value: Any, kind: str) -> None:
         if not _objects(value):
             raise Rejection(f"'{path}' must be an object, got {_kind(value)}")
         return
-    if isinstance(value, list):  # an array of values of the field's type (the walk checks
-        return                   # each item with the same path)
-    if isinstance(value, dict):
-        raise Rejection(f"'{path}' is a {kind} field, got an object")
-    if not _fits(value, kind):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
-        raise Rejection(f"'{path}' is a {kind} field, got {_kind(value)} {shown}")
+    items, seen = [value], 0
+    while items:              # an array holds values of the field's type, at any depth
+        item = items.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise Rejection(f"'{path}' holds more than {MAX_VALUES} values")
+        if isinstance(item, list):
+            items.extend(item)
+        elif isinstance(item, dict):
+            raise Rejection(f"'{path}' is a {kind} field, got an object")
+        elif item is not None and not _fits(item, kind):
+            shown = repr(item) if len(repr(item)) <= 40 else repr(item)[:40] + "..."
+            raise Rejection(f"'{path}' is a {kind} field, got {_kind(item)} {shown}")
 
 
 def _fits(value: Any, kind: str) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from collector.decoding import Rejection, decode_document
+from collector.decoding import MAX_DOCUMENT_BYTES, Rejection, decode_document
 from collector.outputs.base import Kind, Record
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb
@@ -139,7 +139,8 @@ class Pipeline:
         out.dead_letters.append({
             "agent": {"id": agent.agent_id}, "sequence": env.seq, "reason": reason,
             "dataset": env.dataset[:256], "ingested": ingested,
-            "document": env.document[:65536].decode("utf-8", errors="replace"),
+            # in full up to the size cap: a refused number may be an honest agent's event
+            "document": env.document[:MAX_DOCUMENT_BYTES].decode("utf-8", errors="replace"),
         })
         log.warning("event rejected", agent_id=agent.agent_id, seq=env.seq, reason=reason)
 

@@ -25,6 +25,7 @@ from typing import Any
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from collector.config import ElasticsearchConfig
+from collector.decoding import MAX_DOCUMENT_BYTES
 from collector.outputs.base import (
     Outcome,
     Output,
@@ -257,7 +258,7 @@ class ElasticsearchOutput(Output):
                           "ingested": entry.get("ingested", stamp)},
                 "sisguard": {"deadletter": {
                     "reason": entry.get("reason", ""), "status": 0, "id": doc_id,
-                    "document": str(entry.get("document", ""))[:1_000_000]}},
+                    "document": str(entry.get("document", ""))[:MAX_DOCUMENT_BYTES]}},
             })
         response = self._bulk_dead_letters(operations)
         for item in response["items"]:

@@ -81,6 +81,19 @@ def test_wrong_types_for_mapped_fields_name_the_field(doc: dict[str, Any], field
     assert f"'{field}'" in refused(json.dumps(doc).encode())
 
 
+def test_nulls_and_arrays_of_objects_where_objects_are_mapped() -> None:
+    doc = {"source": None, "file": [{"size": 1}, None], "labels": None, "user": {"name": None}}
+    assert decode_document(json.dumps(doc).encode())[0] == doc
+    assert "'file.size'" in refused(json.dumps({"file": [{"size": "big"}]}).encode())
+
+
+def test_dotted_keys_are_paths_in_the_mapping() -> None:
+    assert "'source.ip'" in refused(b'{"source.ip": "x"}')
+    assert "'event.kind.x'" in refused(b'{"event.kind.x": 1}')
+    assert "empty" in refused(b'{"a..b": 1}') and "empty" in refused(b'{"": 1}')
+    assert decode_document(b'{"labels.any.thing": [1, {"x": "y"}]}')[0]
+
+
 def test_unmapped_fields_may_hold_anything() -> None:
     doc = {"custom": {"ip": "x", "size": "big"}, "sisguard": {"fim": {"extra": {"a": [1]}}}}
     assert decode_document(json.dumps(doc).encode())[0] == doc
