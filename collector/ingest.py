@@ -39,6 +39,13 @@ class DeadLetters(Protocol):
     def dead_letter(self, entries: Sequence[dict[str, Any]]) -> None: ...
 
 
+@runtime_checkable
+class KnowsMarks(Protocol):
+    """An output that can say the highest sequence number it stores for an agent."""
+
+    def high_water_mark(self, agent_id: str) -> int: ...
+
+
 @dataclass(frozen=True)
 class Limits:
     max_message_bytes: int = 4 * 1024 * 1024
@@ -187,8 +194,7 @@ class IngestService(pb_grpc.IngestServicer):
     def _handle_batch(self, agent: AgentIdentity, batch: pb.EventBatch,
                       context: grpc.ServicerContext) -> pb.Ack | None:
         with self._agent_lock(agent.agent_id):
-            hwm = self.archive.high_water_mark(agent.agent_id) if self.archive else 0
-            check = self.sequence.begin(agent.agent_id, floor=hwm)
+            check = self.sequence.begin(agent.agent_id, floor=self._floor(agent.agent_id))
             outcome = self.pipeline.process_batch(agent, batch.events,
                                                   skip_detection=check.is_resend,
                                                   refuse=check.refusal)
@@ -218,6 +224,23 @@ class IngestService(pb_grpc.IngestServicer):
             duplicates=duplicates,
             rejected=[pb.Rejected(seq=s, reason=r) for s, r in outcome.rejected],
         )
+
+    def _floor(self, agent_id: str) -> int:
+        """The agent's highest stored number known to an output, for a collector that
+        has no mark of its own for it: the archive's, else the first output that can
+        tell (Elasticsearch, shared by every collector). Asked once per agent."""
+        if self.archive is not None:
+            return self.archive.high_water_mark(agent_id)
+        if self.sequence.mark(agent_id) is not None:
+            return 0
+        for output in self.outputs:
+            if isinstance(output, KnowsMarks):
+                try:
+                    return output.high_water_mark(agent_id)
+                except OutputUnavailable as e:
+                    log.warning("agent's highest stored number unknown; its first batch "
+                                "sets the mark", agent_id=agent_id, error=str(e))
+        return 0
 
     def _until_stored(self, attempt: Callable[[], T], context: grpc.ServicerContext, *,
                       output: str) -> T | None:

@@ -238,6 +238,21 @@ class ElasticsearchOutput(Output):
             else:
                 raise OutputUnavailable(f"dead-letter index refused a document: {item}")
 
+    def high_water_mark(self, agent_id: str) -> int:
+        """The highest ``event.sequence`` stored for the agent, by any collector (0: none).
+        Read from ``_source`` (a max aggregation is a double: inexact above 2^53)."""
+        try:
+            response = self.client.search(
+                index=self.names.patterns()["events"], size=1, allow_no_indices=True,
+                ignore_unavailable=True, query={"term": {"agent.id": agent_id}},
+                sort=[{"event.sequence": {"order": "desc", "unmapped_type": "long"}}],
+                source_includes=["event.sequence"])
+        except (TransportError, ApiError) as e:
+            raise OutputUnavailable(f"cannot read the agent's highest number: {e}") from e
+        hits = response.get("hits", {}).get("hits", [])
+        value = hits[0].get("_source", {}).get("event", {}).get("sequence") if hits else None
+        return value if isinstance(value, int) and value > 0 else 0
+
     def dead_letter(self, entries: Sequence[dict[str, Any]]) -> None:
         """Keep events the pipeline rejected (``collector.pipeline``), with their reason."""
         if not entries:

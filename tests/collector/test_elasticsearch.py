@@ -22,6 +22,7 @@ pytestmark = pytest.mark.service
 
 def record(seq: int) -> Record:
     doc = {"@timestamp": "2026-11-29T10:00:00Z", "source": {"ip": "10.0.0.1"},
+           "agent": {"id": "a"},
            "event": {"kind": "event", "id": f"a-{seq}", "sequence": seq,
                      "dataset": "sisguard.auth"}}
     return Record(Kind.EVENT, f"a-{seq}", doc, agent_id="a", seq=seq)
@@ -120,3 +121,22 @@ def test_after_an_outage_templates_are_put_before_indexing_again(
             output.close()
         first.stop()
         again.stop()
+
+
+def test_high_water_mark_is_the_agents_highest_stored_number(engine: str, prefix: str) -> None:
+    """What a collector that never saw the agent takes as its mark (collector/sequence.py)."""
+    output = ElasticsearchOutput(ElasticsearchConfig(url=(engine,), index_prefix=prefix))
+    try:
+        output.connect()
+        assert output.high_water_mark("a") == 0            # no index yet
+        other = Record(Kind.EVENT, "b-9", {**record(9).document, "agent": {"id": "b"}},
+                       agent_id="b", seq=9)
+        big = 2**62 + 1                                     # exact: not through a double
+        output.publish([record(1), record(big), record(3), other])
+        with Elasticsearch(engine, request_timeout=30) as es:
+            es.indices.refresh(index=f"{prefix}-events-*")
+        assert output.high_water_mark("a") == big
+        assert output.high_water_mark("b") == 9
+        assert output.high_water_mark("nobody") == 0
+    finally:
+        output.close()

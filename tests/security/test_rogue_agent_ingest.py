@@ -105,6 +105,22 @@ def play(collector: Collector, state: Path) -> list[pb.Ack]:
     return acks
 
 
+def send(collector: Collector, state: Path, batch: list[tuple[int, bytes]]) -> pb.Ack:
+    """One batch on a stream of its own; its Ack."""
+    messages = iter([pb.AgentMessage(hello=pb.Hello(agent_version="rogue")),
+                     pb.AgentMessage(batch=pb.EventBatch(batch_id=1, events=[
+                         pb.Envelope(seq=seq, dataset="sisguard.auth", document=doc)
+                         for seq, doc in batch]))])
+    with grpc.secure_channel(collector.address, _creds(state)) as ch:
+        call = pb_grpc.IngestStub(ch).Stream(messages, timeout=30)
+        for message in call:
+            if message.WhichOneof("kind") == "ack":
+                call.cancel()
+                ack: pb.Ack = message.ack
+                return ack
+    raise AssertionError("no Ack")
+
+
 def check_acks(acks: list[pb.Ack]) -> None:
     assert len(acks) == len(CASES), "the stream must go on after every bad batch"
     for case, ack in zip(CASES, acks, strict=True):
@@ -188,6 +204,15 @@ def test_rogue_agent_against_elasticsearch_with_the_archive_off(
         assert set(letters) == {f"{agent.agent_id}-{seq}" for seq in REFUSED}
         assert "'source.ip'" in letters[f"{agent.agent_id}-{BASE + 8}"]["reason"]
         assert "rogue-0" in letters[f"{agent.agent_id}-0"]["document"]
+        # the collector loses its marks (a new node, a wiped data dir): Elasticsearch,
+        # which every collector shares, still knows the agent's highest stored number
+        assert collector.proc is not None
+        collector.proc.stop()
+        (collector.data_dir / "sequence.json").unlink()
+        collector.start()
+        ack = send(collector, agent.state_dir, [(5, _doc(5)), (BASE + 13, _doc(BASE + 13))])
+        assert [(r.seq, "backwards" in r.reason) for r in ack.rejected] == [(5, True)]
+        assert ack.accepted == 1
     finally:
         engine.indices.delete(index=f"{prefix}-*", ignore_unavailable=True,
                               allow_no_indices=True)
