@@ -241,10 +241,14 @@ def _check_mapped(path: str, value: Any, kind: str) -> None:
         if isinstance(item, list):
             items.extend(item)
         elif isinstance(item, dict):
-            raise Rejection(f"'{path}' is a {kind} field, got an object")
+            raise Rejection(f"'{path}' is {_a(kind)} field, got an object")
         elif item is not None and not _fits(item, kind):
             shown = repr(item) if len(repr(item)) <= 40 else repr(item)[:40] + "..."
-            raise Rejection(f"'{path}' is a {kind} field, got {_kind(item)} {shown}")
+            raise Rejection(f"'{path}' is {_a(kind)} field, got {_kind(item)} {shown}")
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _fits(value: Any, kind: str) -> bool:

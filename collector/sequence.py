@@ -2,28 +2,32 @@
 
 Each agent's events carry a strictly increasing sequence number (the agent's spool gives
 them; SQLite's AUTOINCREMENT never goes above 2^63-1). The collector keeps, per agent,
-its *mark*: the highest sequence number it has taken (stored or dead-lettered), and when
-the mark last moved. A sequence number in a batch is refused when it is
+its *mark*: the highest sequence number it has taken (stored or dead-lettered), and an
+allowance of numbers it may skip. A sequence number in a batch is refused when it is
 
 * ``0`` or above 2^63-1: no agent makes these (0 once skipped dedupe and detection; a
   mark at 2^64-1 once made every later event of the agent a "duplicate");
-* a *leap*: above ``mark + max_gap + max_rate * seconds since the mark moved``, more
-  than the agent can have made since (``max_gap`` covers a full spool of tiny events,
-  ``max_rate`` what a busy host makes while its collector is away: an honest agent back
-  from a long outage is inside the bound; a rogue one climbs at most that fast);
+* a *leap*: one that skips more numbers than the agent's allowance. An honest agent
+  skips numbers only when its spool dropped its oldest events (and says so), at most
+  what it made meanwhile: the allowance starts at ``max_gap`` (a full spool of tiny
+  events), grows by ``max_rate`` per second, and every number skipped is spent from
+  it. So an honest agent back from a long outage is inside it, while a rogue one can
+  climb at most ``max_rate`` numbers a second beyond what it sends: from 1 to 2^63
+  takes millions of years (a bound per batch would let it leap ``max_gap`` each batch);
 * *backwards*: at or below ``mark - resend``, where ``resend`` is what a reconnecting
   agent legitimately sends again (its window of unacked batches). Those would be taken
   for duplicates of what is stored and deleted from the agent's spool.
 
 A refused event is dead-lettered with its document and reason and acked as rejected
 (``Ack.rejected``), so the spool moves on, nothing is resent forever, and nothing is lost.
-A collector that has never seen the agent takes its first accepted number as the mark
-(from the archive's high-water mark when there is one). Each agent with refused numbers
+A collector without a mark for the agent starts from the highest number stored (the
+archive's, else Elasticsearch's: ``collector/ingest.py``), or else takes the agent's
+first accepted number. Each agent with refused numbers
 raises one ``sisguard.sequence_anomaly`` alert per ``anomaly_window``, not one per event.
 
-The marks live in memory and in ``DATA_DIR/sequence.json`` (rewritten atomically at most
-every few seconds: a mark that lags after a crash only widens what is accepted for a
-moment, never refuses an honest agent).
+The marks (number, allowance, when) live in memory and in ``DATA_DIR/sequence.json``,
+rewritten atomically at most every few seconds and at shutdown: a mark that lags after a
+crash only widens what is accepted for a moment, never refuses an honest agent.
 """
 
 from __future__ import annotations
@@ -59,7 +63,12 @@ class SequencePolicy:
 @dataclass
 class _Mark:
     seq: int
-    moved: float                     # time.time() when the mark last moved
+    credit: int                      # numbers the agent may still skip, as of ``stamp``
+    stamp: float                     # time.time()
+
+    def credit_at(self, now: float, policy: SequencePolicy) -> int:
+        earned = int(policy.max_rate * max(0.0, now - self.stamp))
+        return min(MAX_SEQ, self.credit + earned)
 
 
 @dataclass
@@ -70,8 +79,14 @@ class BatchCheck:
     policy: SequencePolicy
     mark: _Mark | None
     now: float
-    top: int = 0                                 # highest number taken in this batch
+    credit: int = 0                              # what this batch may still skip
+    top: int = 0                                 # highest number taken so far
     refused: list[tuple[int, str]] = field(default_factory=list)   # (seq, kind)
+
+    def __post_init__(self) -> None:
+        if self.mark is not None:
+            self.top = self.mark.seq
+            self.credit = self.mark.credit_at(self.now, self.policy)
 
     def is_resend(self, seq: int) -> bool:
         """At or below the mark: already taken once (detection is not run again)."""
@@ -83,6 +98,10 @@ class BatchCheck:
         if kind:
             self.refused.append((seq, kind))
             return reason
+        if not self.top:             # first sight of this agent: its first number is the mark
+            self.credit = self.policy.max_gap
+        elif seq > self.top + 1:
+            self.credit -= seq - self.top - 1
         self.top = max(self.top, seq)
         return None
 
@@ -91,14 +110,13 @@ class BatchCheck:
             return "zero", "sequence number 0 is never given by an agent"
         if seq > MAX_SEQ:
             return "out_of_range", f"sequence number {seq} is above 2^63-1"
-        base = max(self.top, self.mark.seq if self.mark else 0)
-        if self.mark is None and not self.top:
-            return "", ""    # first sight of this agent here: its first number is the mark
-        elapsed = max(0.0, self.now - self.mark.moved) if self.mark else 0.0
-        bound = base + self.policy.max_gap + int(self.policy.max_rate * elapsed)
-        if seq > bound:
-            return "leap", (f"sequence number {seq} leaps beyond {bound} (last taken "
-                            f"{base}): more than this agent can have made since")
+        if not self.top:
+            return "", ""
+        skipped = seq - self.top - 1
+        if skipped > self.credit:
+            return "leap", (f"sequence number {seq} leaps: it skips {skipped} numbers after "
+                            f"{self.top}, more than this agent can have made and dropped "
+                            f"(allowance {self.credit})")
         if self.mark is not None and seq <= self.mark.seq - self.policy.resend:
             return "backwards", (f"sequence number {seq} goes backwards: {self.mark.seq} "
                                  f"was taken, a resend starts above "
@@ -127,8 +145,8 @@ class SequenceMarks:
         with self._lock:
             mark = self._marks.get(agent_id)
             if mark is None and 0 < floor <= MAX_SEQ:
-                mark = self._marks[agent_id] = _Mark(floor, now)
-            snapshot = _Mark(mark.seq, mark.moved) if mark else None
+                mark = self._marks[agent_id] = _Mark(floor, self.policy.max_gap, now)
+            snapshot = _Mark(mark.seq, mark.credit, mark.stamp) if mark else None
         return BatchCheck(agent_id, self.policy, snapshot, now)
 
     def anomaly_alert(self, agent: AgentIdentity, check: BatchCheck) -> dict[str, Any] | None:
@@ -149,10 +167,11 @@ class SequenceMarks:
             if alerted:
                 self._alerted[check.agent_id] = check.now
                 self.alerts += 1
-            mark = self._marks.get(check.agent_id)
-            if check.top and (mark is None or check.top > mark.seq):
-                self._marks[check.agent_id] = _Mark(check.top, check.now)
-                self._dirty = True
+            if check.top:
+                mark = self._marks.get(check.agent_id)
+                self._marks[check.agent_id] = _Mark(max(check.top, mark.seq if mark else 0),
+                                                    check.credit, check.now)
+                self._dirty = self._dirty or mark is None or check.top > mark.seq
             if self._dirty and self.clock() - self._saved >= SAVE_EVERY:
                 self._save()
         if check.refused:
@@ -181,13 +200,14 @@ class SequenceMarks:
             return
         try:
             state = json.loads(self.path.read_text())
-            marks = {str(k): _Mark(int(v[0]), float(v[1])) for k, v in state["marks"].items()}
+            marks = {str(k): _Mark(int(v[0]), int(v[1]), float(v[2]))
+                     for k, v in state["marks"].items()}
         except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
             # not fatal: every agent is then first seen again (the archive still knows)
             log.error("sequence marks unreadable; starting afresh", path=str(self.path),
                       error=f"{type(e).__name__}: {e}")
             return
-        self._marks = {k: m for k, m in marks.items() if 0 < m.seq <= MAX_SEQ}
+        self._marks = {k: m for k, m in marks.items() if 0 < m.seq <= MAX_SEQ and m.credit >= 0}
 
     def _save(self) -> None:
         self._saved = self.clock()
@@ -197,8 +217,8 @@ class SequenceMarks:
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             with open(tmp, "w") as out:
-                json.dump({"marks": {k: [m.seq, m.moved] for k, m in self._marks.items()}},
-                          out)
+                json.dump({"marks": {k: [m.seq, m.credit, m.stamp]
+                                     for k, m in self._marks.items()}}, out)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, self.path)

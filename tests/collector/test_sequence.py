@@ -46,22 +46,34 @@ def test_zero_and_above_2_63_are_refused_and_never_move_the_mark() -> None:
     assert marks.mark("a1") == 3
 
 
-def test_leaps_are_refused_beyond_gap_plus_rate_times_elapsed() -> None:
+def test_leaps_spend_an_allowance_that_grows_with_time() -> None:
     clock = Clock()
-    marks = SequenceMarks(None, POLICY, clock=clock)
+    marks = SequenceMarks(None, POLICY, clock=clock)      # max_gap 1000, 10/s
     batch(marks, [10])
-    assert kinds(batch(marks, [10 + 1001])) == ["leap"]
-    assert kinds(batch(marks, [10 + 1000])) == []
-    clock.now += 100.0                    # 100 s later: 1000 more may have been made
-    assert kinds(batch(marks, [1010 + 2000])) == []
-    assert kinds(batch(marks, [3010 + 1001, 2**63 - 1])) == ["leap", "leap"]
-    assert marks.mark("a1") == 3010
+    assert kinds(batch(marks, [10 + 1002])) == ["leap"]   # skips 1001
+    assert kinds(batch(marks, [10 + 1001])) == []         # skips 1000: all of it
+    assert kinds(batch(marks, [1011 + 2])) == ["leap"]    # nothing left to skip
+    clock.now += 100.0                                     # 100 s: 1000 more
+    assert kinds(batch(marks, [1011 + 1002, 2**63 - 1])) == ["leap", "leap"]
+    assert kinds(batch(marks, [1011 + 1001])) == []
+    assert marks.mark("a1") == 2012
 
 
-def test_a_batch_may_run_past_the_gap_from_its_own_top() -> None:
+def test_a_rogue_cannot_ratchet_max_gap_per_batch() -> None:
     marks = SequenceMarks(None, POLICY, clock=Clock())
     batch(marks, [1])
-    assert kinds(batch(marks, list(range(2, 3000)))) == []
+    assert kinds(batch(marks, [600])) == []                # skips 598: 402 left
+    assert kinds(batch(marks, [1200])) == ["leap"]         # would skip 599
+    check = batch(marks, [601, 602, 1100])                 # within one batch too
+    assert kinds(check) == ["leap"] and marks.mark("a1") == 602
+    assert kinds(batch(marks, [1004])) == []               # skips 401: 1 left
+
+
+def test_contiguous_batches_spend_nothing() -> None:
+    marks = SequenceMarks(None, POLICY, clock=Clock())
+    batch(marks, [1])
+    for start in range(2, 20_000, 1000):
+        assert kinds(batch(marks, list(range(start, start + 1000)))) == []
 
 
 def test_backwards_beyond_a_resend_is_refused_a_resend_is_not() -> None:
@@ -104,12 +116,12 @@ def test_marks_survive_a_restart(tmp_path: Path) -> None:
     marks.close()
     again = SequenceMarks(tmp_path / "sequence.json", POLICY, clock=clock)
     assert again.mark("a1") == 42
-    assert kinds(batch(again, [42 + 1001])) == ["leap"]
+    assert kinds(batch(again, [42 + 1002])) == ["leap"]
 
 
 def test_an_unreadable_marks_file_is_not_fatal(tmp_path: Path) -> None:
     path = tmp_path / "sequence.json"
     path.write_text('{"marks": {"a1": ["x"]}}')
     assert SequenceMarks(path, POLICY).mark("a1") is None
-    path.write_text('{"marks": {"a1": [18446744073709551615, 0]}}')   # never taken back
+    path.write_text('{"marks": {"a1": [18446744073709551615, 0, 0]}}')   # never taken back
     assert SequenceMarks(path, POLICY).mark("a1") is None
