@@ -20,10 +20,11 @@ allowance of numbers it may skip. A sequence number in a batch is refused when i
 
 A refused event is dead-lettered with its document and reason and acked as rejected
 (``Ack.rejected``), so the spool moves on, nothing is resent forever, and nothing is lost.
-A collector without a mark for the agent starts from the highest number stored (the
-archive's, else Elasticsearch's: ``collector/ingest.py``), or else takes the agent's
-first accepted number. Each agent with refused numbers
-raises one ``sisguard.sequence_anomaly`` alert per ``anomaly_window``, not one per event.
+A collector without a mark for the agent takes the agent's first number as the mark,
+but never below the highest number already stored (the archive's, else
+Elasticsearch's: ``collector/ingest.py``): below it, minus a resend, is backwards.
+Each agent with refused numbers raises one ``sisguard.sequence_anomaly`` alert per
+``anomaly_window``, not one per event.
 
 The marks (number, allowance, when) live in memory and in ``DATA_DIR/sequence.json``,
 rewritten atomically at most every few seconds and at shutdown: a mark that lags after a
@@ -65,6 +66,8 @@ class _Mark:
     seq: int
     credit: int                      # numbers the agent may still skip, as of ``stamp``
     stamp: float                     # time.time()
+    rebase: bool = False             # taken from what is stored: the next number forward
+                                     # sets it, as on first sight (in memory only)
 
     def credit_at(self, now: float, policy: SequencePolicy) -> int:
         earned = int(policy.max_rate * max(0.0, now - self.stamp))
@@ -80,6 +83,7 @@ class BatchCheck:
     mark: _Mark | None
     now: float
     credit: int = 0                              # what this batch may still skip
+    rebase: bool = False                         # the mark is what is stored elsewhere
     top: int = 0                                 # highest number taken so far
     refused: list[tuple[int, str]] = field(default_factory=list)   # (seq, kind)
 
@@ -98,8 +102,9 @@ class BatchCheck:
         if kind:
             self.refused.append((seq, kind))
             return reason
-        if not self.top:             # first sight of this agent: its first number is the mark
-            self.credit = self.policy.max_gap
+        if not self.top or (self.rebase and seq > self.top):
+            # first sight of this agent here: its first number forward is the mark
+            self.credit, self.rebase = self.policy.max_gap, False
         elif seq > self.top + 1:
             self.credit -= seq - self.top - 1
         self.top = max(self.top, seq)
@@ -113,7 +118,7 @@ class BatchCheck:
         if not self.top:
             return "", ""
         skipped = seq - self.top - 1
-        if skipped > self.credit:
+        if skipped > self.credit and not self.rebase:
             return "leap", (f"sequence number {seq} leaps: it skips {skipped} numbers after "
                             f"{self.top}, more than this agent can have made and dropped "
                             f"(allowance {self.credit})")
@@ -145,9 +150,11 @@ class SequenceMarks:
         with self._lock:
             mark = self._marks.get(agent_id)
             if mark is None and 0 < floor <= MAX_SEQ:
-                mark = self._marks[agent_id] = _Mark(floor, self.policy.max_gap, now)
+                # never below what is stored; forward of it, as on first sight
+                mark = _Mark(floor, self.policy.max_gap, now, rebase=True)
             snapshot = _Mark(mark.seq, mark.credit, mark.stamp) if mark else None
-        return BatchCheck(agent_id, self.policy, snapshot, now)
+        return BatchCheck(agent_id, self.policy, snapshot, now,
+                          rebase=mark is not None and mark.rebase)
 
     def anomaly_alert(self, agent: AgentIdentity, check: BatchCheck) -> dict[str, Any] | None:
         """The alert for this batch's refusals, unless this agent had one this window."""
@@ -170,7 +177,8 @@ class SequenceMarks:
             if check.top:
                 mark = self._marks.get(check.agent_id)
                 self._marks[check.agent_id] = _Mark(max(check.top, mark.seq if mark else 0),
-                                                    check.credit, check.now)
+                                                    check.credit, check.now,
+                                                    rebase=check.rebase)
                 self._dirty = self._dirty or mark is None or check.top > mark.seq
             if self._dirty and self.clock() - self._saved >= SAVE_EVERY:
                 self._save()

@@ -86,9 +86,16 @@ def test_backwards_beyond_a_resend_is_refused_a_resend_is_not() -> None:
     assert not resend.is_resend(501)
 
 
-def test_archive_high_water_mark_is_the_floor() -> None:
+def test_what_is_stored_is_the_floor_of_a_first_mark() -> None:
     marks = SequenceMarks(None, POLICY, clock=Clock())
     assert kinds(batch(marks, [3], floor=5000)) == ["backwards"]
+    assert marks.mark("a1") == 5000
+    resend = marks.begin("a1", floor=5000)
+    assert resend.refusal(4999) is None and resend.is_resend(4999)
+    # forward of the floor, any distance (as on first sight: drops while it was away)
+    assert kinds(batch(marks, [4999, 5000, 90_000], floor=5000)) == []
+    assert marks.mark("a1") == 90_000
+    assert kinds(batch(marks, [90_000 + 1002], floor=5000)) == ["leap"]   # a mark now
 
 
 def test_one_alert_per_agent_per_window() -> None:
