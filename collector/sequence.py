@@ -145,13 +145,17 @@ class SequenceMarks:
         self._load()
 
     def begin(self, agent_id: str, *, floor: int = 0) -> BatchCheck:
-        """Start checking a batch; ``floor`` is a mark known elsewhere (the archive)."""
+        """Start checking a batch; ``floor`` is the highest number an output has stored
+        (the archive's high-water mark, Elasticsearch's for an agent without a mark)."""
         now = self.clock()
         with self._lock:
             mark = self._marks.get(agent_id)
             if mark is None and 0 < floor <= MAX_SEQ:
                 # never below what is stored; forward of it, as on first sight
                 mark = _Mark(floor, self.policy.max_gap, now, rebase=True)
+            elif mark is not None and mark.seq < floor <= MAX_SEQ:
+                # marks saved a moment before a crash lag what the archive has stored
+                mark = self._marks[agent_id] = _Mark(floor, mark.credit, mark.stamp)
             snapshot = _Mark(mark.seq, mark.credit, mark.stamp) if mark else None
         return BatchCheck(agent_id, self.policy, snapshot, now,
                           rebase=mark is not None and mark.rebase)

@@ -98,6 +98,14 @@ def test_what_is_stored_is_the_floor_of_a_first_mark() -> None:
     assert kinds(batch(marks, [90_000 + 1002], floor=5000)) == ["leap"]   # a mark now
 
 
+def test_a_lagging_mark_catches_up_with_the_archive() -> None:
+    marks = SequenceMarks(None, POLICY, clock=Clock())
+    batch(marks, [1000])
+    check = marks.begin("a1", floor=4000)     # stored just before a crash, not yet saved
+    assert check.is_resend(3999) and check.refusal(3999) is None
+    assert check.refusal(4001) is None and check.credit == POLICY.max_gap
+
+
 def test_one_alert_per_agent_per_window() -> None:
     clock = Clock()
     marks = SequenceMarks(None, POLICY, clock=clock)
