@@ -27,6 +27,7 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_DEPTH = 32              # objects and arrays; ECS documents need 5 or 6
 MAX_VALUES = 50_000         # objects and arrays in one document
 LONG_RANGE = (-(2**63), 2**63 - 1)
+_LONG_MIN, _LONG_MAX = LONG_RANGE
 AGENT_KINDS = ("event", "state")
 OWNED = ("rule", "threat", "sisguard.alert")
 
@@ -127,6 +128,8 @@ def _walk(value: Any, schema: dict[str, Any] | None, path: str, depth: int) -> i
                                     f"got {_kind(item)}")
             elif type(item) in _SCALARS and node in _ANY_SCALAR:
                 pass                           # keyword and text take any scalar
+            elif node == "long" and type(item) is int and _LONG_MIN <= item <= _LONG_MAX:
+                pass
             else:
                 _check_mapped(_join(path, key), item, node)
                 if type(item) is list:
