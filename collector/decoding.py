@@ -29,7 +29,9 @@ MAX_VALUES = 50_000         # objects and arrays in one document
 LONG_RANGE = (-(2**63), 2**63 - 1)
 _LONG_MIN, _LONG_MAX = LONG_RANGE
 AGENT_KINDS = ("event", "state")
-OWNED = ("rule", "threat", "sisguard.alert")
+# only the collector writes these (alerts, and what it notes about agent documents)
+OWNED = ("rule", "threat", "sisguard.alert", "sisguard.stripped", "sisguard.sequence_anomaly",
+         "sisguard.deadletter")
 
 
 

@@ -110,6 +110,14 @@ def test_owned_fields_are_stripped_and_named() -> None:
     assert event["sisguard"] == {"fim": {"changed": ["mode"]}}
 
 
+def test_an_agent_cannot_forge_what_the_collector_notes() -> None:
+    doc = good(sisguard={"stripped": ["nothing"], "sequence_anomaly": {"kinds": ["x"]},
+                         "deadletter": {"reason": "fake"}})
+    event, stripped = decode_document(json.dumps(doc).encode())
+    assert stripped == ["sisguard.deadletter", "sisguard.sequence_anomaly", "sisguard.stripped"]
+    assert event["sisguard"] == {}
+
+
 def test_agent_kinds_are_kept() -> None:
     for kind in ("event", "state"):
         doc = good()
