@@ -219,3 +219,34 @@ def test_rogue_agent_against_elasticsearch_with_the_archive_off(
         for kind in ("events", "alerts", "deadletter"):
             engine.options(ignore_status=404).indices.delete_index_template(
                 name=f"{prefix}-{kind}")
+
+
+def test_the_honest_agent_after_its_key_was_used_loses_nothing_and_does_not_loop(
+        collector: Collector, agent_factory: AgentFactory, tmp_path: Path) -> None:
+    """Root on the host used the agent's key to set its mark far ahead on a collector
+    that had never seen it; the real agent, back in charge, sends 1, 2, 3...: refused as
+    backwards, each is kept as a dead letter with its document and acked as rejected, so
+    its spool drains instead of resending forever; one anomaly alert says so."""
+    www = tmp_path / "www"
+    www.mkdir()
+    agent = agent_factory(collector, "--sensors", "fim", "--watch", str(www), start=False)
+    agent.enroll()
+    ack = send(collector, agent.state_dir, [(10**6, _doc(10**6))])
+    assert ack.accepted == 1 and not ack.rejected
+    agent.start()
+    (www / "index.php").write_text("<?php echo 1; ?>\n")
+    archive = collector.data_dir / "archive"
+
+    def kept() -> set[int]:
+        return {d["sequence"] for d in read_jsonl(archive, "deadletter-")}
+
+    wait_for(lambda: len(kept()) >= 2 and agent.spool().get("events") == 0, timeout=30,
+             message="the agent's refused events kept as dead letters, its spool drained")
+    letters = list(read_jsonl(archive, "deadletter-"))
+    assert all("backwards" in d["reason"] for d in letters)
+    assert any("index.php" in d["document"] for d in letters), "the file event is kept"
+    assert len({d["sequence"] for d in letters}) == len(letters), "each one dead-lettered once"
+    assert {e["event"]["sequence"] for e in collector.events()} == {10**6}
+    anomalies = [a for a in collector.alerts() if a["rule"]["id"] == "builtin-sequence-anomaly"]
+    assert len(anomalies) == 1 and anomalies[0]["sisguard"]["sequence_anomaly"]["kinds"] == [
+        "backwards"]
