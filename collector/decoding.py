@@ -69,16 +69,22 @@ def decode_document(raw: bytes) -> tuple[dict[str, Any], list[str]]:
         raise Rejection(f"document of {len(raw)} bytes is over the limit of "
                         f"{MAX_DOCUMENT_BYTES}")
     try:
-        event = json.loads(raw, parse_constant=_constant)
+        # strictly UTF-8, as the contract says: json.loads(bytes) would also take UTF-16
+        # and UTF-32, and decode surrogates (ED A0 80) it should refuse
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Rejection(f"document is not UTF-8: {e.reason} at byte {e.start}") from e
+    try:
+        event = json.loads(text, parse_constant=_constant)
     except RecursionError as e:
         raise Rejection(f"document nests deeper than {MAX_DEPTH} levels") from e
-    except (ValueError, UnicodeDecodeError) as e:
+    except ValueError as e:
         raise Rejection(f"document is not valid JSON: {e}") from e
     if not isinstance(event, dict):
         raise Rejection(f"document must be a JSON object, got {_kind(event)}")
     stripped = strip_owned(event)
-    # a lone surrogate comes from a \\u escape or from raw ED A0..BF bytes (surrogatepass)
-    check_shape(event, text_checked=b"\\u" not in raw and b"\xed" not in raw)
+    # valid UTF-8 holds no surrogate: a lone one can only come from a \\u escape
+    check_shape(event, text_checked="\\u" not in text)
     return event, stripped
 
 

@@ -57,6 +57,15 @@ def test_lone_surrogates_are_refused_with_the_field(raw: bytes, where: str) -> N
     assert "not valid Unicode" in reason and where in reason
 
 
+@pytest.mark.parametrize("raw", [
+    '{"a": "\ud800"}'.encode("utf-16-le", "surrogatepass"),   # JSON, but not UTF-8
+    '{"a": "\ud800"}'.encode("utf-8", "surrogatepass"),       # a surrogate in raw bytes
+    '{"a": "x"}'.encode("utf-32"),
+])
+def test_only_utf8_is_taken(raw: bytes) -> None:
+    assert "not UTF-8" in refused(raw)
+
+
 @pytest.mark.parametrize("raw", [b"[1, 2]", b'"text"', b"42", b"null", b"\xff\xfe", b"{",
                                  b'{"a": NaN}', b'{"a": -Infinity}', b""])
 def test_not_a_json_object(raw: bytes) -> None:

@@ -42,7 +42,8 @@ KEYS = st.sampled_from([
     "destination", "fim", "before", "hash", "sha256", "message", "organization",
 ]) | st.text(max_size=8)
 TRICKY = st.sampled_from([
-    "\ud800", "a\udfffb", "2026-11-29T10:00:00Z", "2026-13-45T99:99:99Z", "10.0.0.1",
+    "\ud800", "\udc00\ud800", "a\udfffb", "2026-11-29T10:00:00Z", "2026-13-45T99:99:99Z",
+    "10.0.0.1",
     "::1", "fe80::1%eth0", "x", "big", "true", "", "9" * 30, "-1", "1e400", "NaN",
     "event", "state", "alert", "\x00", "\u202e",
 ])
@@ -86,10 +87,27 @@ def test_decoder_with_arbitrary_documents(documents: list[dict[str, Any]]) -> No
 
 
 @FUZZ
+@given(st.lists(st.tuples(DOCUMENTS, st.sampled_from(["utf-8", "utf-16", "utf-16-le",
+                                                      "utf-16-be", "utf-32"])),
+                min_size=1, max_size=4))
+def test_decoder_with_documents_in_any_encoding(documents: list[tuple[dict[str, Any], str]]
+                                                ) -> None:
+    """json.loads(bytes) takes UTF-16/32 and surrogates in raw bytes: the decoder must not."""
+    _run([json.dumps(_good(d), ensure_ascii=False, allow_nan=True).encode(codec,
+                                                                          "surrogatepass")
+          for d, codec in documents])
+
+
+def _good(extra: dict[str, Any]) -> dict[str, Any]:
+    """A valid event with ``extra`` where anything may go (unmapped)."""
+    return {"@timestamp": "2026-11-29T10:00:00Z", "custom": extra,
+            "event": {"kind": "event", "dataset": "sisguard.fim"}}
+
+
+@FUZZ
 @given(DOCUMENTS)
 def test_decoder_keeps_a_good_event_with_extra_hostile_fields(extra: dict[str, Any]) -> None:
-    doc: dict[str, Any] = {"@timestamp": "2026-11-29T10:00:00Z", "custom": extra,
-                           "event": {"kind": "event", "dataset": "sisguard.fim"}}
+    doc = _good(extra)
     outcome = Pipeline([Validate()]).process_batch(
         AGENT, [pb.Envelope(seq=1, document=json.dumps(doc).encode())])
     leaves = list(_leaves(extra))
