@@ -3,9 +3,10 @@
 A raw gRPC client built on the committed stubs, with the key and certificate of an agent
 enrolled through the harness, plays it against a real collector: sequence number 0,
 2^64-1 then normal numbers, a leap, a number gone backwards, a 100,000-deep document, a
-lone surrogate, wrong types for mapped fields, fields only the collector writes. Each
-gives its documented outcome in the real store (the JSONL archive, and Elasticsearch
-with the archive off) and the stream goes on: later good events are stored.
+lone surrogate (escaped, and raw in a UTF-16 document), wrong types for mapped fields,
+fields only the collector writes. Each gives its documented outcome in the real store
+(the JSONL archive, and Elasticsearch with the archive off) and the stream goes on:
+later good events are stored.
 """
 
 from __future__ import annotations
@@ -71,9 +72,14 @@ CASES = [
                          (BASE + 11, b'{"@timestamp": {}, "event": {"kind": "event"}}')],
          {BASE + 8: "'source.ip'", BASE + 10: "'file.size'", BASE + 11: "'@timestamp'"}),
     Case("owned fields", [(BASE + 9, json.dumps(OWNED).encode())], {}),
-    Case("good after all that", [(BASE + 12, _doc(BASE + 12))], {}),
+    Case("UTF-16 with a lone surrogate",
+         [(BASE + 12, '{"@timestamp": "2026-11-29T10:00:00Z", "event": {"kind": "event", '
+                      '"dataset": "x"}, "user": {"name": "\ud800"}}'.encode("utf-16-le",
+                                                                              "surrogatepass"))],
+         {BASE + 12: "not UTF-8"}),
+    Case("good after all that", [(BASE + 13, _doc(BASE + 13))], {}),
 ]
-STORED = {BASE + i for i in (1, 2, 3, 4, 5, 9, 12)}
+STORED = {BASE + i for i in (1, 2, 3, 4, 5, 9, 13)}
 REFUSED = {seq for case in CASES for seq in case.refused}
 
 
@@ -161,7 +167,7 @@ def test_rogue_agent_against_the_archive(collector: Collector,
     assert collector.proc is not None
     collector.proc.stop()
     marks = json.loads((collector.data_dir / "sequence.json").read_text())["marks"]
-    assert marks[agent.agent_id][0] == BASE + 12
+    assert marks[agent.agent_id][0] == BASE + 13
 
 
 @pytest.fixture(params=engine_urls(), ids=lambda url: url.rsplit(":", 1)[-1])
@@ -210,7 +216,7 @@ def test_rogue_agent_against_elasticsearch_with_the_archive_off(
         collector.proc.stop()
         (collector.data_dir / "sequence.json").unlink()
         collector.start()
-        ack = send(collector, agent.state_dir, [(5, _doc(5)), (BASE + 13, _doc(BASE + 13))])
+        ack = send(collector, agent.state_dir, [(5, _doc(5)), (BASE + 14, _doc(BASE + 14))])
         assert [(r.seq, "backwards" in r.reason) for r in ack.rejected] == [(5, True)]
         assert ack.accepted == 1
     finally:
