@@ -61,6 +61,13 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):   # 1e400: valid JSON, but inf is not (the archive would
+        raise ValueError(f"{text[:40]} is beyond a double")   # write Infinity)
+    return value
+
+
 def decode_document(raw: bytes) -> tuple[dict[str, Any], list[str]]:
     """Parse and check one document; raise ``Rejection`` saying what is wrong, and where.
 
@@ -75,7 +82,7 @@ def decode_document(raw: bytes) -> tuple[dict[str, Any], list[str]]:
     except UnicodeDecodeError as e:
         raise Rejection(f"document is not UTF-8: {e.reason} at byte {e.start}") from e
     try:
-        event = json.loads(text, parse_constant=_constant)
+        event = json.loads(text, parse_constant=_constant, parse_float=_finite)
     except RecursionError as e:
         raise Rejection(f"document nests deeper than {MAX_DEPTH} levels") from e
     except ValueError as e:

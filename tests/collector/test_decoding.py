@@ -67,7 +67,8 @@ def test_only_utf8_is_taken(raw: bytes) -> None:
 
 
 @pytest.mark.parametrize("raw", [b"[1, 2]", b'"text"', b"42", b"null", b"\xff\xfe", b"{",
-                                 b'{"a": NaN}', b'{"a": -Infinity}', b""])
+                                 b'{"a": NaN}', b'{"a": -Infinity}', b"",
+                                 b'{"a": 1e400}', b'{"a": [-1e999]}'])
 def test_not_a_json_object(raw: bytes) -> None:
     assert refused(raw)
 

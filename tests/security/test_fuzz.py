@@ -45,6 +45,7 @@ TRICKY = st.sampled_from([
     "\ud800", "\udc00\ud800", "a\udfffb", "2026-11-29T10:00:00Z", "2026-13-45T99:99:99Z",
     "10.0.0.1",
     "::1", "fe80::1%eth0", "x", "big", "true", "", "9" * 30, "-1", "1e400", "NaN",
+    1e308, -1e308, 2**63, -(2**63) - 1, 2**64, 0.1,
     "event", "state", "alert", "\x00", "\u202e",
 ])
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
@@ -68,7 +69,7 @@ def _run(documents: list[bytes]) -> None:
         json.dumps(entry, ensure_ascii=False).encode("utf-8")
     for record in outcome.records:         # what the archive and Elasticsearch write
         line = json.dumps(record.document, ensure_ascii=False, allow_nan=False)
-        line.encode("utf-8")
+        assert json.loads(line.encode("utf-8")) == record.document   # valid JSON again
         assert record.document["agent"]["id"] == "fuzz"
         assert record.document["event"]["kind"] in ("event", "state")
         assert "rule" not in record.document and "threat" not in record.document
