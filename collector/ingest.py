@@ -2,8 +2,10 @@
 
 The agent id comes from the verified client certificate (TLS has checked it against our
 CA); a revoked or unknown certificate is refused at the start of the stream. Each batch
-goes through the pipeline and every output; only then is it acked. While an output is
-unavailable the batch is retried here and not acked, so the agent keeps its events.
+goes through the sequence checks (``collector/sequence.py``), the pipeline and every
+output; only then is it acked. Refused events are kept as dead letters (the archive, else
+Elasticsearch) before the ack says so. While an output is unavailable the batch is
+retried here and not acked, so the agent keeps its events.
 """
 
 from __future__ import annotations
