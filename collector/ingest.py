@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -46,6 +47,31 @@ class KnowsMarks(Protocol):
     """An output that can say the highest sequence number it stores for an agent."""
 
     def high_water_mark(self, agent_id: str) -> int: ...
+
+
+class RecentDeadLetters:
+    """The last dead letters written, so that a batch resent after a lost ack does not
+    write its dead letters again (the Ack still says rejected). Bounded in entries."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._seen: OrderedDict[tuple[str, int, int], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(entry: dict[str, Any]) -> tuple[str, int, int]:
+        return (str(entry["agent"]["id"]), int(entry["sequence"]), hash(entry["document"]))
+
+    def fresh(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e for e in entries if self._key(e) not in self._seen]
+
+    def add(self, entries: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for entry in entries:
+                self._seen[self._key(entry)] = None
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -104,6 +130,7 @@ class IngestService(pb_grpc.IngestServicer):
         self.dead_letters: DeadLetters | None = self.archive or next(
             (o for o in self.outputs if isinstance(o, DeadLetters)), None)
         self.sequence = sequence or SequenceMarks(None, limits.sequence_policy())
+        self._recent = RecentDeadLetters()
         self._agent_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.batches = 0
@@ -203,7 +230,7 @@ class IngestService(pb_grpc.IngestServicer):
             alert = self.sequence.anomaly_alert(agent, check)
             if alert is not None:
                 outcome.records.append(Record(Kind.ALERT, alert["event"]["id"], alert))
-            sink, entries = self.dead_letters, outcome.dead_letters
+            sink, entries = self.dead_letters, self._recent.fresh(outcome.dead_letters)
             if entries and sink is not None:
                 def keep() -> bool:
                     sink.dead_letter(entries)
@@ -211,6 +238,7 @@ class IngestService(pb_grpc.IngestServicer):
 
                 if self._until_stored(keep, context, output="dead letters") is None:
                     return None
+                self._recent.add(entries)
             duplicates = self._publish_until_stored(outcome.records, context)
             if duplicates is None:
                 return None

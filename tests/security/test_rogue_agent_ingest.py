@@ -157,8 +157,12 @@ def test_rogue_agent_against_the_archive(collector: Collector,
     check_acks(play(collector, agent.state_dir))
     archive = collector.data_dir / "archive"
     check_stored(collector.events(), collector.alerts())
+    for case in (CASES[1], CASES[6]):   # resent after a lost ack: refused again, kept once
+        again = send(collector, agent.state_dir, case.batch)
+        assert [r.seq for r in again.rejected] == list(case.refused)
     dead = list(read_jsonl(archive, "deadletter-"))
-    assert {d["sequence"] for d in dead} == REFUSED, "each refused event dead-lettered once"
+    assert {d["sequence"] for d in dead} == REFUSED
+    assert len(dead) == len(REFUSED), "each refused event dead-lettered once"
     by_seq = {d["sequence"]: d for d in dead}
     assert "leaps" in by_seq[10**15]["reason"] and "rogue" not in by_seq[10**15]["reason"]
     assert json.loads(by_seq[0]["document"])["user"]["name"] == "rogue-0"  # kept in full
