@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError, Location
-from common.yamlconf import Duration, Size, from_dict, load_yaml
+from common.yamlconf import Duration, Size, from_dict, load_mapping
 
 
 @dataclass(frozen=True)
@@ -62,10 +61,7 @@ def _build(path: Path | None, overrides: dict[str, Any], *,
     from agent.sensors import REGISTRY
 
     source = str(path) if path else "<flags>"
-    loaded = load_yaml(path) if path else None
-    # a shallow copy that keeps the keys' positions (PositionedDict)
-    data: Any = copy.copy(loaded) if isinstance(loaded, dict) else ({} if loaded is None
-                                                                     else loaded)
+    data: Any = load_mapping(path) if path else {}   # keeps the keys' positions
     for key, value in overrides.items():
         if value is None or not isinstance(data, dict):
             continue

@@ -42,7 +42,7 @@ def _utc(cert: x509.Certificate, name: str) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value
     naive: dt.datetime = getattr(cert, name)
-    return naive.replace(tzinfo=dt.timezone.utc)  # noqa: UP017 - the agent runs on 3.9
+    return naive.replace(tzinfo=dt.timezone.utc)
 
 
 def renew_at(cert: x509.Certificate) -> float:

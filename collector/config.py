@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
-from common.yamlconf import Duration, Size, from_dict, load_yaml
+from common.yamlconf import Duration, Size, from_dict, load_mapping
 
 
 def _positive(owner: object) -> None:
@@ -36,6 +37,8 @@ class LimitsConfig:
     connection_age: Duration = Duration(3600.0)      # then GOAWAY, then the grace
     connection_age_grace: Duration = Duration(60.0)
     handshake_timeout: Duration = Duration(20.0)     # TCP up, TLS not done: closed
+    max_seq_gap: int = 10_000_000     # sequence numbers an agent may skip at first
+    max_seq_rate: float = 50_000.0    # ... and that allowance's growth per second
 
     def __post_init__(self) -> None:
         _positive(self)
@@ -158,13 +161,13 @@ class CollectorConfig:
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> CollectorConfig:
     """The YAML file (if any), then flags on top (flags win)."""
-    data: dict[str, Any] = dict(load_yaml(path) or {}) if path else {}
+    data: dict[str, Any] = load_mapping(path) if path else {}
     merged = _merge(data, overrides)
     return from_dict(CollectorConfig, merged, source=str(path) if path else "<flags>")
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+    out = copy.copy(base)  # a PositionedDict stays one: errors keep their line
     for key, value in top.items():
         if value is None:
             continue
@@ -179,7 +182,7 @@ def check_config(path: Path) -> list[ConfigError]:
     """Every problem of a collector config file, each with its file, line and key path."""
     errors: list[ConfigError] = []
     try:
-        data = load_yaml(path)
+        data = load_mapping(path)
     except ConfigError as e:
         return [e]
     from_dict(CollectorConfig, data, source=str(path), errors=errors)

@@ -2,34 +2,79 @@
 
 The agent id comes from the verified client certificate (TLS has checked it against our
 CA); a revoked or unknown certificate is refused at the start of the stream. Each batch
-goes through the pipeline and every output; only then is it acked. While an output is
-unavailable the batch is retried here and not acked, so the agent keeps its events.
+goes through the sequence checks (``collector/sequence.py``), the pipeline and every
+output; only then is it acked. Refused events are kept as dead letters (the archive, else
+Elasticsearch) before the ack says so. While an output is unavailable the batch is
+retried here and not acked, so the agent keeps its events.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import grpc
 from cryptography import x509
 
 from collector.admission import StreamGate
 from collector.outputs.archive import JsonlArchive
-from collector.outputs.base import Outcome, Output, OutputUnavailable, Record
+from collector.outputs.base import Kind, Outcome, Output, OutputUnavailable, Record
 from collector.pipeline import AgentIdentity, Pipeline
 from collector.pki import agent_facts, agent_id_of
 from collector.renewal import AgentRenewer
 from collector.revocation import ActiveStreams, RevocationWatcher
+from collector.sequence import SequenceMarks, SequencePolicy
 from collector.store import Store
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb
 from sisguard.v1 import sisguard_pb2_grpc as pb_grpc
 
 log = get_logger("sisguard.collector.ingest")
+T = TypeVar("T")
+
+
+@runtime_checkable
+class DeadLetters(Protocol):
+    """Where rejected events are kept, durably, before the batch is acked."""
+
+    def dead_letter(self, entries: Sequence[dict[str, Any]]) -> None: ...
+
+
+@runtime_checkable
+class KnowsMarks(Protocol):
+    """An output that can say the highest sequence number it stores for an agent."""
+
+    def high_water_mark(self, agent_id: str) -> int: ...
+
+
+class RecentDeadLetters:
+    """The last dead letters written, so that a batch resent after a lost ack does not
+    write its dead letters again (the Ack still says rejected). Bounded in entries."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._seen: OrderedDict[tuple[str, int, int], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(entry: dict[str, Any]) -> tuple[str, int, int]:
+        return (str(entry["agent"]["id"]), int(entry["sequence"]), hash(entry["document"]))
+
+    def fresh(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e for e in entries if self._key(e) not in self._seen]
+
+    def add(self, entries: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for entry in entries:
+                self._seen[self._key(entry)] = None
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -37,6 +82,12 @@ class Limits:
     max_message_bytes: int = 4 * 1024 * 1024
     max_batch_events: int = 1000
     window: int = 4
+    max_seq_gap: int = SequencePolicy.max_gap      # see collector/sequence.py
+    max_seq_rate: float = SequencePolicy.max_rate
+
+    def sequence_policy(self) -> SequencePolicy:
+        return SequencePolicy(max_gap=self.max_seq_gap, max_rate=self.max_seq_rate,
+                              resend=self.window * self.max_batch_events)
 
 
 def peer_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
@@ -52,7 +103,8 @@ class IngestService(pb_grpc.IngestServicer):
     def __init__(self, *, store: Store, pipeline: Pipeline, outputs: Sequence[Output],
                  limits: Limits, stopping: threading.Event, admission: StreamGate,
                  revocations: RevocationWatcher | None = None,
-                 renewer: AgentRenewer | None = None) -> None:
+                 renewer: AgentRenewer | None = None,
+                 sequence: SequenceMarks | None = None) -> None:
         self.store = store
         self.admission = admission   # streams per agent, one token bucket per agent
         self.revocations = revocations
@@ -63,6 +115,11 @@ class IngestService(pb_grpc.IngestServicer):
         self.limits = limits
         self.stopping = stopping
         self.archive = next((o for o in self.outputs if isinstance(o, JsonlArchive)), None)
+        # the archive when it is on, else the first output that keeps dead letters
+        self.dead_letters: DeadLetters | None = self.archive or next(
+            (o for o in self.outputs if isinstance(o, DeadLetters)), None)
+        self.sequence = sequence or SequenceMarks(None, limits.sequence_policy())
+        self._recent = RecentDeadLetters()
         self._agent_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.batches = 0
@@ -114,23 +171,25 @@ class IngestService(pb_grpc.IngestServicer):
     def Stream(self, request_iterator: Iterator[pb.AgentMessage],
                context: grpc.ServicerContext) -> Iterator[pb.CollectorMessage]:
         agent = self._identify(context)
-        release = self.admission.admit(agent.agent_id, context)   # aborts when over
         cert = peer_certificate(context)
         assert cert is not None
         peer = context.peer()
         renewed = False
-        log.info("agent connected", agent_id=agent.agent_id, peer=peer)
-        self.store.seen(agent.agent_id, address=peer)
-        yield pb.CollectorMessage(welcome=pb.Welcome(
-            agent_id=agent.agent_id,
-            max_batch_events=self.limits.max_batch_events,
-            max_message_bytes=self.limits.max_message_bytes,
-            window=self.limits.window,
-        ))
-        # a revocation cancels this stream at once (RevocationWatcher.on_change), and
-        # every message is checked too
-        handle = self.streams.add(cert.serial_number, agent.agent_id, context)
+        release = self.admission.admit(agent.agent_id, context)   # aborts when over
+        handle = None
         try:
+            log.info("agent connected", agent_id=agent.agent_id, peer=peer)
+            self.store.seen(agent.agent_id, address=peer)
+            # a client that leaves here (GeneratorExit) still gives its place back
+            yield pb.CollectorMessage(welcome=pb.Welcome(
+                agent_id=agent.agent_id,
+                max_batch_events=self.limits.max_batch_events,
+                max_message_bytes=self.limits.max_message_bytes,
+                window=self.limits.window,
+            ))
+            # a revocation cancels this stream at once (RevocationWatcher.on_change), and
+            # every message is checked too
+            handle = self.streams.add(cert.serial_number, agent.agent_id, context)
             for message in request_iterator:
                 if self._revoked(cert, agent.agent_id):
                     log.warning("revoked agent's stream ended", agent_id=agent.agent_id,
@@ -169,7 +228,8 @@ class IngestService(pb_grpc.IngestServicer):
                     yield pb.CollectorMessage(renewed=reply)
         finally:
             release()
-            self.streams.remove(handle)
+            if handle is not None:
+                self.streams.remove(handle)
             log.info("agent disconnected", agent_id=agent.agent_id, peer=peer)
 
     def _heartbeat(self, agent: AgentIdentity, hb: pb.Heartbeat, peer: str) -> None:
@@ -187,14 +247,26 @@ class IngestService(pb_grpc.IngestServicer):
     def _handle_batch(self, agent: AgentIdentity, batch: pb.EventBatch,
                       context: grpc.ServicerContext) -> pb.Ack | None:
         with self._agent_lock(agent.agent_id):
-            hwm = self.archive.high_water_mark(agent.agent_id) if self.archive else 0
+            check = self.sequence.begin(agent.agent_id, floor=self._floor(agent.agent_id))
             outcome = self.pipeline.process_batch(agent, batch.events,
-                                                  skip_detection=lambda seq: seq <= hwm)
-            if outcome.dead_letters and self.archive is not None:
-                self.archive.dead_letter(outcome.dead_letters)
+                                                  skip_detection=check.is_resend,
+                                                  refuse=check.refusal)
+            alert = self.sequence.anomaly_alert(agent, check)
+            if alert is not None:
+                outcome.records.append(Record(Kind.ALERT, alert["event"]["id"], alert))
+            sink, entries = self.dead_letters, self._recent.fresh(outcome.dead_letters)
+            if entries and sink is not None:
+                def keep() -> bool:
+                    sink.dead_letter(entries)
+                    return True
+
+                if self._until_stored(keep, context, output="dead letters") is None:
+                    return None
+                self._recent.add(entries)
             duplicates = self._publish_until_stored(outcome.records, context)
             if duplicates is None:
                 return None
+            self.sequence.commit(check, alerted=alert is not None)
         first = batch.events[0].seq if batch.events else 0
         last = batch.events[-1].seq if batch.events else 0
         self.batches += 1
@@ -207,25 +279,52 @@ class IngestService(pb_grpc.IngestServicer):
             rejected=[pb.Rejected(seq=s, reason=r) for s, r in outcome.rejected],
         )
 
+    def _floor(self, agent_id: str) -> int:
+        """The agent's highest stored number known to an output, for a collector that
+        has no mark of its own for it: the archive's, else the first output that can
+        tell (Elasticsearch, shared by every collector). Asked once per agent."""
+        if self.archive is not None:
+            return self.archive.high_water_mark(agent_id)
+        if self.sequence.mark(agent_id) is not None:
+            return 0
+        for output in self.outputs:
+            if isinstance(output, KnowsMarks):
+                try:
+                    return output.high_water_mark(agent_id)
+                except OutputUnavailable as e:
+                    log.warning("agent's highest stored number unknown; its first batch "
+                                "sets the mark", agent_id=agent_id, error=str(e))
+        return 0
+
+    def _until_stored(self, attempt: Callable[[], T], context: grpc.ServicerContext, *,
+                      output: str) -> T | None:
+        """``attempt()`` (never None) again while the output is unavailable; None: the
+        stream ended first."""
+        delay = 0.5
+        while True:
+            try:
+                result = attempt()
+            except OutputUnavailable as e:
+                if self.outage_since is None:
+                    self.outage_since = time.time()
+                log.error("output unavailable, batch not acked", output=output,
+                          error=str(e), retry_in=delay)
+                if self.stopping.wait(delay) or not context.is_active():
+                    return None
+                delay = min(delay * 2, 30.0)
+                continue
+            self.outage_since = None
+            return result
+
     def _publish_until_stored(self, records: list[Record],
                               context: grpc.ServicerContext) -> int | None:
         """Publish to every output; retry while one is unavailable. Returns duplicates."""
         duplicates = 0
-        delay = 0.5
         for output in self.outputs:
-            while True:
-                try:
-                    result = output.publish(records)
-                    break
-                except OutputUnavailable as e:
-                    if self.outage_since is None:
-                        self.outage_since = time.time()
-                    log.error("output unavailable, batch not acked", output=output.name,
-                              error=str(e), retry_in=delay)
-                    if self.stopping.wait(delay) or not context.is_active():
-                        return None
-                    delay = min(delay * 2, 30.0)
-            self.outage_since = None
+            result = self._until_stored(functools.partial(output.publish, records), context,
+                                        output=output.name)
+            if result is None:
+                return None
             if output is self.archive or self.archive is None:
                 duplicates = sum(1 for r, o in zip(records, result.outcomes, strict=True)
                                  if o is Outcome.DUPLICATE and r.seq)

@@ -8,12 +8,12 @@ counted: one bad event or one bug in a stage is reported and never stops the str
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from collector.decoding import MAX_DOCUMENT_BYTES, Rejection, decode_document
 from collector.outputs.base import Kind, Record
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb
@@ -21,10 +21,7 @@ from sisguard.v1 import sisguard_pb2 as pb
 log = get_logger("sisguard.collector.pipeline")
 
 REQUIRED = ("@timestamp", "event.kind", "event.dataset")
-
-
-class Rejection(Exception):
-    """An event that cannot be processed: the reason is said to the agent and kept."""
+__all__ = ["AgentIdentity", "BatchOutcome", "Pipeline", "Rejection", "Validate"]
 
 
 @dataclass(frozen=True)
@@ -99,28 +96,32 @@ class Pipeline:
         self.counters = {s.name: StageCounters() for s in self.stages}
         self.detect_errors = 0
         self.alerts = 0
+        self.stripped: dict[str, int] = {}   # owned field -> agent documents it was cut from
         self._lock = threading.Lock()
 
     def process_batch(self, agent: AgentIdentity, envelopes: Sequence[pb.Envelope],
-                      *, skip_detection: Callable[[int], bool] = lambda seq: False
+                      *, skip_detection: Callable[[int], bool] = lambda seq: False,
+                      refuse: Callable[[int], str | None] = lambda seq: None
                       ) -> BatchOutcome:
+        """Every envelope ends as a record or a dead letter with its reason (``refuse``
+        is asked first, in batch order: a reason refuses the event's sequence number)."""
         out = BatchOutcome()
         ingested = self.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         for env in envelopes:
             try:
-                event = decode(env)
+                refused = refuse(env.seq)
+                if refused is not None:
+                    raise Rejection(refused)
+                event = self._decode(env)
                 enrich(event, agent, env, ingested)
                 processed = self._stages(event)
             except Rejection as e:
-                reason = str(e)
-                out.rejected.append((env.seq, reason))
-                out.dead_letters.append({
-                    "agent": {"id": agent.agent_id}, "sequence": env.seq, "reason": reason,
-                    "dataset": env.dataset, "ingested": ingested,
-                    "document": env.document.decode("utf-8", errors="replace")[:65536],
-                })
-                log.warning("event rejected", agent_id=agent.agent_id, seq=env.seq,
-                            reason=reason)
+                self._reject(out, agent, env, str(e), ingested)
+                continue
+            except Exception as e:  # one bad event (or a bug) costs only that event
+                log.exception("event not processed", agent_id=agent.agent_id, seq=env.seq)
+                self._reject(out, agent, env, f"internal error: {type(e).__name__}: {e}",
+                             ingested)
                 continue
             if processed is None:
                 continue
@@ -129,6 +130,30 @@ class Pipeline:
             if self.detector is not None and not skip_detection(env.seq):
                 out.records.extend(self._detect(processed))
         return out
+
+    @staticmethod
+    def _reject(out: BatchOutcome, agent: AgentIdentity, env: pb.Envelope, reason: str,
+                ingested: str) -> None:
+        reason = reason if len(reason) <= 1024 else reason[:1021] + "..."
+        out.rejected.append((env.seq, reason))
+        out.dead_letters.append({
+            "agent": {"id": agent.agent_id}, "sequence": env.seq, "reason": reason,
+            "dataset": env.dataset[:256], "ingested": ingested,
+            # in full up to the size cap: a refused number may be an honest agent's event
+            "document": env.document[:MAX_DOCUMENT_BYTES].decode("utf-8", errors="replace"),
+        })
+        log.warning("event rejected", agent_id=agent.agent_id, seq=env.seq, reason=reason)
+
+    def _decode(self, env: pb.Envelope) -> dict[str, Any]:
+        event, stripped = decode_document(env.document)
+        if stripped:
+            event.setdefault("sisguard", {})["stripped"] = stripped
+            with self._lock:
+                for name in stripped:
+                    self.stripped[name] = self.stripped.get(name, 0) + 1
+            log.warning("fields only the collector writes cut from an agent document",
+                        seq=env.seq, fields=stripped)
+        return event
 
     def _stages(self, event: dict[str, Any]) -> dict[str, Any] | None:
         current: dict[str, Any] | None = event
@@ -165,21 +190,11 @@ class Pipeline:
         return [Record(Kind.ALERT, str(a["event"]["id"]), a) for a in alerts]
 
 
-def decode(env: pb.Envelope) -> dict[str, Any]:
-    try:
-        event = json.loads(env.document)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise Rejection(f"document is not valid JSON: {e}") from e
-    if not isinstance(event, dict):
-        raise Rejection(f"document must be a JSON object, got {type(event).__name__}")
-    if not isinstance(event.get("event", {}), dict):
-        raise Rejection("'event' must be an object")
-    return event
-
-
 def enrich(event: dict[str, Any], agent: AgentIdentity, env: pb.Envelope, ingested: str) -> None:
     """What the collector knows better than the payload: who sent it, and when it came."""
-    ev = event.setdefault("event", {})
+    ev = event.get("event")
+    if not isinstance(ev, dict):
+        ev = event["event"] = {}
     ev["id"] = f"{agent.agent_id}-{env.seq}"
     ev["sequence"] = env.seq
     ev["ingested"] = ingested

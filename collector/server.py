@@ -22,6 +22,7 @@ from collector.pipeline import Detector, Pipeline, Validate
 from collector.pki import CertificateAuthority
 from collector.renewal import AgentRenewer, configured_ca, ensure_server_certificate
 from collector.revocation import watcher_for
+from collector.sequence import SequenceMarks
 from collector.server_certs import LiveServerCertificates
 from collector.store import Store
 from common.errors import SisguardError
@@ -166,12 +167,17 @@ class Collector:
         self.streams = StreamGate(max_streams_per_agent=limits.max_streams_per_agent,
                                   events_per_second=limits.events_per_second,
                                   stopping=self.stopping)
+        ingest_limits = Limits(max_message_bytes=limits.max_message_bytes,
+                               max_batch_events=limits.max_batch_events, window=limits.window,
+                               max_seq_gap=limits.max_seq_gap,
+                               max_seq_rate=limits.max_seq_rate)
+        self.sequence = SequenceMarks(self.data.root / "sequence.json",
+                                      ingest_limits.sequence_policy())
         self.ingest = IngestService(
             store=self.store, pipeline=self.pipeline, outputs=self.outputs,
-            limits=Limits(max_message_bytes=limits.max_message_bytes,
-                          max_batch_events=limits.max_batch_events, window=limits.window),
-            stopping=self.stopping, admission=self.streams, revocations=self.revocations,
-            renewer=AgentRenewer(self.ca, self.store),
+            limits=ingest_limits, stopping=self.stopping, admission=self.streams,
+            revocations=self.revocations, renewer=AgentRenewer(self.ca, self.store),
+            sequence=self.sequence,
         )
         self.revocations.on_change = self.ingest.streams.cancel_refused
         enrollment = self.config.enrollment
@@ -251,6 +257,7 @@ class Collector:
             "ingest": {"batches": ingest.batches, "events": ingest.events,
                        "rejected": ingest.rejected, "output_outage_since": ingest.outage_since},
             "pipeline": {name: vars(c) for name, c in self.pipeline.counters.items()},
+            "stripped": dict(self.pipeline.stripped), "sequence": self.sequence.health(),
             "alerts": self.pipeline.alerts, "detection_errors": self.pipeline.detect_errors,
             "detection": stats() if callable(stats) else None,
             "outputs": {o.name: o.health() for o in self.outputs},
@@ -281,6 +288,7 @@ class Collector:
         self.enroll_watch.stop()
         for output in self.outputs:
             output.close()
+        self.sequence.close()
         self.store.close()
 
     def run_forever(self) -> None:

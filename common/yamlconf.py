@@ -79,6 +79,10 @@ def parse_yaml(text: str, source: str) -> Any:
         mark = e.problem_mark
         loc = Location(source, mark.line + 1, mark.column + 1) if mark else Location(source)
         raise ConfigError(f"invalid YAML: {e.problem}", location=loc) from e
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow: no mark
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        raise ConfigError(f"invalid YAML: {e}", location=Location(source, line, column)) from e
     except yaml.YAMLError as e:
         raise ConfigError(f"invalid YAML: {e}", location=Location(source)) from e
 
@@ -89,6 +93,17 @@ def load_yaml(path: Path) -> Any:
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", location=Location(str(path))) from e
     return parse_yaml(text, str(path))
+
+
+def load_mapping(path: Path) -> dict[str, Any]:
+    """A config file: a YAML mapping (an empty file is an empty one)."""
+    data = load_yaml(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"top level: expected a mapping, got {type(data).__name__}",
+                          location=Location(str(path), 1, 1))
+    return data
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -176,9 +191,14 @@ def from_dict(cls: type[T], data: Any, *, source: str, path: str = "",
             kwargs[name] = _convert(hints[name], value, source=source, path=_join(path, key),
                                     errors=errors)
         except ConfigError as e:
+            error = e
+            if e.location is None or e.location.line is None:
+                # a value with no position of its own (a list, a scalar): its key's line
+                error = ConfigError(e.message, location=_where(source, data, key))
+                error.__cause__ = e
             if errors is None:
-                raise
-            errors.append(e)
+                raise error from (None if error is e else e)
+            errors.append(error)
         except (ValueError, TypeError) as e:
             fail(ConfigError(f"'{_join(path, key)}': {e}",
                              location=_where(source, data, key)), e)

@@ -71,6 +71,10 @@ def read_documents(path: Path, errors: list[RuleLoadError]) -> list[Document]:
         where = (Location(str(path), mark.line + 1, mark.column + 1) if mark
                  else Location(str(path)))
         errors.append(RuleLoadError(where, f"invalid YAML: {e.problem or e}"))
+    except yaml.reader.ReaderError as e:   # a character YAML does not allow: no mark
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        errors.append(RuleLoadError(Location(str(path), line, column), f"invalid YAML: {e}"))
     except yaml.YAMLError as e:
         errors.append(RuleLoadError(Location(str(path)), f"invalid YAML: {e}"))
     return docs

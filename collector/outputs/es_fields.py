@@ -114,6 +114,10 @@ SISGUARD_FIELDS: dict[str, str] = {
     "sisguard.deadletter.reason": T, "sisguard.deadletter.index": K,
     "sisguard.deadletter.id": K, "sisguard.deadletter.status": L,
     "sisguard.deadletter.document": T,
+    # what the collector did to an agent's document (collector/decoding.py, sequence.py)
+    "sisguard.stripped": K, "sisguard.sequence_anomaly.kinds": K,
+    "sisguard.sequence_anomaly.first": K, "sisguard.sequence_anomaly.mark": K,
+    "sisguard.sequence_anomaly.refused": L,
 }
 
 ALL_FIELDS: dict[str, str] = {**ECS_FIELDS, **SISGUARD_FIELDS}
