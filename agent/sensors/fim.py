@@ -53,7 +53,7 @@ def open_reconciler(config: FimConfig, context: SensorContext) -> Reconciler:
     """Baseline, reader, signatures and protector for ``config`` (the sensor and the CLI)."""
     baseline = Baseline(context.state_dir, copies_max=config.diff_store_max)
     reader = Reader(algorithms=config.hashes, hash_limit=config.hash_max_bytes,
-                    xattrs=config.xattrs)
+                    xattrs=config.xattrs, roots=tuple(wp.root for wp in config.watch_paths))
     checker = None
     if any(wp.content_checks for wp in config.watch_paths):
         signatures, errors = load_signatures(config.signatures)

@@ -20,7 +20,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TextIO
 
-from agent.fim_hashing import HashWorkers, Result, as_error
+from agent.fim_hashing import HashWorkers, Item, Result, as_error
+from agent.saferead import Tree
 from agent.sensors.fim_config import WatchPath
 from agent.sensors.fim_events import fim_event
 from agent.sensors.fim_reconcile import Reconciler
@@ -183,9 +184,10 @@ class Scanner:
         if pool is None:
             self._record_initial(wp, chunk, self._read_many(chunk), stats)
             return None
-        files = [path for path, st in chunk if stat.S_ISREG(st.st_mode)]
+        files = [Item.of(path, st) for path, st in chunk if stat.S_ISREG(st.st_mode)]
         step = max(1, len(files) // (2 * len(pool)))
-        parts = [pool.submit(files[i:i + step]) for i in range(0, len(files), step)]
+        parts = [pool.submit(wp.root, files[i:i + step])
+                 for i in range(0, len(files), step)]
         if pending is not None:
             self._record_initial(wp, pending[0], self._states(*pending), stats)
         return (chunk, parts)
@@ -257,9 +259,10 @@ class Scanner:
         stats.hashed += 1
         stats.bytes += st.st_size if state.type == "file" else 0
         with self.r.lock:
-            again = os.lstat(path)
-            if (again.st_mtime_ns, again.st_ctime_ns, again.st_size, again.st_ino) != (
-                    st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino):
+            again = self.r.reader.lstat(path)
+            if again is None or (again.st_mtime_ns, again.st_ctime_ns, again.st_size,
+                                 again.st_ino) != (st.st_mtime_ns, st.st_ctime_ns,
+                                                   st.st_size, st.st_ino):
                 return   # changing under us: the real-time path or the next scan has it
             if self.r.record(path, state, detected_by="scan") is not None:
                 stats.changes += 1
@@ -272,7 +275,7 @@ class Scanner:
                                 and os.path.dirname(path) != top):
                 continue
             with self.r.lock:
-                if os.path.lexists(path):
+                if self.r.reader.exists(path):
                     continue
                 old = self.r.baseline.get(path)
                 if old is not None:
@@ -281,41 +284,52 @@ class Scanner:
 
     def _walk(self, wp: WatchPath, top: str, recursive: bool, stats: ScanStats
               ) -> Iterator[tuple[str, os.stat_result]]:
-        """(path, lstat) for ``top`` and below, pruning excluded directories."""
+        """(path, lstat) for ``top`` and below, pruning excluded directories. Every
+        directory is listed through a descriptor opened beneath the root (``saferead``):
+        one swapped for a symlink is not entered, it is seen as the link it now is."""
         r = self.r
         try:
-            st = os.lstat(top)
+            tree = Tree(wp.root)
         except FileNotFoundError:
             return
         except PermissionError as e:
             stats.errors += 1
-            r.denied(top, e)
+            r.denied(wp.root, e)
             return
-        if top != wp.root and r.rules.excluded(wp, top, is_dir=stat.S_ISDIR(st.st_mode)):
-            return
-        yield top, st
-        if not stat.S_ISDIR(st.st_mode):
-            return
-        stack = [top]
-        while stack:
-            directory = stack.pop()
+        with tree:
             try:
-                with os.scandir(directory) as it:
-                    entries = list(it)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
+                st = tree.lstat_or_none(top)
             except PermissionError as e:
                 stats.errors += 1
-                r.denied(directory, e)
-                continue
-            for entry in entries:
+                r.denied(top, e)
+                return
+            if st is None:
+                return
+            if top != wp.root and r.rules.excluded(wp, top, is_dir=stat.S_ISDIR(st.st_mode)):
+                return
+            yield top, st
+            if not stat.S_ISDIR(st.st_mode):
+                return
+            stack = [top]
+            while stack:
+                directory = stack.pop()
                 try:
-                    est = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
+                    with tree.listing(directory) as listing:
+                        entries = list(listing)
+                except (FileNotFoundError, NotADirectoryError):
                     continue
-                is_dir = stat.S_ISDIR(est.st_mode)
-                if r.rules.excluded(wp, entry.path, is_dir=is_dir):
+                except PermissionError as e:
+                    stats.errors += 1
+                    r.denied(directory, e)
                     continue
-                yield entry.path, est
-                if is_dir and recursive:
-                    stack.append(entry.path)
+                except OSError as e:   # ELOOP: swapped for a link since it was listed
+                    stats.errors += 1
+                    r.health.count_error(f"scan {directory}: {e}")
+                    continue
+                for path, est in entries:
+                    is_dir = stat.S_ISDIR(est.st_mode)
+                    if r.rules.excluded(wp, path, is_dir=is_dir):
+                        continue
+                    yield path, est
+                    if is_dir and recursive:
+                        stack.append(path)
