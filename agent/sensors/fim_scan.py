@@ -148,8 +148,8 @@ class Scanner:
                 except OSError as e:
                     stats.errors += 1
                     self.r.health.count_error(f"scan {path}: {e}")
-                if stat.S_ISREG(st.st_mode):
-                    throttle.account(st.st_size)
+                if stat.S_ISREG(st.st_mode):   # the bytes read: none past the hash cap
+                    throttle.account(st.st_size if st.st_size <= cfg.hash_max_bytes else 0)
             pending = self._initial(wp, chunk, stats, pool, pending)
             if pending is not None:
                 self._record_initial(wp, pending[0], self._states(*pending), stats)
