@@ -107,7 +107,8 @@ def approve_cmd(args: argparse.Namespace) -> int:
         raise ConfigError(f"fim approve: {entry.root} is not a directory")
     reconciler = open_reconciler(config, _context(args, _print_event(False)))
     try:
-        n = approve(reconciler.baseline, reconciler.reader, entry.root)
+        n = approve(reconciler.baseline, reconciler.reader, entry.root,
+                    max_bytes=config.protect_max_bytes)
         reconciler.baseline.mark_initialized(entry.root)
     finally:
         reconciler.baseline.close()

@@ -144,7 +144,7 @@ def open_beneath(root_fd: int, rel: str, flags: int = os.O_RDONLY, *,
     current = root_fd
     try:
         for part in parts[:-1]:
-            nxt = os.open(part, _DIR, dir_fd=current)
+            nxt = _open_dir_step(current, part, rel)
             if current != root_fd:
                 os.close(current)
             current = nxt
@@ -152,6 +152,17 @@ def open_beneath(root_fd: int, rel: str, flags: int = os.O_RDONLY, *,
     finally:
         if current != root_fd:
             os.close(current)
+
+
+def _open_dir_step(dir_fd: int, name: str, rel: str) -> int:
+    """One directory of the walk; a symlink is ``ELOOP`` as with openat2 (O_DIRECTORY
+    alone would say ENOTDIR)."""
+    try:
+        return os.open(name, _DIR, dir_fd=dir_fd)
+    except NotADirectoryError as e:
+        if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), rel) from e
+        raise
 
 
 def open_root(root: str) -> int:

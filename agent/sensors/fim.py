@@ -19,6 +19,7 @@ existed before is mistaken for new.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -63,7 +64,8 @@ def open_reconciler(config: FimConfig, context: SensorContext) -> Reconciler:
     protector = None
     if any(wp.protect is Protect.RESTORE for wp in config.watch_paths):
         protector = Protector(baseline, config.quarantine_dir
-                              or context.state_dir / "quarantine")
+                              or context.state_dir / "quarantine",
+                              max_bytes=config.protect_max_bytes)
     return Reconciler(config=config, baseline=baseline, reader=reader, emit=context.emit,
                       report_error=context.report_error, health=context.health,
                       checker=checker, protector=protector)
@@ -231,7 +233,8 @@ class FimSensor(Sensor):
             self._initializing.discard(wp.root)
             if wp.protect is Protect.RESTORE and not self.reconciler.baseline.has_approvals(
                     wp.root):
-                n = approve(self.reconciler.baseline, self.reconciler.reader, wp.root)
+                n = approve(self.reconciler.baseline, self.reconciler.reader, wp.root,
+                            max_bytes=self.config.protect_max_bytes)
                 log.warning("protected root had no approved content: approved it as found",
                             path=wp.root, entries=n)
         self._update_health()
@@ -285,7 +288,9 @@ class FimSensor(Sensor):
             if wp is None:
                 continue
             self._scan(wp, "unwatched", top=directory)
-            if not os.path.isdir(directory):
+            assert self.reconciler is not None
+            st = self.reconciler.reader.lstat(directory)   # beneath the root
+            if st is None or not stat.S_ISDIR(st.st_mode):
                 with self.watcher.lock:
                     self.watcher.unwatched.discard(directory)
             else:

@@ -90,6 +90,9 @@ class FimConfig:
     diff_max_bytes: Size = Size(64 * 1024)
     diff_store_max: Size = Size(256 * 1024 * 1024)
     content_max_bytes: Size = Size(2 * 1024 * 1024)
+    # protection: content kept per approved file (restorable), copied per quarantined
+    # file across file systems (past it: recorded and removed, never read)
+    protect_max_bytes: Size = Size(64 * 1024 * 1024)
     content_extensions: tuple[str, ...] = ("html", "htm", "shtml", "php", "php3", "php4",
                                            "php5", "php7", "phtml", "phar", "inc", "asp",
                                            "aspx", "ashx", "asmx", "jsp", "jspx", "js", "txt",

@@ -98,7 +98,11 @@ class Protector:
         if os.path.basename(path).startswith(INTERNAL_PREFIX) or path == root:
             return None
         approved = self.baseline.approved(path)
-        exists = os.path.lexists(path)
+        try:
+            with Tree(root) as tree:   # beneath the root: a link on the way is no path
+                exists = tree.lstat_or_none(path) is not None
+        except OSError:
+            return None   # the root itself is gone: nothing to act on
         try:
             if approved is None:
                 if not exists:
@@ -128,8 +132,8 @@ class Protector:
             if a.type == "dir":
                 if st is not None and stat.S_ISDIR(st.st_mode):
                     os.chown(name, a.uid, a.gid, dir_fd=dfd, follow_symlinks=False)
-                    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
-                                 dir_fd=dfd)
+                    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                                 | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
                     try:
                         os.fchmod(fd, a.mode)
                     finally:
