@@ -23,9 +23,9 @@ import errno
 import os
 import platform
 import stat
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 READ_CHUNK = 1 << 20
 
@@ -88,23 +88,26 @@ class _Openat2:
     def __init__(self) -> None:
         self.number = _SYS_OPENAT2.get(platform.machine())
         self.available = self.number is not None
-        self._libc: ctypes.CDLL | None = None
-        self._lock = threading.Lock()
+        self._syscall: Any = None
+        self._how: dict[int, _OpenHow] = {}   # by flags: read-only for the kernel
         if self.available:
             try:
-                self._libc = ctypes.CDLL(None, use_errno=True)
-                self._libc.syscall.restype = ctypes.c_long
+                syscall = ctypes.CDLL(None, use_errno=True).syscall
+                syscall.restype = ctypes.c_long
+                syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p,
+                                    ctypes.c_void_p, ctypes.c_size_t]
+                self._syscall = syscall
             except (OSError, AttributeError):
                 self.available = False
 
     def __call__(self, dir_fd: int, rel: str, flags: int) -> int:
         """A descriptor, or -1 when the kernel has no openat2 (then ``available``
         is False from now on). Raises OSError otherwise."""
-        assert self._libc is not None and self.number is not None
-        how = _OpenHow(flags, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
-        fd = self._libc.syscall(ctypes.c_long(self.number), ctypes.c_int(dir_fd),
-                                ctypes.c_char_p(os.fsencode(rel)), ctypes.byref(how),
-                                ctypes.c_size_t(ctypes.sizeof(how)))
+        how = self._how.get(flags)
+        if how is None:
+            how = self._how[flags] = _OpenHow(flags, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
+        fd = self._syscall(self.number, dir_fd, os.fsencode(rel), ctypes.addressof(how),
+                           ctypes.sizeof(how))
         if fd >= 0:
             return int(fd)
         err = ctypes.get_errno()

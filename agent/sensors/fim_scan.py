@@ -106,6 +106,7 @@ class Scanner:
         self.r = reconciler
         self.stop = stop
         self.progress = progress
+        self._tree: Tree | None = None   # the root being walked, open while it is
 
     def scan(self, wp: WatchPath, *, reason: str, top: str | None = None,
              recursive: bool | None = None, throttled: bool = True) -> ScanStats:
@@ -234,7 +235,8 @@ class Scanner:
                     out.append(as_error(result, path))
                     continue
                 try:
-                    out.append(self.r.reader.from_stat(path, st, digests=result))
+                    out.append(self.r.reader.from_stat(path, st, digests=result,
+                                                       tree=self._tree))
                 except OSError as e:
                     out.append(e)
             else:
@@ -247,7 +249,7 @@ class Scanner:
 
     def _read_or_error(self, item: tuple[str, os.stat_result]) -> FileState | OSError:
         try:
-            return self.r.reader.from_stat(*item)
+            return self.r.reader.from_stat(*item, tree=self._tree)
         except OSError as e:
             return e
 
@@ -255,11 +257,12 @@ class Scanner:
         old = self.r.baseline.get(path)
         if old is not None and not self.r.config.full_rehash and old.same_stat(st):
             return
-        state = self.r.reader.from_stat(path, st)
+        state = self.r.reader.from_stat(path, st, tree=self._tree)
         stats.hashed += 1
         stats.bytes += st.st_size if state.type == "file" else 0
         with self.r.lock:
-            again = self.r.reader.lstat(path)
+            again = (self._tree.lstat_or_none(path) if self._tree is not None
+                     else self.r.reader.lstat(path))
             if again is None or (again.st_mtime_ns, again.st_ctime_ns, again.st_size,
                                  again.st_ino) != (st.st_mtime_ns, st.st_ctime_ns,
                                                    st.st_size, st.st_ino):
@@ -297,39 +300,48 @@ class Scanner:
             r.denied(wp.root, e)
             return
         with tree:
+            self._tree = tree
             try:
-                st = tree.lstat_or_none(top)
+                yield from self._walk_tree(wp, tree, top, recursive, stats)
+            finally:
+                self._tree = None
+
+    def _walk_tree(self, wp: WatchPath, tree: Tree, top: str, recursive: bool,
+                   stats: ScanStats) -> Iterator[tuple[str, os.stat_result]]:
+        r = self.r
+        try:
+            st = tree.lstat_or_none(top)
+        except PermissionError as e:
+            stats.errors += 1
+            r.denied(top, e)
+            return
+        if st is None:
+            return
+        if top != wp.root and r.rules.excluded(wp, top, is_dir=stat.S_ISDIR(st.st_mode)):
+            return
+        yield top, st
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        stack = [top]
+        while stack:
+            directory = stack.pop()
+            try:
+                with tree.listing(directory) as listing:
+                    entries = list(listing)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
             except PermissionError as e:
                 stats.errors += 1
-                r.denied(top, e)
-                return
-            if st is None:
-                return
-            if top != wp.root and r.rules.excluded(wp, top, is_dir=stat.S_ISDIR(st.st_mode)):
-                return
-            yield top, st
-            if not stat.S_ISDIR(st.st_mode):
-                return
-            stack = [top]
-            while stack:
-                directory = stack.pop()
-                try:
-                    with tree.listing(directory) as listing:
-                        entries = list(listing)
-                except (FileNotFoundError, NotADirectoryError):
+                r.denied(directory, e)
+                continue
+            except OSError as e:   # ELOOP: swapped for a link since it was listed
+                stats.errors += 1
+                r.health.count_error(f"scan {directory}: {e}")
+                continue
+            for path, est in entries:
+                is_dir = stat.S_ISDIR(est.st_mode)
+                if r.rules.excluded(wp, path, is_dir=is_dir):
                     continue
-                except PermissionError as e:
-                    stats.errors += 1
-                    r.denied(directory, e)
-                    continue
-                except OSError as e:   # ELOOP: swapped for a link since it was listed
-                    stats.errors += 1
-                    r.health.count_error(f"scan {directory}: {e}")
-                    continue
-                for path, est in entries:
-                    is_dir = stat.S_ISDIR(est.st_mode)
-                    if r.rules.excluded(wp, path, is_dir=is_dir):
-                        continue
-                    yield path, est
-                    if is_dir and recursive:
-                        stack.append(path)
+                yield path, est
+                if is_dir and recursive:
+                    stack.append(path)

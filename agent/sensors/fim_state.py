@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.fim_hashing import Digests, digest_file, hash_bytes, xattr_digest
+from agent.fim_hashing import Digests, digest_fd, hash_bytes, xattr_digest, xattr_digest_fd
 from agent.saferead import NotRegular, Outside, Replaced, Tree, kind_of
 
 # attributes compared, in the order they are reported in sisguard.fim.changed
@@ -164,13 +164,20 @@ class Reader:
 
     def _fill(self, state: FileState, path: str, st: os.stat_result, tree: Tree, *,
               hashed: bool) -> FileState:
-        if state.type == "file" and not hashed and state.hash_skipped is None:
-            state.hashes = digest_file(tree, path, self.algorithms, self.hash_limit, st)
-            if not state.hashes:   # grew past the cap while it was read
-                state.hash_skipped = size_cap(self.hash_limit)
+        if state.type == "file":   # one descriptor for the hash and the xattrs
+            fd = tree.open_file(path, st)
+            try:
+                if not hashed and state.hash_skipped is None:
+                    state.hashes = digest_fd(fd, self.algorithms, self.hash_limit)
+                    if not state.hashes:   # grew past the cap while it was read
+                        state.hash_skipped = size_cap(self.hash_limit)
+                if self.xattrs:
+                    state.xattrs = xattr_digest_fd(fd)
+            finally:
+                os.close(fd)
         elif state.type == "symlink":
             state.target_path = tree.readlink(path)
-        if self.xattrs and state.type in ("file", "dir"):
+        elif self.xattrs and state.type == "dir":
             state.xattrs = xattr_digest(tree, path, st)
         return state
 
