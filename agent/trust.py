@@ -24,6 +24,11 @@ from common.errors import ConfigError, Location
 class UntrustedPath(ConfigError):
     """A path the agent trusts is owned or writable by another user."""
 
+    def __init__(self, message: str, *, location: Location | None = None, path: str = "",
+                 problem: str = "") -> None:
+        super().__init__(message, location=location)
+        self.path, self.problem = path, problem
+
 
 def _trusted_owners() -> frozenset[int]:
     return frozenset({0, os.geteuid()})
@@ -67,7 +72,7 @@ def check_path(path: Path | str, *, what: str) -> None:
             raise UntrustedPath(
                 f"refusing to start: the {what} {shown} is {problem}; it must be owned "
                 f"by root and not writable by group or others (chown root "
-                f"and chmod go-w it)", location=Location(given))
+                f"and chmod go-w it)", location=Location(given), path=p, problem=problem)
 
 
 def check_paths(paths: Iterable[tuple[str, Path | str | None]]) -> None:

@@ -36,6 +36,7 @@ from agent.sensors.fim_protect import Protector, approve
 from agent.sensors.fim_reconcile import Reconciler
 from agent.sensors.fim_scan import Scanner, ScanStats
 from agent.sensors.fim_state import Reader
+from agent.trust import UntrustedPath, check_path
 from common.logs import get_logger
 
 log = get_logger("sisguard.agent.fim")
@@ -114,6 +115,7 @@ class FimSensor(Sensor):
                 w.watch_dir(root)
             else:
                 w.watch_file_root(root)
+            self._check_parent(root)
             log.info("watching", path=root, recursive=wp.recursive, protect=wp.protect.value)
         self._threads = [w, threading.Thread(target=self._flush_loop, name="fim-flush",
                                              daemon=True),
@@ -121,6 +123,15 @@ class FimSensor(Sensor):
         for t in self._threads:
             t.start()
         self._update_health()
+
+    def _check_parent(self, root: str) -> None:
+        """A root whose parent another user can write could be swapped for a link (the
+        root itself is opened by its path): say so, once, at start."""
+        try:
+            check_path(os.path.dirname(root.rstrip("/")) or "/", what="parent directory")
+        except UntrustedPath as e:
+            self.context.report_error(f"watched root can be replaced by another user: "
+                                      f"{e.path} is {e.problem}", {"file.path": root})
 
     def _count_and(self, emit: Any) -> Any:
         def counted(doc: dict[str, Any]) -> None:

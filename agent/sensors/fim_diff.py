@@ -45,6 +45,13 @@ def is_text(content: bytes) -> bool:
     return True
 
 
+def private_link(st: os.stat_result) -> bool:
+    """A hard link (``nlink > 1``) that others may not read: it may be the link a user
+    made to a file it cannot read (possible where ``fs.protected_hardlinks`` is 0), so
+    its bytes never leave the host in a diff or an excerpt."""
+    return st.st_nlink > 1 and not st.st_mode & 0o004
+
+
 class Snapshot(NamedTuple):
     """A text file's bytes and the ``fstat`` of the descriptor they were read from."""
 
@@ -69,7 +76,7 @@ def read_for_diff(tree: Tree, path: str, max_file: int, *, ino: int | None = Non
         return None
     finally:
         os.close(fd)
-    if len(content) > max_file or not is_text(content):
+    if len(content) > max_file or not is_text(content) or private_link(st):
         return None
     return Snapshot(content, st)
 

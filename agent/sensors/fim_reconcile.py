@@ -22,7 +22,7 @@ from agent.sensors.base import SensorHealth
 from agent.sensors.fim_baseline import Baseline
 from agent.sensors.fim_config import FimConfig, Protect, Rules, WatchPath
 from agent.sensors.fim_content import ContentChecker
-from agent.sensors.fim_diff import Snapshot, is_nodiff, read_for_diff, unified
+from agent.sensors.fim_diff import Snapshot, is_nodiff, private_link, read_for_diff, unified
 from agent.sensors.fim_events import file_fields, fim_event
 from agent.sensors.fim_protect import Protector
 from agent.sensors.fim_state import FileState, Reader, classify, compare, size_words
@@ -225,13 +225,15 @@ class Reconciler:
         if wp.content_checks and self.checker is not None and ext in cfg.content_extensions:
             # the inode hashed, beneath the root, the first content_max_bytes of it
             with self.reader.tree(cur.path) as tree:
-                data, _ = tree.read(cur.path, cfg.content_max_bytes, ino=cur.inode)
+                data, st = tree.read(cur.path, cfg.content_max_bytes, ino=cur.inode)
             if cur.size > cfg.content_max_bytes:
                 fim["content_capped"] = (f"checked the first {size_words(cfg.content_max_bytes)}"
                                          " (content_max_bytes cap)")
             match = self.checker.check(data, ext)
             if match is not None:
-                doc["sisguard"]["content"] = match.fields()
+                doc["sisguard"]["content"] = found = match.fields()
+                if private_link(st):
+                    found["excerpt"] = "(not shown: a hard link others may not read)"
 
     def keep_copy(self, wp: WatchPath, state: FileState) -> FileState:
         """During a silent baseline scan: keep the copy a later diff will need.

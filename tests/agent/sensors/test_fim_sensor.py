@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -261,3 +262,51 @@ def test_file_root_watches_only_that_file(make_sensor: SensorFactory, tmp_path: 
         f.write("evil:x:0:0::/:/bin/sh\n")
     stub.wait("updated", etc / "passwd")
     assert not stub.fim(path=etc / "other")
+
+
+def test_a_hard_link_others_may_not_read_gives_no_diff_nor_excerpt(
+        make_sensor: SensorFactory, www: Path, tmp_path: Path) -> None:
+    """Where fs.protected_hardlinks is 0 a user can link a file it cannot read into a
+    web root: its bytes stay on the host (the detection itself is still reported)."""
+    secret = tmp_path / "secret.php"
+    secret.write_text("<?php eval(base64_decode($_POST['k'])); // s3cr3t-1\n")
+    secret.chmod(0o600)
+    public = tmp_path / "public.txt"
+    public.write_text("public-1\n")
+    public.chmod(0o644)
+    _, stub = make_sensor({"paths": [{"path": str(www), "report_changes": True,
+                                      "content_checks": True}]})
+    os.link(secret, www / "h.php")
+    os.link(public, www / "p.txt")
+    doc = stub.wait("created", www / "h.php")
+    assert doc["sisguard"]["content"]["categories"] == ["webshell"]
+    stub.wait("created", www / "p.txt")
+    with open(www / "h.php", "a") as f:   # inotify hears writes through its own path
+        f.write("// s3cr3t-2\n")
+    with open(www / "p.txt", "a") as f:
+        f.write("public-2\n")
+    assert "diff" not in stub.wait("updated", www / "h.php")["sisguard"]["fim"]
+    assert "+public-2" in stub.wait("updated", www / "p.txt")["sisguard"]["fim"]["diff"]
+    assert "s3cr3t" not in json.dumps(stub.events)
+
+
+def test_a_fifo_is_reported_as_one_and_never_blocks_the_sensor(
+        make_sensor: SensorFactory, www: Path) -> None:
+    _, stub = make_sensor({"paths": [{"path": str(www), "report_changes": True,
+                                      "content_checks": True}]})
+    os.mkfifo(www / "pipe.php")
+    doc = stub.wait("created", www / "pipe.php")
+    assert doc["file"]["type"] == "fifo" and "hash" not in doc["file"]
+    (www / "after.html").write_text("<p>after</p>")
+    stub.wait("created", www / "after.html")
+
+
+def test_a_root_whose_parent_others_can_write_is_reported(make_sensor: SensorFactory,
+                                                          tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    (shared / "www").mkdir(parents=True)
+    shared.chmod(0o777)
+    _, stub = make_sensor({"paths": [str(shared / "www")]})
+    assert [m for m, f in stub.errors if f == {"file.path": str(shared / "www")}] == [
+        f"watched root can be replaced by another user: {shared} is group- and world-"
+        "writable (mode 0777)"]
