@@ -25,7 +25,7 @@ from agent.sensors.fim_content import ContentChecker
 from agent.sensors.fim_diff import Snapshot, is_nodiff, private_link, read_for_diff, unified
 from agent.sensors.fim_events import file_fields, fim_event
 from agent.sensors.fim_protect import Protector
-from agent.sensors.fim_state import FileState, Reader, classify, compare, size_words
+from agent.sensors.fim_state import FileState, Reader, classify, compare, size_cap, size_words
 
 ReportError = Callable[[str, dict[str, Any]], None]
 MAX_NEW_DIR_ENTRIES = 100_000   # entries of a new directory reported at once (a scan
@@ -208,7 +208,11 @@ class Reconciler:
         fim: dict[str, Any] = doc["sisguard"]["fim"]
         if cur.hash_skipped is not None:
             fim["hash_skipped"] = cur.hash_skipped
-        if wp.report_changes and not is_nodiff(cur.path, cfg.nodiff):
+        if wp.report_changes and is_nodiff(cur.path, cfg.nodiff):
+            fim["diff_skipped"] = "nodiff"
+        elif wp.report_changes and cur.size > cfg.diff_max_file:
+            fim["diff_skipped"] = size_cap(cfg.diff_max_file)
+        elif wp.report_changes:
             with self.reader.tree(cur.path) as tree:
                 snap = read_for_diff(tree, cur.path, cfg.diff_max_file, ino=cur.inode)
             if snap is not None:

@@ -165,6 +165,7 @@ def test_a_secret_file_change_gives_no_diff(
     for name in (".env", "wp-config.php"):
         doc = wait_fim(collector, agent, "updated", www / name)
         assert "diff" not in doc["sisguard"]["fim"]
+        assert doc["sisguard"]["fim"]["diff_skipped"] == "nodiff"
     stored = stored_bytes(collector, agent)
     assert b"pass-1" not in stored and b"pass-2" not in stored
 
