@@ -33,6 +33,7 @@ from agent.saferead import Tree, iter_chunks, read_capped
 
 WHOLE_READ = 1 << 20      # files up to this size are read with one call
 MAX_XATTRS = 1000         # attribute names digested per file
+SPARSE_MIN = 64 << 20     # a file larger than this, less than 1/8 allocated, is not hashed
 # the helper: isolated (-I: no PYTHONPATH, no user site, no script or working directory
 # on sys.path), started in /, finding the agent package only where this file lies
 BOOTSTRAP = ("import sys; sys.path.append(sys.argv[1]); "
@@ -62,14 +63,21 @@ class Item(NamedTuple):
         return cls(path, st.st_dev, st.st_ino, st.st_mode)
 
 
+def mostly_holes(st: os.stat_result) -> bool:
+    """A large sparse file (``truncate -s``): hashing it would read gigabytes of zeros
+    that cost its maker nothing; it is not hashed (its size and mtime still count)."""
+    return st.st_size > SPARSE_MIN and st.st_blocks * 512 < st.st_size // 8
+
+
 def digest_fd(fd: int, algorithms: tuple[str, ...], limit: int) -> dict[str, str]:
-    """Hex digests of the open regular file ``fd`` (empty if larger than ``limit``).
+    """Hex digests of the open regular file ``fd`` (empty if larger than ``limit``, or
+    ``mostly_holes``).
 
     Small files are read in one call and hashed from bytes, larger ones in 1 MiB reads
     (hashlib releases the GIL on both); never more than ``limit`` bytes are read.
     """
-    size = os.fstat(fd).st_size
-    if size > limit:
+    st = os.fstat(fd)
+    if st.st_size > limit or mostly_holes(st):
         return {}
     data = read_capped(fd, min(WHOLE_READ, limit + 1))
     if len(data) < WHOLE_READ and len(data) <= limit:

@@ -18,7 +18,14 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.fim_hashing import Digests, digest_fd, hash_bytes, xattr_digest, xattr_digest_fd
+from agent.fim_hashing import (
+    Digests,
+    digest_fd,
+    hash_bytes,
+    mostly_holes,
+    xattr_digest,
+    xattr_digest_fd,
+)
 from agent.saferead import NotRegular, Outside, Replaced, Tree, kind_of
 
 # attributes compared, in the order they are reported in sisguard.fim.changed
@@ -150,6 +157,9 @@ class Reader:
                           ctime_ns=st.st_ctime_ns, inode=st.st_ino)
         if kind == "file" and st.st_size > self.hash_limit:
             state.hash_skipped = size_cap(self.hash_limit)
+        elif kind == "file" and mostly_holes(st):
+            state.hash_skipped = (f"sparse: {st.st_blocks * 512} of {st.st_size} bytes "
+                                  "allocated")
         if digests is not None:
             state.hashes, state.xattrs = digests
             return state

@@ -153,3 +153,21 @@ def test_many_large_requests_in_flight_neither_block_nor_mix(tmp_path: Path) -> 
             assert isinstance(first, dict)
             assert first["sha256"] == hashlib.sha256(str(k).encode()).hexdigest()
             assert len(results) == 1500
+
+
+def test_a_large_sparse_file_is_not_hashed_a_small_one_is(tmp_path: Path) -> None:
+    """``truncate -s 200M`` costs a user nothing; hashing it would read 200 MiB."""
+    from agent.sensors.fim_state import Reader
+
+    big, small = tmp_path / "big.php", tmp_path / "small.php"
+    for path, size in ((big, 200 << 20), (small, 1 << 20)):
+        with open(path, "wb") as f:
+            f.truncate(size)
+    with Tree(str(tmp_path)) as tree:
+        assert digest_file(tree, str(big), ("sha256",), 1 << 40) == {}
+        assert digest_file(tree, str(small), ("sha256",), 1 << 40) == {
+            "sha256": hashlib.sha256(bytes(1 << 20)).hexdigest()}
+    state = Reader(roots=(str(tmp_path),)).read(str(big))
+    assert state is not None and state.hashes == {}
+    assert state.hash_skipped == f"sparse: {os.lstat(big).st_blocks * 512} of {200 << 20} " \
+        "bytes allocated"
