@@ -193,7 +193,7 @@ class Reconciler:
                changed: list[str], *, detected_by: str, old_path: str | None = None) -> None:
         doc = fim_event(action, new=cur, old=old, changed=changed, old_path=old_path,
                         detected_by=detected_by)
-        content_changed = action == "created" or "hash" in changed or "size" in changed
+        content_changed = action == "created" or {"hash", "size", "ctime"} & set(changed)
         if cur.type == "file" and content_changed:
             try:
                 self._enrich(doc, wp, cur, old_path or cur.path)

@@ -5,7 +5,9 @@ recorded as text; FIFOs, sockets and devices are recorded by type, never opened)
 ``compare`` says which attributes differ; ``classify`` turns that into an action:
 content (hash, size, type, link target) -> ``updated``; only metadata (mode, owner,
 mtime, inode, xattrs) -> ``attributes_modified``; ctime alone -> nothing (any inode
-update moves it). Directories ignore size and mtime (their entries are reported).
+update moves it), except for a file without a hash (over the cap, sparse), where it is
+the only witness of a write that kept the size and put the mtime back: ``updated``.
+Directories ignore size and mtime (their entries are reported).
 """
 
 from __future__ import annotations
@@ -246,11 +248,16 @@ def compare(old: FileState, new: FileState) -> list[str]:
             continue
         if old.value(attr) != new.value(attr):
             changed.append(attr)
+    if (old.type == new.type == "file" and (not old.hashes or not new.hashes)
+            and old.ctime_ns != new.ctime_ns and not any(c in CONTENT for c in changed)):
+        # no hash to compare (over the cap, sparse): the bytes may have changed with the
+        # size kept and the mtime put back (touch -r); only the ctime cannot be put back
+        changed.append("ctime")
     return changed
 
 
 def classify(changed: list[str]) -> str | None:
-    if any(c in CONTENT for c in changed):
+    if any(c in CONTENT for c in changed) or "ctime" in changed:
         return "updated"
     if changed:
         return "attributes_modified"

@@ -310,3 +310,23 @@ def test_a_root_whose_parent_others_can_write_is_reported(make_sensor: SensorFac
     assert [m for m, f in stub.errors if f == {"file.path": str(shared / "www")}] == [
         f"watched root can be replaced by another user: {shared} is group- and world-"
         "writable (mode 0777)"]
+
+
+def test_a_web_shell_written_into_an_unhashed_sparse_file_is_found(
+        make_sensor: SensorFactory, www: Path) -> None:
+    """Size kept, mtime put back: without a hash only the ctime tells, and it does."""
+    big = www / "cache.php"
+    with open(big, "wb") as f:
+        f.truncate(200 << 20)   # sparse: not hashed
+    _, stub = make_sensor({"paths": [{"path": str(www), "content_checks": True}]})
+    before = os.stat(big)
+    fd = os.open(big, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"<?php eval(base64_decode($_POST['c'])); ?>", 0)
+    finally:
+        os.close(fd)
+    os.utime(big, ns=(before.st_atime_ns, before.st_mtime_ns))
+    doc = stub.wait("updated", big)
+    assert doc["sisguard"]["fim"]["changed"] == ["ctime"]
+    assert doc["sisguard"]["content"]["categories"] == ["webshell"]
+    assert doc["sisguard"]["fim"]["hash_skipped"].startswith("sparse: ")
