@@ -88,6 +88,7 @@ class _Openat2:
     def __init__(self) -> None:
         self.number = _SYS_OPENAT2.get(platform.machine())
         self.available = self.number is not None
+        self.verified = False   # it has opened something: an EPERM is a real one
         self._syscall: Any = None
         self._how: dict[int, _OpenHow] = {}   # by flags: read-only for the kernel
         if self.available:
@@ -141,9 +142,24 @@ def open_beneath(root_fd: int, rel: str, flags: int = os.O_RDONLY, *,
     if not parts:
         return os.open(".", flags & ~os.O_NOFOLLOW, dir_fd=root_fd)
     if use_openat2 and _openat2.available:
-        fd = _openat2(root_fd, "/".join(parts), flags)
-        if fd >= 0:
+        try:
+            fd = _openat2(root_fd, "/".join(parts), flags)
+        except PermissionError:
+            if _openat2.verified:
+                raise
+            # an old seccomp profile answers EPERM for every syscall it does not know:
+            # if the walk may open it, openat2 is what was refused
+            fd = _walk(root_fd, parts, flags, rel)
+            _openat2.available = False
             return fd
+        if fd >= 0:
+            _openat2.verified = True
+            return fd
+    return _walk(root_fd, parts, flags, rel)
+
+
+def _walk(root_fd: int, parts: list[str], flags: int, rel: str) -> int:
+    """The fallback: each directory opened ``O_NOFOLLOW`` relative to the one before."""
     current = root_fd
     try:
         for part in parts[:-1]:

@@ -325,9 +325,15 @@ class Scanner:
         stack = [top]
         while stack:
             directory = stack.pop()
-            try:
+            try:   # streamed: a directory of millions of entries is never a list
                 with tree.listing(directory) as listing:
-                    entries = list(listing)
+                    for path, est in listing:
+                        is_dir = stat.S_ISDIR(est.st_mode)
+                        if r.rules.excluded(wp, path, is_dir=is_dir):
+                            continue
+                        yield path, est
+                        if is_dir and recursive:
+                            stack.append(path)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             except PermissionError as e:
@@ -338,10 +344,3 @@ class Scanner:
                 stats.errors += 1
                 r.health.count_error(f"scan {directory}: {e}")
                 continue
-            for path, est in entries:
-                is_dir = stat.S_ISDIR(est.st_mode)
-                if r.rules.excluded(wp, path, is_dir=is_dir):
-                    continue
-                yield path, est
-                if is_dir and recursive:
-                    stack.append(path)

@@ -99,3 +99,23 @@ def test_reads_are_capped_and_a_file_root_is_reached_through_its_parent(
             os.close(fd)
         with pytest.raises(Outside):
             tree.lstat(str(tmp_path / "other"))
+
+
+def test_an_openat2_refused_by_seccomp_falls_back_to_the_walk(
+        site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Old container profiles answer EPERM (not ENOSYS) to a syscall they do not know."""
+    calls: list[str] = []
+
+    def refused(dir_fd: int, rel: str, flags: int) -> int:
+        calls.append(rel)
+        raise PermissionError(errno.EPERM, "Operation not permitted", rel)
+
+    monkeypatch.setattr(saferead._openat2, "available", True)
+    monkeypatch.setattr(saferead._openat2, "verified", False)
+    monkeypatch.setattr(saferead._Openat2, "__call__", lambda self, *a: refused(*a))
+    with Tree(str(site)) as tree:
+        assert tree.read(str(site / "a" / "b" / "page.html"), 100)[0] == b"<p>page</p>"
+        assert not saferead.openat2_available() and calls == ["a/b/page.html"]
+        with pytest.raises(OSError) as e:   # and the walk still refuses links
+            tree.read(str(site / "link" / "page.html"), 100)
+        assert e.value.errno == errno.ELOOP

@@ -275,3 +275,19 @@ def test_agent_refuses_a_state_dir_another_user_controls(tmp_path: Path, mode: i
         assert result.returncode == 2, result.stderr
         assert f"the state dir {state} is" in result.stderr
         assert "refusing to start" in result.stderr
+
+
+def test_agent_refuses_a_config_file_others_can_write(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yml"
+    config.write_text("sensors: [fim]\n")
+    config.chmod(0o666)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    for argv in (["run", "--config", str(config), "--state-dir", str(state)],
+                 ["fim", "approve", str(tmp_path), "--config", str(config),
+                  "--state-dir", str(state)]):
+        result = subprocess.run([sys.executable, "-m", "agent.cli", *argv], cwd=REPO,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert f"the config file {config} is group- and world-writable (mode 0666)" in \
+            result.stderr
