@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TextIO
 
-from agent.fim_hashing import HashWorkers, Item, Result, as_error
+from agent.fim_hashing import HashWorkers, Item, Result, as_error, mostly_holes
 from agent.saferead import Tree
 from agent.sensors.fim_config import WatchPath
 from agent.sensors.fim_events import fim_event
@@ -149,8 +149,9 @@ class Scanner:
                 except OSError as e:
                     stats.errors += 1
                     self.r.health.count_error(f"scan {path}: {e}")
-                if stat.S_ISREG(st.st_mode):   # the bytes read: none past the hash cap
-                    throttle.account(st.st_size if st.st_size <= cfg.hash_max_bytes else 0)
+                if stat.S_ISREG(st.st_mode):   # the bytes read: none past the cap, if sparse
+                    throttle.account(0 if st.st_size > cfg.hash_max_bytes or mostly_holes(st)
+                                     else st.st_size)
             pending = self._initial(wp, chunk, stats, pool, pending)
             if pending is not None:
                 self._record_initial(wp, pending[0], self._states(*pending), stats)
