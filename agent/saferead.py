@@ -184,14 +184,14 @@ def _open_dir_step(dir_fd: int, name: str, rel: str) -> int:
         raise
 
 
-def open_root(root: str) -> int:
+def open_root(root: str) -> tuple[int, bool]:
     """A descriptor of the directory that anchors ``root`` (itself, or its parent when
-    the root is a file)."""
+    the root is not a directory), and whether it is the root itself."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NONBLOCK)
+        return os.open(root, flags), True
     except NotADirectoryError:
-        return os.open(os.path.dirname(root) or "/",
-                       os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NONBLOCK)
+        return os.open(os.path.dirname(root) or "/", flags), False
 
 
 def read_capped(fd: int, cap: int) -> bytes:
@@ -228,8 +228,7 @@ class Tree:
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
-        self.fd = open_root(self.root)
-        is_dir = stat.S_ISDIR(os.stat(self.root).st_mode)
+        self.fd, is_dir = open_root(self.root)
         self.anchor = self.root if is_dir else os.path.dirname(self.root)
 
     def close(self) -> None:
