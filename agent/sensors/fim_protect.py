@@ -85,7 +85,7 @@ class Protector:
                     or st.st_uid != approved.uid or st.st_gid != approved.gid):
                 return True
             if kind == "file":
-                if approved.sha256 is None:   # approved over the cap: only small is news
+                if approved.data is None:   # approved over the cap: only small is news
                     return st.st_size <= self.max_bytes
                 got = digest_file(tree, path, ("sha256",), self.max_bytes, st)
                 return got.get("sha256") != approved.sha256
@@ -149,10 +149,10 @@ class Protector:
                 os.symlink(a.target or "", tmp, dir_fd=dfd)
                 os.chown(tmp, a.uid, a.gid, dir_fd=dfd, follow_symlinks=False)
             elif a.type == "file":
-                if a.data is None and a.sha256 is None:
+                if a.data is None:   # approved over the cap: hashed at most, not kept
                     raise Refused(f"its approved content was not kept "
                                   f"({size_cap(self.max_bytes)})")
-                data = zlib.decompress(a.data) if a.data is not None else b""
+                data = zlib.decompress(a.data)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                              | os.O_CLOEXEC, 0o600, dir_fd=dfd)
                 try:
