@@ -60,8 +60,8 @@ def to_row(s: FileState) -> Row:
 
 
 def from_row(r: Row) -> FileState:
-    hashes = {name: value for name, value in zip(("sha256", "sha1", "md5", "sha512"),
-                                                 r[11:15], strict=True) if value}
+    hashes = {name: value for name, value in zip(  # noqa: B905 - no strict= on 3.9
+        ("sha256", "sha1", "md5", "sha512"), r[11:15]) if value}
     return FileState(path=os.fsdecode(r[0]), type=r[1], size=r[2], mode=r[3], uid=r[4],
                      gid=r[5], owner=r[6], group=r[7], mtime_ns=r[8], ctime_ns=r[9],
                      inode=r[10], hashes=hashes, target_path=r[15], xattrs=r[16])

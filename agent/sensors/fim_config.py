@@ -120,7 +120,7 @@ def _watch_path(entry: Any, index: int) -> WatchPath:
     where = f"sensor.fim.paths[{index}]"
     if isinstance(entry, WatchPath):
         return entry
-    if isinstance(entry, str | Path):
+    if isinstance(entry, (str, Path)):   # a tuple: Python 3.9
         return WatchPath(path=Path(entry))
     if isinstance(entry, dict):
         source = "<config>"

@@ -197,7 +197,9 @@ class Scanner:
     def _record_initial(self, wp: WatchPath, chunk: list[tuple[str, os.stat_result]],
                         results: _Results, stats: ScanStats) -> None:
         batch: list[FileState] = []
-        for (path, st), state in zip(chunk, results, strict=True):
+        if len(chunk) != len(results):
+            raise RuntimeError(f"scan: {len(results)} results for {len(chunk)} paths")
+        for (path, st), state in zip(chunk, results):  # noqa: B905 - Python 3.9
             if isinstance(state, OSError):
                 if not isinstance(state, FileNotFoundError):
                     stats.errors += 1

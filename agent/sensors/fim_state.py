@@ -35,7 +35,7 @@ CONTENT = ("type", "hash", "size", "target_path")
 METADATA = ("mode", "uid", "gid", "owner", "group", "mtime", "inode", "xattrs")
 
 
-@dataclass(slots=True)
+@dataclass
 class FileState:
     path: str
     type: str            # file, dir, symlink, fifo, socket, char_device, block_device
