@@ -50,9 +50,14 @@ def _run(args: argparse.Namespace) -> int:
         exec_with_system_malloc()   # before any thread starts; returns if already so
     from agent.config import load_config
     from agent.runtime import Agent
+    from agent.trust import check_agent, check_path
 
+    if args.config:   # before reading it
+        check_path(args.config, what="config file")
     config, sensor_configs = load_config(Path(args.config) if args.config else None,
                                          _overrides(args))
+    check_agent(config_file=args.config, state_dir=config.state_dir,
+                fim=sensor_configs.get("fim"))
     logs.configure(config.log_level)
     Agent(config, sensor_configs).run_forever()
     return 0

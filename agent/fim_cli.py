@@ -24,14 +24,17 @@ from agent.sensors.fim import open_reconciler
 from agent.sensors.fim_config import FimConfig, WatchPath
 from agent.sensors.fim_protect import approve
 from agent.sensors.fim_scan import Scanner
+from agent.trust import check_agent, check_path
 from common.errors import ConfigError
 from common.yamlconf import from_dict, load_yaml
 
 
 def _config(args: argparse.Namespace) -> tuple[FimConfig, WatchPath]:
-    """The fim settings from --config (if any), and the entry that covers PATH."""
+    """The fim settings from --config (if any), and the entry that covers PATH; refuses
+    (``UntrustedPath``) a config file or state dir that another user controls."""
     raw: dict[str, Any] = {}
     if args.config:
+        check_path(args.config, what="config file")
         data = load_yaml(Path(args.config)) or {}
         raw = dict((data.get("sensor") or {}).get("fim") or {})
     path = os.path.abspath(args.path)
@@ -48,6 +51,7 @@ def _config(args: argparse.Namespace) -> tuple[FimConfig, WatchPath]:
                           exclude=base.exclude)
     others = tuple(wp for wp in config.watch_paths if wp.root != path)
     fields = {k: getattr(config, k) for k in config.__dataclass_fields__ if k != "paths"}
+    check_agent(config_file=args.config, state_dir=args.state_dir, fim=config)
     return FimConfig(**{**fields, "paths": (*others, entry)}), entry
 
 
@@ -103,7 +107,8 @@ def approve_cmd(args: argparse.Namespace) -> int:
         raise ConfigError(f"fim approve: {entry.root} is not a directory")
     reconciler = open_reconciler(config, _context(args, _print_event(False)))
     try:
-        n = approve(reconciler.baseline, reconciler.reader, entry.root)
+        n = approve(reconciler.baseline, reconciler.reader, entry.root,
+                    max_bytes=config.protect_max_bytes)
         reconciler.baseline.mark_initialized(entry.root)
     finally:
         reconciler.baseline.close()

@@ -2,12 +2,16 @@
 
 A baseline scan hashes every file under a root. In one Python process the walk, the
 baseline inserts and the hashing threads take turns on the GIL, and two threads end up
-slower than one; so a baseline scan hands lists of paths to ``HashWorkers``: helper
-processes (``python -m agent.fim_hashing``) that hash and read extended attributes, one
-per core. They live only as long as the scan, speak length-prefixed ``marshal`` over
-their pipes, and exit when their stdin closes (also when the agent is killed).
+slower than one; so a baseline scan hands lists of files to ``HashWorkers``: helper
+processes that hash and read extended attributes, one per core. A helper runs isolated
+(``python -I`` in ``/``: nothing from the caller's working directory or environment is
+imported) and opens each file beneath the watched root (``agent.saferead``), only the
+inode the scan saw. Helpers live only as long as the scan, speak length-prefixed
+``marshal`` over their pipes, and exit when their stdin closes (also when the agent is
+killed).
 
-This module imports only the standard library: a worker starts in a few milliseconds.
+This module imports only the standard library (and ``agent.saferead``): a worker
+starts in a few milliseconds.
 """
 
 from __future__ import annotations
@@ -23,14 +27,21 @@ import sys
 import threading
 from collections import deque
 from concurrent.futures import Future
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, NamedTuple, Optional, Union
+
+from agent.saferead import Tree, iter_chunks, read_capped
 
 WHOLE_READ = 1 << 20      # files up to this size are read with one call
-READ_CHUNK = 1 << 20
+MAX_XATTRS = 1000         # attribute names digested per file
+SPARSE_MIN = 64 << 20     # a file larger than this, less than 1/8 allocated, is not hashed
+# the helper: isolated (-I: no PYTHONPATH, no user site, no script or working directory
+# on sys.path), started in /, finding the agent package only where this file lies
+BOOTSTRAP = ("import sys; sys.path.append(sys.argv[1]); "
+             "from agent.fim_hashing import main; sys.exit(main(sys.argv[2:]))")
 _LENGTH = struct.Struct("<I")
 
 # what a worker returns per path: (hashes, xattr digest), or (errno, message)
-Digests = tuple[dict[str, str], "str | None"]
+Digests = tuple[dict[str, str], Optional[str]]
 Failure = tuple[int, str]
 Result = Union[Digests, Failure]   # a runtime alias: no X | Y on Python 3.9
 
@@ -39,59 +50,115 @@ def hash_bytes(data: bytes, algorithms: tuple[str, ...]) -> dict[str, str]:
     return {a: hashlib.new(a, data).hexdigest() for a in algorithms}
 
 
-def digest_file(path: str, algorithms: tuple[str, ...], limit: int) -> dict[str, str]:
-    """Hex digests of a regular file (empty if larger than ``limit``). Raises OSError.
+class Item(NamedTuple):
+    """A file to hash: its lexical path and the (device, inode) its lstat gave."""
 
-    Never follows a final symlink. Small files are read in one call and hashed from
-    bytes, larger ones in 1 MiB reads (hashlib releases the GIL on both).
+    path: str
+    dev: int
+    ino: int
+    mode: int
+
+    @classmethod
+    def of(cls, path: str, st: os.stat_result) -> Item:
+        return cls(path, st.st_dev, st.st_ino, st.st_mode)
+
+
+def mostly_holes(st: os.stat_result) -> bool:
+    """A large sparse file (``truncate -s``): hashing it would read gigabytes of zeros
+    that cost its maker nothing; it is not hashed (its size and mtime still count)."""
+    return st.st_size > SPARSE_MIN and st.st_blocks * 512 < st.st_size // 8
+
+
+def digest_fd(fd: int, algorithms: tuple[str, ...], limit: int) -> dict[str, str]:
+    """Hex digests of the open regular file ``fd`` (empty if larger than ``limit``, or
+    ``mostly_holes``).
+
+    Small files are read in one call and hashed from bytes, larger ones in 1 MiB reads
+    (hashlib releases the GIL on both); never more than ``limit`` bytes are read.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if st.st_size > limit or mostly_holes(st):
+        return {}
+    data = read_capped(fd, min(WHOLE_READ, limit + 1))
+    if len(data) < WHOLE_READ and len(data) <= limit:
+        return hash_bytes(data, algorithms)
+    hashers = [hashlib.new(a, data) for a in algorithms]
+    total = len(data)
+    for chunk in iter_chunks(fd, limit + 1 - total):
+        total += len(chunk)
+        for h in hashers:
+            h.update(chunk)
+    if total > limit:   # it grew past the cap while we read
+        return {}
+    return {a: h.hexdigest() for a, h in zip(algorithms, hashers)}
+
+
+def digest_file(tree: Tree, path: str, algorithms: tuple[str, ...], limit: int,
+                expect: os.stat_result | None = None) -> dict[str, str]:
+    """Hex digests of the regular file ``path``, opened beneath ``tree``'s root (never
+    through a link, non-blocking; with ``expect``, only the inode it describes).
+    Raises OSError (``NotRegular``, ``Replaced``, ``ELOOP`` ...)."""
+    fd = tree.open_file(path, expect)
     try:
-        size = os.fstat(fd).st_size
-        if size > limit:
-            return {}
-        if size < WHOLE_READ:
-            data = os.read(fd, WHOLE_READ)
-            if len(data) < WHOLE_READ:
-                return hash_bytes(data, algorithms)
-            hashers = [hashlib.new(a, data) for a in algorithms]   # it grew meanwhile
-        else:
-            hashers = [hashlib.new(a) for a in algorithms]
-        while data := os.read(fd, READ_CHUNK):
-            for h in hashers:
-                h.update(data)
-        return {a: h.hexdigest() for a, h in zip(algorithms, hashers)}
+        return digest_fd(fd, algorithms, limit)
     finally:
         os.close(fd)
 
 
-def xattr_digest(path: str) -> str | None:
+def xattr_digest_fd(fd: int) -> str | None:
     """A digest of the extended attributes (ACLs are ``system.posix_acl_*``), or None."""
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(fd)
     except OSError:
         return None
     if not names:
         return None
     h = hashlib.sha256()
-    for name in sorted(names):
+    for name in sorted(names)[:MAX_XATTRS]:
         try:
-            value = os.getxattr(path, name, follow_symlinks=False)
+            value = os.getxattr(fd, name)
         except OSError:
             continue
-        h.update(name.encode() + b"=" + value + b"\0")
+        h.update(name.encode("utf-8", "surrogateescape") + b"=" + value + b"\0")
     return h.hexdigest()
 
 
-def digest_many(paths: list[str], algorithms: tuple[str, ...], limit: int,
+def xattr_digest(tree: Tree, path: str, st: os.stat_result) -> str | None:
+    """The xattr digest of a file or directory (through a descriptor opened beneath the
+    root); None for links, FIFOs, sockets, devices (never opened)."""
+    fd = tree.xattr_fd(path, st)
+    if fd is None:
+        return None
+    try:
+        return xattr_digest_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def digest_one(tree: Tree, item: Item, algorithms: tuple[str, ...], limit: int,
+               xattrs: bool) -> Digests:
+    """Hashes and xattr digest of one regular file, from one descriptor."""
+    st = os.stat_result((item.mode, item.ino, item.dev, 0, 0, 0, 0, 0, 0, 0))
+    fd = tree.open_file(item.path, st)
+    try:
+        return digest_fd(fd, algorithms, limit), xattr_digest_fd(fd) if xattrs else None
+    finally:
+        os.close(fd)
+
+
+def digest_many(root: str, items: list[Item], algorithms: tuple[str, ...], limit: int,
                 xattrs: bool) -> list[Result]:
     out: list[Result] = []
-    for path in paths:
-        try:
-            out.append((digest_file(path, algorithms, limit),
-                        xattr_digest(path) if xattrs else None))
-        except OSError as e:
-            out.append((e.errno or 0, e.strerror or str(e)))
+    try:
+        tree = Tree(root)
+    except OSError as e:
+        return [(e.errno or 0, e.strerror or str(e)) for _ in items]
+    with tree:
+        for item in items:
+            try:
+                out.append(digest_one(tree, Item(*item), algorithms, limit, xattrs))
+            except OSError as e:
+                out.append((e.errno or 0, e.strerror or str(e)))
     return out
 
 
@@ -129,8 +196,6 @@ class HashWorkers:
     def __init__(self, workers: int, algorithms: tuple[str, ...], limit: int,
                  xattrs: bool) -> None:
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
         self._procs: list[subprocess.Popen[bytes]] = []
         self._queues: list[deque[Future[list[Result]]]] = []
         self._readers: list[threading.Thread] = []
@@ -140,9 +205,9 @@ class HashWorkers:
         try:
             for i in range(workers):
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "agent.fim_hashing", ",".join(algorithms),
-                     str(limit), "1" if xattrs else "0"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+                    [sys.executable, "-I", "-c", BOOTSTRAP, package_parent,
+                     ",".join(algorithms), str(limit), "1" if xattrs else "0"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/", close_fds=True)
                 queue: deque[Future[list[Result]]] = deque()
                 reader = threading.Thread(target=self._collect, args=(proc, queue),
                                           name=f"fim-hash-{i}", daemon=True)
@@ -157,7 +222,8 @@ class HashWorkers:
     def __len__(self) -> int:
         return len(self._procs)
 
-    def submit(self, paths: list[str]) -> Future[list[Result]]:
+    def submit(self, root: str, items: list[Item]) -> Future[list[Result]]:
+        """Hash ``items`` (regular files under the watched ``root``) in a helper."""
         future: Future[list[Result]] = Future()
         with self._lock:
             i = self._next
@@ -170,7 +236,7 @@ class HashWorkers:
                 self._queues[i].append(future)
             try:
                 assert proc.stdin is not None
-                _write(proc.stdin, paths)   # type: ignore[arg-type]
+                _write(proc.stdin, (root, [tuple(i) for i in items]))  # type: ignore[arg-type]
             except (OSError, ValueError) as e:
                 with self._lock:
                     if future in self._queues[i]:
@@ -219,15 +285,20 @@ class HashWorkers:
         self.close()
 
 
-def main() -> int:
-    """The worker: read path lists from stdin, write their results to stdout."""
+def main(argv: list[str] | None = None) -> int:
+    """The worker: read (root, items) from stdin, write their results to stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is for the scan that runs us
-    algorithms = tuple(sys.argv[1].split(","))
-    limit, xattrs = int(sys.argv[2]), sys.argv[3] == "1"
+    args = sys.argv[1:] if argv is None else argv
+    algorithms = tuple(args[0].split(","))
+    limit, xattrs = int(args[1]), args[2] == "1"
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while (paths := _read(stdin)) is not None:
-        _write(stdout, digest_many(paths, algorithms, limit, xattrs))
-    return 0
+    while True:
+        request = _read(stdin)
+        if request is None:
+            return 0
+        root, items = request
+        _write(stdout, digest_many(root, [Item(*i) for i in items], algorithms, limit,
+                                   xattrs))
 
 
 if __name__ == "__main__":

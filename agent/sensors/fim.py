@@ -19,6 +19,7 @@ existed before is mistaken for new.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from agent.sensors.fim_protect import Protector, approve
 from agent.sensors.fim_reconcile import Reconciler
 from agent.sensors.fim_scan import Scanner, ScanStats
 from agent.sensors.fim_state import Reader
+from agent.trust import UntrustedPath, check_path
 from common.logs import get_logger
 
 log = get_logger("sisguard.agent.fim")
@@ -56,7 +58,7 @@ def open_reconciler(config: FimConfig, context: SensorContext) -> Reconciler:
     """Baseline, reader, signatures and protector for ``config`` (the sensor and the CLI)."""
     baseline = Baseline(context.state_dir, copies_max=config.diff_store_max)
     reader = Reader(algorithms=config.hashes, hash_limit=config.hash_max_bytes,
-                    xattrs=config.xattrs)
+                    xattrs=config.xattrs, roots=tuple(wp.root for wp in config.watch_paths))
     checker = None
     if any(wp.content_checks for wp in config.watch_paths):
         signatures, errors = load_signatures(config.signatures)
@@ -66,7 +68,8 @@ def open_reconciler(config: FimConfig, context: SensorContext) -> Reconciler:
     protector = None
     if any(wp.protect is Protect.RESTORE for wp in config.watch_paths):
         protector = Protector(baseline, config.quarantine_dir
-                              or context.state_dir / "quarantine")
+                              or context.state_dir / "quarantine",
+                              max_bytes=config.protect_max_bytes)
     return Reconciler(config=config, baseline=baseline, reader=reader, emit=context.emit,
                       report_error=context.report_error, health=context.health,
                       checker=checker, protector=protector)
@@ -117,6 +120,7 @@ class FimSensor(Sensor):
                 w.watch_dir(root)
             else:
                 w.watch_file_root(root)
+            self._check_parent(root)
             log.info("watching", path=root, recursive=wp.recursive, protect=wp.protect.value)
         self._threads = [w, threading.Thread(target=self._flush_loop, name="fim-flush",
                                              daemon=True),
@@ -124,6 +128,15 @@ class FimSensor(Sensor):
         for t in self._threads:
             t.start()
         self._update_health()
+
+    def _check_parent(self, root: str) -> None:
+        """A root whose parent another user can write could be swapped for a link (the
+        root itself is opened by its path): say so, once, at start."""
+        try:
+            check_path(os.path.dirname(root.rstrip("/")) or "/", what="parent directory")
+        except UntrustedPath as e:
+            self.context.report_error(f"watched root can be replaced by another user: "
+                                      f"{e.path} is {e.problem}", {"file.path": root})
 
     def _count_and(self, emit: Any) -> Any:
         def counted(doc: dict[str, Any]) -> None:
@@ -250,7 +263,8 @@ class FimSensor(Sensor):
             self._initializing.discard(wp.root)
             if wp.protect is Protect.RESTORE and not self.reconciler.baseline.has_approvals(
                     wp.root):
-                n = approve(self.reconciler.baseline, self.reconciler.reader, wp.root)
+                n = approve(self.reconciler.baseline, self.reconciler.reader, wp.root,
+                            max_bytes=self.config.protect_max_bytes)
                 log.warning("protected root had no approved content: approved it as found",
                             path=wp.root, entries=n)
         self._update_health()
@@ -304,7 +318,9 @@ class FimSensor(Sensor):
             if wp is None:
                 continue
             self._scan(wp, "unwatched", top=directory)
-            if not os.path.isdir(directory):
+            assert self.reconciler is not None
+            st = self.reconciler.reader.lstat(directory)   # beneath the root
+            if st is None or not stat.S_ISDIR(st.st_mode):
                 with self.watcher.lock:
                     self.watcher.unwatched.discard(directory)
             else:

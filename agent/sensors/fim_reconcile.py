@@ -8,6 +8,7 @@ enforced (restore / quarantine).
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import threading
@@ -21,12 +22,14 @@ from agent.sensors.base import SensorHealth
 from agent.sensors.fim_baseline import Baseline
 from agent.sensors.fim_config import FimConfig, Protect, Rules, WatchPath
 from agent.sensors.fim_content import ContentChecker
-from agent.sensors.fim_diff import Snapshot, is_nodiff, read_for_diff, unified
+from agent.sensors.fim_diff import Snapshot, is_nodiff, private_link, read_for_diff, unified
 from agent.sensors.fim_events import file_fields, fim_event
 from agent.sensors.fim_protect import Protector
-from agent.sensors.fim_state import FileState, Reader, classify, compare
+from agent.sensors.fim_state import FileState, Reader, classify, compare, size_cap, size_words
 
 ReportError = Callable[[str, dict[str, Any]], None]
+MAX_NEW_DIR_ENTRIES = 100_000   # entries of a new directory reported at once (a scan
+                                # finds the rest)
 
 
 @dataclass
@@ -74,7 +77,7 @@ class Reconciler:
                 return
             if old_path is not None and old_path != path:
                 moved = self.baseline.get(old_path)
-                if moved is not None and not os.path.lexists(old_path):
+                if moved is not None and not self.reader.exists(old_path):
                     self._moved(old_path, moved, path, cur, detected_by)
                     return
             self.record(path, cur, detected_by=detected_by)
@@ -168,26 +171,29 @@ class Reconciler:
                     detected_by=detected_by)
 
     def scan_new_dir(self, path: str, detected_by: str) -> None:
-        """A new directory: whatever was created in it before its watch is reported now."""
+        """A new directory: whatever was created in it before its watch is reported now
+        (listed through a descriptor opened beneath the root: a directory swapped for a
+        link is not listed)."""
         try:
-            entries = list(os.scandir(path))
+            with self.reader.tree(path) as tree, tree.listing(path) as listing:
+                names = [p for p, _ in itertools.islice(listing, MAX_NEW_DIR_ENTRIES)]
         except OSError as e:
             if isinstance(e, PermissionError):
                 self.denied(path, e)
             return
-        for entry in entries:
+        for child in names:
             try:
-                cur = self.read(entry.path)
+                cur = self.read(child)
             except OSError:
                 continue
-            self.record(entry.path, cur, detected_by=detected_by)
+            self.record(child, cur, detected_by=detected_by)
 
     # reporting
     def report(self, action: str, wp: WatchPath, cur: FileState, old: FileState | None,
                changed: list[str], *, detected_by: str, old_path: str | None = None) -> None:
         doc = fim_event(action, new=cur, old=old, changed=changed, old_path=old_path,
                         detected_by=detected_by)
-        content_changed = action == "created" or "hash" in changed or "size" in changed
+        content_changed = action == "created" or {"hash", "size", "ctime"} & set(changed)
         if cur.type == "file" and content_changed:
             try:
                 self._enrich(doc, wp, cur, old_path or cur.path)
@@ -200,8 +206,15 @@ class Reconciler:
     def _enrich(self, doc: Document, wp: WatchPath, cur: FileState, copy_key: str) -> None:
         cfg = self.config
         fim: dict[str, Any] = doc["sisguard"]["fim"]
-        if wp.report_changes and not is_nodiff(cur.path, cfg.nodiff):
-            snap = read_for_diff(cur.path, cfg.diff_max_file)
+        if cur.hash_skipped is not None:
+            fim["hash_skipped"] = cur.hash_skipped
+        if wp.report_changes and is_nodiff(cur.path, cfg.nodiff):
+            fim["diff_skipped"] = "nodiff"
+        elif wp.report_changes and cur.size > cfg.diff_max_file:
+            fim["diff_skipped"] = size_cap(cfg.diff_max_file)
+        elif wp.report_changes:
+            with self.reader.tree(cur.path) as tree:
+                snap = read_for_diff(tree, cur.path, cfg.diff_max_file, ino=cur.inode)
             if snap is not None:
                 previous = self.baseline.copy_get(copy_key)
                 if previous is not None and previous != snap.content:
@@ -214,12 +227,17 @@ class Reconciler:
                     doc["file"].update(file_fields(read))
         ext = os.path.splitext(cur.path)[1][1:].lower()
         if wp.content_checks and self.checker is not None and ext in cfg.content_extensions:
-            fd = os.open(cur.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as f:
-                data = f.read(cfg.content_max_bytes)
+            # the inode hashed, beneath the root, the first content_max_bytes of it
+            with self.reader.tree(cur.path) as tree:
+                data, st = tree.read(cur.path, cfg.content_max_bytes, ino=cur.inode)
+            if cur.size > cfg.content_max_bytes:
+                fim["content_capped"] = (f"checked the first {size_words(cfg.content_max_bytes)}"
+                                         " (content_max_bytes cap)")
             match = self.checker.check(data, ext)
             if match is not None:
-                doc["sisguard"]["content"] = match.fields()
+                doc["sisguard"]["content"] = found = match.fields()
+                if private_link(st):
+                    found["excerpt"] = "(not shown: a hard link others may not read)"
 
     def keep_copy(self, wp: WatchPath, state: FileState) -> FileState:
         """During a silent baseline scan: keep the copy a later diff will need.
@@ -232,7 +250,12 @@ class Reconciler:
         """
         if (wp.report_changes and state.type == "file"
                 and not is_nodiff(state.path, self.config.nodiff)):
-            snap = read_for_diff(state.path, self.config.diff_max_file)
+            try:
+                with self.reader.tree(state.path) as tree:
+                    snap = read_for_diff(tree, state.path, self.config.diff_max_file,
+                                         ino=state.inode)
+            except OSError:
+                snap = None
             if snap is not None:
                 self.baseline.copy_put(state.path, snap.content)
                 return self._as_read(state, snap)
@@ -275,10 +298,14 @@ class Reconciler:
     def _record_tree_silently(self, path: str) -> None:
         """A directory protection restored or left: its entries as they are now."""
         try:
-            for entry in os.scandir(path):
-                st = entry.stat(follow_symlinks=False)
-                self.baseline.put(self.reader.from_stat(entry.path, st))
-                if stat.S_ISDIR(st.st_mode):
-                    self._record_tree_silently(entry.path)
+            with self.reader.tree(path) as tree:
+                stack = [path]
+                while stack:
+                    directory = stack.pop()
+                    with tree.listing(directory) as listing:
+                        for child, st in listing:
+                            self.baseline.put(self.reader.from_stat(child, st, tree=tree))
+                            if stat.S_ISDIR(st.st_mode):
+                                stack.append(child)
         except OSError as e:
             self.health.count_error(f"after protection, {path}: {e}")

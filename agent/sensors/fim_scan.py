@@ -20,7 +20,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TextIO
 
-from agent.fim_hashing import HashWorkers, Result, as_error
+from agent.fim_hashing import HashWorkers, Item, Result, as_error, mostly_holes
+from agent.saferead import Tree
 from agent.sensors.fim_config import WatchPath
 from agent.sensors.fim_events import fim_event
 from agent.sensors.fim_reconcile import Reconciler
@@ -105,6 +106,7 @@ class Scanner:
         self.r = reconciler
         self.stop = stop
         self.progress = progress
+        self._tree: Tree | None = None   # the root being walked, open while it is
 
     def scan(self, wp: WatchPath, *, reason: str, top: str | None = None,
              recursive: bool | None = None, throttled: bool = True) -> ScanStats:
@@ -147,8 +149,9 @@ class Scanner:
                 except OSError as e:
                     stats.errors += 1
                     self.r.health.count_error(f"scan {path}: {e}")
-                if stat.S_ISREG(st.st_mode):
-                    throttle.account(st.st_size)
+                if stat.S_ISREG(st.st_mode):   # the bytes read: none past the cap, if sparse
+                    throttle.account(0 if st.st_size > cfg.hash_max_bytes or mostly_holes(st)
+                                     else st.st_size)
             pending = self._initial(wp, chunk, stats, pool, pending)
             if pending is not None:
                 self._record_initial(wp, pending[0], self._states(*pending), stats)
@@ -183,9 +186,10 @@ class Scanner:
         if pool is None:
             self._record_initial(wp, chunk, self._read_many(chunk), stats)
             return None
-        files = [path for path, st in chunk if stat.S_ISREG(st.st_mode)]
+        files = [Item.of(path, st) for path, st in chunk if stat.S_ISREG(st.st_mode)]
         step = max(1, len(files) // (2 * len(pool)))
-        parts = [pool.submit(files[i:i + step]) for i in range(0, len(files), step)]
+        parts = [pool.submit(wp.root, files[i:i + step])
+                 for i in range(0, len(files), step)]
         if pending is not None:
             self._record_initial(wp, pending[0], self._states(*pending), stats)
         return (chunk, parts)
@@ -193,6 +197,8 @@ class Scanner:
     def _record_initial(self, wp: WatchPath, chunk: list[tuple[str, os.stat_result]],
                         results: _Results, stats: ScanStats) -> None:
         batch: list[FileState] = []
+        if len(chunk) != len(results):
+            raise RuntimeError(f"scan: {len(results)} results for {len(chunk)} paths")
         for (path, st), state in zip(chunk, results):
             if isinstance(state, OSError):
                 if not isinstance(state, FileNotFoundError):
@@ -232,7 +238,8 @@ class Scanner:
                     out.append(as_error(result, path))
                     continue
                 try:
-                    out.append(self.r.reader.from_stat(path, st, digests=result))
+                    out.append(self.r.reader.from_stat(path, st, digests=result,
+                                                       tree=self._tree))
                 except OSError as e:
                     out.append(e)
             else:
@@ -245,7 +252,7 @@ class Scanner:
 
     def _read_or_error(self, item: tuple[str, os.stat_result]) -> FileState | OSError:
         try:
-            return self.r.reader.from_stat(*item)
+            return self.r.reader.from_stat(*item, tree=self._tree)
         except OSError as e:
             return e
 
@@ -253,13 +260,15 @@ class Scanner:
         old = self.r.baseline.get(path)
         if old is not None and not self.r.config.full_rehash and old.same_stat(st):
             return
-        state = self.r.reader.from_stat(path, st)
+        state = self.r.reader.from_stat(path, st, tree=self._tree)
         stats.hashed += 1
         stats.bytes += st.st_size if state.type == "file" else 0
         with self.r.lock:
-            again = os.lstat(path)
-            if (again.st_mtime_ns, again.st_ctime_ns, again.st_size, again.st_ino) != (
-                    st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino):
+            again = (self._tree.lstat_or_none(path) if self._tree is not None
+                     else self.r.reader.lstat(path))
+            if again is None or (again.st_mtime_ns, again.st_ctime_ns, again.st_size,
+                                 again.st_ino) != (st.st_mtime_ns, st.st_ctime_ns,
+                                                   st.st_size, st.st_ino):
                 return   # changing under us: the real-time path or the next scan has it
             if self.r.record(path, state, detected_by="scan") is not None:
                 stats.changes += 1
@@ -272,7 +281,7 @@ class Scanner:
                                 and os.path.dirname(path) != top):
                 continue
             with self.r.lock:
-                if os.path.lexists(path):
+                if self.r.reader.exists(path):
                     continue
                 old = self.r.baseline.get(path)
                 if old is not None:
@@ -281,15 +290,35 @@ class Scanner:
 
     def _walk(self, wp: WatchPath, top: str, recursive: bool, stats: ScanStats
               ) -> Iterator[tuple[str, os.stat_result]]:
-        """(path, lstat) for ``top`` and below, pruning excluded directories."""
+        """(path, lstat) for ``top`` and below, pruning excluded directories. Every
+        directory is listed through a descriptor opened beneath the root (``saferead``):
+        one swapped for a symlink is not entered, it is seen as the link it now is."""
         r = self.r
         try:
-            st = os.lstat(top)
+            tree = Tree(wp.root)
         except FileNotFoundError:
             return
         except PermissionError as e:
             stats.errors += 1
+            r.denied(wp.root, e)
+            return
+        with tree:
+            self._tree = tree
+            try:
+                yield from self._walk_tree(wp, tree, top, recursive, stats)
+            finally:
+                self._tree = None
+
+    def _walk_tree(self, wp: WatchPath, tree: Tree, top: str, recursive: bool,
+                   stats: ScanStats) -> Iterator[tuple[str, os.stat_result]]:
+        r = self.r
+        try:
+            st = tree.lstat_or_none(top)
+        except PermissionError as e:
+            stats.errors += 1
             r.denied(top, e)
+            return
+        if st is None:
             return
         if top != wp.root and r.rules.excluded(wp, top, is_dir=stat.S_ISDIR(st.st_mode)):
             return
@@ -299,23 +328,22 @@ class Scanner:
         stack = [top]
         while stack:
             directory = stack.pop()
-            try:
-                with os.scandir(directory) as it:
-                    entries = list(it)
+            try:   # streamed: a directory of millions of entries is never a list
+                with tree.listing(directory) as listing:
+                    for path, est in listing:
+                        is_dir = stat.S_ISDIR(est.st_mode)
+                        if r.rules.excluded(wp, path, is_dir=is_dir):
+                            continue
+                        yield path, est
+                        if is_dir and recursive:
+                            stack.append(path)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             except PermissionError as e:
                 stats.errors += 1
                 r.denied(directory, e)
                 continue
-            for entry in entries:
-                try:
-                    est = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                is_dir = stat.S_ISDIR(est.st_mode)
-                if r.rules.excluded(wp, entry.path, is_dir=is_dir):
-                    continue
-                yield entry.path, est
-                if is_dir and recursive:
-                    stack.append(entry.path)
+            except OSError as e:   # ELOOP: swapped for a link since it was listed
+                stats.errors += 1
+                r.health.count_error(f"scan {directory}: {e}")
+                continue

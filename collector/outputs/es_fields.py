@@ -94,6 +94,8 @@ SISGUARD_FIELDS: dict[str, str] = {
     "sisguard.fim.before.hash.md5": K, "sisguard.fim.before.hash.sha512": K,
     "sisguard.fim.before.xattrs": K,
     "sisguard.fim.detected_by": K, "sisguard.fim.quarantine_path": K,
+    "sisguard.fim.hash_skipped": K, "sisguard.fim.diff_skipped": K,
+    "sisguard.fim.content_capped": K,
     "sisguard.content.signatures": K, "sisguard.content.categories": K,
     "sisguard.content.excerpt": T,
     # auth

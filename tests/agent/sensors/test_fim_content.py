@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agent.sensors.fim_config import NODIFF_DEFAULT
 from agent.sensors.fim_content import ContentChecker, load_signatures, parse_signatures
 from agent.sensors.fim_diff import is_nodiff, is_text, unified
 from common.yamlconf import parse_yaml
@@ -90,6 +91,23 @@ def test_unified_diff_and_nodiff_patterns() -> None:
     assert is_nodiff("/root/.ssh/id_rsa.pub", patterns)
     assert not is_nodiff("/etc/shadow.d/x", patterns) and not is_nodiff("/a/b.html", patterns)
     assert is_text("tiếng Việt".encode()) and not is_text(b"\x7fELF\0\0")
+
+
+@pytest.mark.parametrize("path", [
+    "/var/www/portal/.env", "/var/www/portal/.env.production", "/srv/wp/wp-config.php",
+    "/usr/share/phpmyadmin/config.inc.php", "/var/www/joomla/configuration.php",
+    "/var/www/drupal/sites/default/settings.php", "/var/www/admin/.htpasswd",
+    "/etc/ssl/private/site.key", "/etc/ssl/site.pem", "/root/.ssh/id_ed25519",
+    "/home/a/.ssh/id_rsa.pub", "/etc/shadow", "/etc/gshadow", "/etc/shadow-",
+    "/var/backups/shadow"])
+def test_secret_files_are_nodiff_by_default(path: str) -> None:
+    assert is_nodiff(path, NODIFF_DEFAULT)
+
+
+def test_ordinary_web_files_are_diffed_by_default() -> None:
+    for path in ("/var/www/index.php", "/var/www/environment.php", "/var/www/.envrc.txt",
+                 "/var/www/settings.html", "/etc/passwd", "/var/www/keys.php"):
+        assert not is_nodiff(path, NODIFF_DEFAULT), path
 
 
 def test_sensor_reports_diffs_content_and_never_diffs_secrets(

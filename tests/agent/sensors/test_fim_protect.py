@@ -74,11 +74,11 @@ def test_refuses_to_act_outside_the_root_through_a_symlinked_directory(
     os.symlink(outside, site / "link")
     baseline = Baseline(tmp_path / "state")
     protector = Protector(baseline, tmp_path / "quarantine")
-    doc = protector.enforce(str(site), str(site / "link" / "x.php"))
-    assert doc is not None and doc["event"]["action"] == "quarantined"
-    assert doc["event"]["outcome"] == "failure"
-    assert "outside" in doc["error"]["message"]
+    # beneath the root there is no link/x.php: nothing to act on, nothing touched
+    assert protector.enforce(str(site), str(site / "link" / "x.php")) is None
     assert (outside / "x.php").read_text() == "keep me"
+    with pytest.raises(Refused, match="symlink"):
+        open_parent(str(site), str(site / "link" / "x.php"))
     with pytest.raises(Refused):
         open_parent(str(site), "/etc/passwd")
     with pytest.raises(Refused):
@@ -110,3 +110,24 @@ def test_a_new_symlink_is_quarantined_not_its_target(tmp_path: Path, site: Path)
     assert doc is not None and doc["event"]["outcome"] == "success"
     assert not os.path.lexists(site / "evil.php") and target.read_text() == "outside"
     assert Path(doc["sisguard"]["fim"]["quarantine_path"]).is_symlink()
+
+
+def test_a_file_approved_over_the_cap_is_never_restored_empty(tmp_path: Path,
+                                                             site: Path) -> None:
+    """Its content was not kept (streamed, hashed, not stored): a small replacement is
+    reported as a failure to restore, and the file is left as it is."""
+    big = site / "video.bin"
+    big.write_bytes(os.urandom(4096))
+    baseline = Baseline(tmp_path / "state")
+    assert approve(baseline, Reader(), str(site), max_bytes=1024) == 4
+    stored = baseline.approved(str(big))
+    assert stored is not None and stored.data is None and stored.sha256 is not None
+    protector = Protector(baseline, tmp_path / "q", max_bytes=1024)
+    assert protector.enforce(str(site), str(big)) is None   # unchanged: nothing to say
+    big.write_bytes(b"<?php system($_GET['c']);")
+    doc = protector.enforce(str(site), str(big))
+    assert doc is not None and doc["event"]["outcome"] == "failure"
+    assert "its approved content was not kept (size over 1KiB cap)" in doc["error"]["message"]
+    assert big.read_bytes() == b"<?php system($_GET['c']);"
+    page = baseline.approved(str(site / "index.html"))   # small files: kept, restorable
+    assert page is not None and page.data is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -276,3 +277,71 @@ def test_an_inotify_queue_overflow_is_reported_and_rescanned(make_sensor: Sensor
     wait_for(lambda: sensor.last_scan is not None and sensor.last_scan.reason == "overflow"
              and sensor.last_scan.completed, message="the rescan after the overflow")
     assert sensor._overflows == 3
+
+
+def test_a_hard_link_others_may_not_read_gives_no_diff_nor_excerpt(
+        make_sensor: SensorFactory, www: Path, tmp_path: Path) -> None:
+    """Where fs.protected_hardlinks is 0 a user can link a file it cannot read into a
+    web root: its bytes stay on the host (the detection itself is still reported)."""
+    secret = tmp_path / "secret.php"
+    secret.write_text("<?php eval(base64_decode($_POST['k'])); // s3cr3t-1\n")
+    secret.chmod(0o600)
+    public = tmp_path / "public.txt"
+    public.write_text("public-1\n")
+    public.chmod(0o644)
+    _, stub = make_sensor({"paths": [{"path": str(www), "report_changes": True,
+                                      "content_checks": True}]})
+    os.link(secret, www / "h.php")
+    os.link(public, www / "p.txt")
+    doc = stub.wait("created", www / "h.php")
+    assert doc["sisguard"]["content"]["categories"] == ["webshell"]
+    stub.wait("created", www / "p.txt")
+    with open(www / "h.php", "a") as f:   # inotify hears writes through its own path
+        f.write("// s3cr3t-2\n")
+    with open(www / "p.txt", "a") as f:
+        f.write("public-2\n")
+    assert "diff" not in stub.wait("updated", www / "h.php")["sisguard"]["fim"]
+    assert "+public-2" in stub.wait("updated", www / "p.txt")["sisguard"]["fim"]["diff"]
+    assert "s3cr3t" not in json.dumps(stub.events)
+
+
+def test_a_fifo_is_reported_as_one_and_never_blocks_the_sensor(
+        make_sensor: SensorFactory, www: Path) -> None:
+    _, stub = make_sensor({"paths": [{"path": str(www), "report_changes": True,
+                                      "content_checks": True}]})
+    os.mkfifo(www / "pipe.php")
+    doc = stub.wait("created", www / "pipe.php")
+    assert doc["file"]["type"] == "fifo" and "hash" not in doc["file"]
+    (www / "after.html").write_text("<p>after</p>")
+    stub.wait("created", www / "after.html")
+
+
+def test_a_root_whose_parent_others_can_write_is_reported(make_sensor: SensorFactory,
+                                                          tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    (shared / "www").mkdir(parents=True)
+    shared.chmod(0o777)
+    _, stub = make_sensor({"paths": [str(shared / "www")]})
+    assert [m for m, f in stub.errors if f == {"file.path": str(shared / "www")}] == [
+        f"watched root can be replaced by another user: {shared} is group- and world-"
+        "writable (mode 0777)"]
+
+
+def test_a_web_shell_written_into_an_unhashed_sparse_file_is_found(
+        make_sensor: SensorFactory, www: Path) -> None:
+    """Size kept, mtime put back: without a hash only the ctime tells, and it does."""
+    big = www / "cache.php"
+    with open(big, "wb") as f:
+        f.truncate(200 << 20)   # sparse: not hashed
+    _, stub = make_sensor({"paths": [{"path": str(www), "content_checks": True}]})
+    before = os.stat(big)
+    fd = os.open(big, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"<?php eval(base64_decode($_POST['c'])); ?>", 0)
+    finally:
+        os.close(fd)
+    os.utime(big, ns=(before.st_atime_ns, before.st_mtime_ns))
+    doc = stub.wait("updated", big)
+    assert doc["sisguard"]["fim"]["changed"] == ["ctime"]
+    assert doc["sisguard"]["content"]["categories"] == ["webshell"]
+    assert doc["sisguard"]["fim"]["hash_skipped"].startswith("sparse: ")
