@@ -103,12 +103,19 @@ SISGUARD_FIELDS: dict[str, str] = {
     "sisguard.auth.tty": K, "sisguard.auth.reason": K, "sisguard.auth.attempts": L,
     # process, network, inventory
     "sisguard.process.gone_before_read": B, "sisguard.network.initial": B,
+    "sisguard.process.hash_error": K, "sisguard.process.found_by": K,
     "sisguard.inventory.boot_time": D, "sisguard.inventory.change": K,
     "sisguard.inventory.members": K, "sisguard.inventory.home": K,
     "sisguard.inventory.shell": K,
     # agent health, spool
     "sisguard.spool.dropped": L, "sisguard.spool.dropped_total": L,
     "sisguard.spool.max_bytes": L, "sisguard.sensor.name": K,
+    # sensor_error details: why, and how much was lost (process floods, inotify overflows)
+    "sisguard.sensor.reason": K, "sisguard.sensor.overflows": L,
+    "sisguard.sensor.overflows_total": L, "sisguard.sensor.overruns": L,
+    "sisguard.sensor.overruns_total": L, "sisguard.sensor.queue_dropped": L,
+    "sisguard.sensor.queue_dropped_total": L, "sisguard.sensor.found_by_sweep": L,
+    "sisguard.sensor.found_by_sweep_total": L,
     "sisguard.agent.status": K, "sisguard.agent.last_seen": D,
     # detection: @timestamp minus event.ingested, seconds, when beyond the trusted skew
     "sisguard.time_skew": "double",
