@@ -6,6 +6,7 @@ through the shipper, and stops everything in order on SIGTERM/SIGINT.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import socket
@@ -26,12 +27,15 @@ from agent.shipper import Shipper, ShipperSettings
 from agent.spool import Spool
 from common.logs import get_logger
 from common.process import serve_until_signalled
+from common.text import os_text
 from sisguard.v1 import sisguard_pb2 as pb
 
 log = get_logger("sisguard.agent")
 # after a burst (a baseline scan, the inventory, a spool drain) glibc keeps the freed heap:
 # hand it back once the queue has been quiet for 5 s, at most this often (seconds)
 RELEASE_EVERY = 30.0
+# stop() ends within this many seconds (below common.process.STOP_TIMEOUT)
+STOP_BUDGET = 6.5
 
 
 class Agent:
@@ -42,7 +46,8 @@ class Agent:
         credentials = Credentials.load(self.state_dir)
         self.spool = Spool(self.state_dir / "spool.db", agent_id=self.identity.agent_id,
                            max_bytes=config.spool.max_bytes,
-                           synchronous=config.spool.synchronous.upper())
+                           synchronous=config.spool.synchronous.upper(),
+                           on_replaced=self._on_replaced)
         self.queue: queue.Queue[Document | None] = queue.Queue(maxsize=config.spool.queue_events)
         self.queue_dropped = 0
         self.health: dict[str, SensorHealth] = {}
@@ -75,9 +80,9 @@ class Agent:
                                         daemon=True)
 
     # sensors -> queue
-    def _emit(self, document: Document) -> None:
+    def _emit(self, document: Document, timeout: float = 2.0) -> None:
         try:
-            self.queue.put(document, timeout=2.0)
+            self.queue.put(document, timeout=timeout)
         except queue.Full:
             self.queue_dropped += 1  # reported by the writer as a spool_dropped event
 
@@ -87,10 +92,12 @@ class Agent:
             log.warning(message, sensor=sensor, **fields)
             doc = new_event("sisguard.agent", category=["host"], type=["error"],
                             action="sensor_error")
-            doc["error"] = {"message": message}
-            doc["message"] = f"sensor {sensor}: {message}"
-            doc["sisguard"] = {"sensor": {"name": sensor, **{k.replace(".", "_"): v
-                                                              for k, v in fields.items()}}}
+            text = os_text(message)
+            doc["error"] = {"message": text}
+            doc["message"] = f"sensor {sensor}: {text}"
+            doc["sisguard"] = {"sensor": {"name": sensor, **{
+                os_text(k).replace(".", "_"): os_text(v) if isinstance(v, (str, bytes)) else v
+                for k, v in fields.items()}}}
             self._emit(doc)
         return report
 
@@ -129,13 +136,54 @@ class Agent:
                 notice["message"] = f"sensor queue full: dropped {dropped} events"
                 notice["sisguard"] = {"spool": {"dropped": dropped, "where": "queue"}}
                 docs.append(notice)
+            self._store(docs)
+
+    def _store(self, docs: list[Document]) -> None:
+        """Append to the spool. A document that cannot be encoded is replaced there by a
+        sensor_error; if the database itself refuses the batch (disk full, I/O error),
+        each document is tried once on its own and those still refused are counted and
+        reported: nothing is put back in the queue to fail again forever."""
+        try:
+            self.spool.append(docs)
+            return
+        except Exception as e:
+            log.warning("spool write failed; storing one document at a time",
+                        events=len(docs), error=f"{type(e).__name__}: {e}")
+        lost: dict[str, int] = {}
+        error = ""
+        for doc in docs:
             try:
-                self.spool.append(docs)
-            except Exception:
-                log.exception("spool write failed; retrying", events=len(docs))
-                time.sleep(1.0)
-                for doc in docs:  # put them back in front of newer ones as far as we can
-                    self._emit(doc)
+                self.spool.append([doc])
+            except Exception as e:
+                error = f"{type(e).__name__}: {e}"
+                dataset = doc.get("event", {}).get("dataset", "") if isinstance(doc, dict) \
+                    else ""
+                key = os_text(dataset) if isinstance(dataset, str) else ""
+                lost[key] = lost.get(key, 0) + 1
+        if not lost:
+            return
+        total = sum(lost.values())
+        log.error("spool refused events; dropped", events=total, error=error)
+        notice = new_event("sisguard.agent", category=["host"], type=["error"],
+                           action="spool_dropped")
+        notice["message"] = f"spool write failed: dropped {total} events ({os_text(error)})"
+        notice["error"] = {"message": os_text(error)[:500]}
+        notice["sisguard"] = {"spool": {"dropped": total, "where": "write",
+                                        "datasets": lost}}
+        try:
+            self.spool.append([notice])
+        except Exception:
+            self.queue_dropped += 1 + total   # said by the next notice that gets through
+
+    def _on_replaced(self, replacement: Document) -> None:
+        """The spool stored a sensor_error in place of a document: count it as the
+        sensor's error, and log it."""
+        sensor = replacement["sisguard"]["sensor"]
+        health = self.health.get(sensor["name"])
+        if health is not None:
+            health.count_error(replacement["message"])
+        log.warning("document replaced by a sensor_error", sensor=sensor["name"],
+                    field=sensor["field"], reason=replacement["error"]["message"])
 
     def heartbeat(self) -> pb.Heartbeat:
         depth = self.spool.depth()
@@ -165,24 +213,33 @@ class Agent:
                  collectors=list(self.shipper.collectors), state_dir=str(self.state_dir))
 
     def stop(self) -> None:
+        """Stop in order within ``STOP_BUDGET`` seconds in all (the process ends itself
+        a little later whatever hangs: see ``common.process``)."""
+        deadline = time.monotonic() + STOP_BUDGET
+
+        def left(share: float) -> float:
+            return max(0.0, min(share, deadline - time.monotonic()))
+
         for sensor in self.sensors:
             sensor.stop()
         for sensor in self.sensors:
-            sensor.join(timeout=5)
+            sensor.join(timeout=left(2.5))
         stopped = new_event("sisguard.agent", category=["host"], type=["end"],
                             action="agent_stopped")
         stopped["message"] = "sisguard agent stopped"
-        self._emit(stopped)
+        self._emit(stopped, timeout=0.5)
         self._stopping.set()
-        self.queue.put(None)   # behind every event still queued
-        self._writer.join(timeout=10)
+        with contextlib.suppress(queue.Full):   # else the writer sees _stopping in 5 s
+            self.queue.put(None, timeout=0.5)   # behind every event still queued
+        self._writer.join(timeout=left(3.0))
         # give the shipper a moment to send what is left, then stop it
-        deadline = time.monotonic() + 2.0
-        while self.spool.depth().events and time.monotonic() < deadline:
+        send_until = time.monotonic() + left(1.5)
+        while self.spool.depth().events and time.monotonic() < send_until:
             time.sleep(0.05)
         self.shipper.stop()
-        self.shipper.join(timeout=5)
-        self.spool.close()
+        self.shipper.join(timeout=left(1.0))
+        if not self._writer.is_alive():
+            self.spool.close()
 
     def run_forever(self) -> None:
         serve_until_signalled(self.start, self.stop, log)

@@ -162,7 +162,7 @@ class Collector:
             "outputs": {o.name: o.health() for o in self.outputs},
         }
 
-    def stop(self, grace: float = 5.0) -> None:
+    def stop(self, grace: float = 3.0) -> None:
         self.stopping.set()
         if self.monitor is not None:
             self.monitor.stop()

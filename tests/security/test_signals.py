@@ -1,0 +1,91 @@
+"""SIGTERM/SIGINT stop the agent and the collector within seconds, however long they ran.
+
+A daemon whose main thread waits without a timeout only sees a signal that the kernel
+happens to deliver to the main thread; one delivered to another thread (gRPC's, a
+sensor's) used to leave it running until something else woke it. Each process here has
+several streams open and has been idle long enough for its threads to settle into their
+long waits; each must exit within 10 s, several times over.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Agent, Collector, Proc, wait_for
+
+IDLE = float(os.environ.get("SISGUARD_TEST_SIGNAL_IDLE", "30"))
+EXIT_WITHIN = 10.0
+
+
+def _has_events_from(collector: Collector, agent_id: str) -> bool:
+    return any(e.get("agent", {}).get("id") == agent_id for e in collector.events())
+
+
+def _idle(seconds: float, procs: list[Proc]) -> None:
+    """Let the processes sit idle (a real wait on a condition that never comes true,
+    while checking that they stay up)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for p in procs:
+            assert p.alive(), p.tail()
+        time.sleep(0.5)
+
+
+def _signal_thread(pid: int, sig: int) -> None:
+    """Deliver ``sig`` to a thread that is not the main one (``tgkill``), as the kernel
+    may do with a process-directed signal."""
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
+    assert tids, "no thread but the main one"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.tgkill(pid, tids[-1], sig) != 0:
+        raise OSError(ctypes.get_errno(), f"tgkill {pid} {tids[-1]}")
+
+
+def _stop_within(proc: Proc, sig: int, *, to_thread: bool = False) -> float:
+    """Send ``sig`` (to the process, or to one of its other threads); return how long
+    it took to exit, failing beyond 10 s."""
+    assert proc.popen is not None
+    t0 = time.monotonic()
+    if to_thread:
+        _signal_thread(proc.popen.pid, sig)
+    else:
+        proc.popen.send_signal(sig)
+    try:
+        proc.popen.wait(timeout=EXIT_WITHIN)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{proc.argv[2]} still running {EXIT_WITHIN}s after "
+                    f"{signal.Signals(sig).name}{' to a thread' if to_thread else ''}"
+                    f"\n{proc.tail()}")
+    return time.monotonic() - t0
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_sigterm_after_idle_stops_collector_and_agents(
+        round_: int, collector_factory: Callable[..., Collector],
+        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:
+    collector = collector_factory()
+    agents = [agent_factory(collector, "--sensors", "inventory", name=f"agent{i}")
+              for i in range(3)]
+    for a in agents:
+        wait_for(functools.partial(_has_events_from, collector, a.agent_id), timeout=20,
+                 message=f"events from {a.agent_id}")
+    assert collector.proc is not None
+    _idle(IDLE, [collector.proc, *(a.proc for a in agents if a.proc)])
+    sig = signal.SIGINT if round_ == 1 else signal.SIGTERM
+    to_thread = round_ == 2
+    for a in agents[:2]:
+        assert a.proc is not None
+        _stop_within(a.proc, sig, to_thread=to_thread)
+    # the collector still has a stream open (the third agent's)
+    _stop_within(collector.proc, sig, to_thread=to_thread)
+    assert agents[2].proc is not None
+    _stop_within(agents[2].proc, sig, to_thread=to_thread)   # reconnecting by now
