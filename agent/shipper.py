@@ -9,6 +9,7 @@ and resends everything still in the spool: the collector makes resends harmless.
 from __future__ import annotations
 
 import importlib
+import json
 import random
 import threading
 import time
@@ -20,7 +21,8 @@ import grpc
 
 from agent import __version__
 from agent.identity import Credentials
-from agent.spool import Spool
+from agent.serialize import encode_document, error_document, largest_field
+from agent.spool import Spool, SpooledEvent
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb
 from sisguard.v1 import sisguard_pb2_grpc as pb_grpc
@@ -55,6 +57,7 @@ class ShipperStats:
     batches_sent: int = 0
     events_acked: int = 0
     events_rejected: int = 0
+    events_replaced: int = 0   # too large for the collector: sent as a sensor_error
     last_error: str = ""
 
 
@@ -177,6 +180,31 @@ class Shipper(threading.Thread):
         with self._cond:
             self._cond.notify_all()
 
+    def _envelope(self, event: SpooledEvent, max_bytes: int) -> pb.Envelope:
+        """The event as sent. One the collector would refuse for its size (its limit
+        may be below the spool's) goes as a sensor_error under the same sequence
+        number: a batch re-sent forever on its account would stop everything behind."""
+        document, dataset = event.document, event.dataset
+        if len(document) > max_bytes:
+            try:
+                original = json.loads(document)
+                field = largest_field(original)
+            except ValueError:
+                original, field = {"event": {"dataset": dataset}}, ""
+            replacement = error_document(
+                original, stage="shipper", field=field,
+                reason=f"document of {len(document)} bytes exceeds the collector's "
+                       f"limit of {max_bytes}")
+            replacement["event"]["id"] = f"{self.spool.agent_id}-{event.seq}"
+            replacement["event"]["sequence"] = event.seq
+            document, dataset = encode_document(replacement), "sisguard.agent"
+            self.stats.events_replaced += 1
+            log.warning("document too large for the collector; sent a sensor_error",
+                        seq=event.seq, bytes=len(event.document), limit=max_bytes,
+                        field=field)
+        return pb.Envelope(seq=event.seq, time_unix_nano=event.time_ns, dataset=dataset,
+                           document=document)
+
     def _requests(self, limits: dict[str, int], welcomed: threading.Event,
                   session_over: threading.Event) -> Iterator[pb.AgentMessage]:
         yield pb.AgentMessage(hello=pb.Hello(agent_version=__version__, hostname=self.hostname))
@@ -202,8 +230,7 @@ class Shipper(threading.Thread):
                 if events:
                     batch_id += 1
                     batch = pb.EventBatch(batch_id=batch_id, events=[
-                        pb.Envelope(seq=e.seq, time_unix_nano=e.time_ns, dataset=e.dataset,
-                                    document=e.document) for e in events])
+                        self._envelope(e, limits["bytes"]) for e in events])
                     self._inflight[batch_id] = (events[0].seq, events[-1].seq)
                     last_sent = events[-1].seq
             if batch is not None:
