@@ -16,7 +16,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -68,24 +67,33 @@ def _stop_within(proc: Proc, sig: int, *, to_thread: bool = False) -> float:
     return time.monotonic() - t0
 
 
-@pytest.mark.parametrize("round_", range(3))
+# how each set of processes is told to stop
+WAYS = (("SIGTERM", signal.SIGTERM, False), ("SIGINT", signal.SIGINT, False),
+        ("SIGTERM to a thread", signal.SIGTERM, True))
+
+
 def test_sigterm_after_idle_stops_collector_and_agents(
-        round_: int, collector_factory: Callable[..., Collector],
-        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:
-    collector = collector_factory()
-    agents = [agent_factory(collector, "--sensors", "inventory", name=f"agent{i}")
-              for i in range(3)]
-    for a in agents:
-        wait_for(functools.partial(_has_events_from, collector, a.agent_id), timeout=20,
-                 message=f"events from {a.agent_id}")
-    assert collector.proc is not None
-    _idle(IDLE, [collector.proc, *(a.proc for a in agents if a.proc)])
-    sig = signal.SIGINT if round_ == 1 else signal.SIGTERM
-    to_thread = round_ == 2
-    for a in agents[:2]:
-        assert a.proc is not None
-        _stop_within(a.proc, sig, to_thread=to_thread)
-    # the collector still has a stream open (the third agent's)
-    _stop_within(collector.proc, sig, to_thread=to_thread)
-    assert agents[2].proc is not None
-    _stop_within(agents[2].proc, sig, to_thread=to_thread)   # reconnecting by now
+        collector_factory: Callable[..., Collector],
+        agent_factory: Callable[..., Agent]) -> None:
+    """Three sets (a collector, two agents streaming to it), idle together, then each
+    set stopped one way: one agent, the collector (a stream still open), the other agent
+    (reconnecting by then)."""
+    sets: list[tuple[Collector, list[Agent]]] = []
+    for n in range(len(WAYS)):
+        collector = collector_factory(name=f"collector{n}")
+        agents = [agent_factory(collector, "--sensors", "inventory", name=f"agent{n}-{i}")
+                  for i in range(2)]
+        sets.append((collector, agents))
+    procs: list[Proc] = []
+    for collector, agents in sets:
+        for a in agents:
+            wait_for(functools.partial(_has_events_from, collector, a.agent_id), timeout=30,
+                     message=f"events from {a.agent_id}")
+        procs += [p for p in (collector.proc, *(a.proc for a in agents)) if p is not None]
+    _idle(IDLE, procs)
+    took: dict[str, list[float]] = {}
+    for (collector, agents), (name, sig, to_thread) in zip(sets, WAYS, strict=True):
+        assert collector.proc is not None and agents[0].proc and agents[1].proc
+        took[name] = [_stop_within(p, sig, to_thread=to_thread)
+                      for p in (agents[0].proc, collector.proc, agents[1].proc)]
+    print("seconds to exit (agent, collector, reconnecting agent):", took)
