@@ -55,6 +55,7 @@ def serve_until_signalled(start: Callable[[], Any], stop: Callable[[], Any],
     interrupted by a signal delivered to the main thread itself). From the first signal
     on, a watchdog ends the process after ``stop_timeout`` seconds, whatever hangs
     (stop(), a thread the interpreter joins at exit); a second signal ends it at once.
+    SIGINT inherited as ignored stays ignored (the convention for background jobs).
     """
     done = threading.Event()
 
@@ -70,6 +71,10 @@ def serve_until_signalled(start: Callable[[], Any], stop: Callable[[], Any],
     os.set_blocking(write_fd, False)
     previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     for signum in (signal.SIGTERM, signal.SIGINT):
+        # An inherited SIG_IGN for SIGINT stays (a background job of a script: Ctrl-C is
+        # for the script, which then sends SIGTERM once, as scripts/demo does).
+        if signum == signal.SIGINT and signal.getsignal(signum) is signal.SIG_IGN:
+            continue
         signal.signal(signum, _signal)   # kept until exit: a second signal ends it
     try:
         start()

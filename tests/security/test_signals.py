@@ -16,10 +16,11 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.harness import Agent, Collector, Proc, wait_for
+from tests.harness import REPO, Agent, Collector, Proc, free_port_pair, wait_for
 
 IDLE = float(os.environ.get("SISGUARD_TEST_SIGNAL_IDLE", "30"))
 EXIT_WITHIN = 10.0
@@ -97,3 +98,43 @@ def test_sigterm_after_idle_stops_collector_and_agents(
         took[name] = [_stop_within(p, sig, to_thread=to_thread)
                       for p in (agents[0].proc, collector.proc, agents[1].proc)]
     print("seconds to exit (agent, collector, reconnecting agent):", took)
+
+
+def test_ctrl_c_stops_the_demo_and_both_programs_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal is SIGINT to the demo's whole process group: the script
+    stops the collector and the agent with one SIGTERM each, and they stop cleanly
+    (nothing needed SIGKILL, nothing is left running)."""
+    data = tmp_path / "demo"
+    log = tmp_path / "demo.err"
+    env = {**os.environ, "SISGUARD_DEMO_DATA": str(data),
+           "SISGUARD_DEMO_PORT": str(free_port_pair())}
+    with open(log, "wb") as err:
+        demo = subprocess.Popen([str(REPO / "scripts" / "demo"), "--no-attack"], cwd=REPO,
+                                env=env, stdin=subprocess.DEVNULL, stdout=err,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: b"Ctrl-C stops the demo" in log.read_bytes(), timeout=60,
+                 message=f"the demo running\n{log.read_text(errors='replace')}")
+        wait_for(lambda: (data / "agent.log").exists()
+                 and b'"agent running"' in (data / "agent.log").read_bytes(),
+                 timeout=30, message="the demo's agent running")
+        children = [int(p) for p in subprocess.run(
+            ["pgrep", "-g", str(demo.pid)], capture_output=True, text=True).stdout.split()
+            if int(p) != demo.pid]
+        os.killpg(demo.pid, signal.SIGINT)
+        try:
+            demo.wait(timeout=EXIT_WITHIN)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the demo still runs {EXIT_WITHIN}s after Ctrl-C\n"
+                        f"{log.read_text(errors='replace')}")
+        out = log.read_text(errors="replace")
+        assert "ignored SIGTERM" not in out, out
+        for name in ("collector.log", "agent.log"):
+            text = (data / name).read_text(errors="replace")
+            assert '"msg": "stopping"' in text, text[-2000:]
+            assert "without a clean stop" not in text, text[-2000:]
+        assert not [p for p in children if os.path.exists(f"/proc/{p}")], "left running"
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait(timeout=10)
