@@ -2,9 +2,11 @@
 
 Serializing can fail for one document only: a lone surrogate that escaped a sensor, a
 number JSON cannot carry (NaN, infinity), a circular or absurdly deep structure, a key
-that is not a string, a document larger than the collector would take. The spool and
-the shipper then put :func:`error_document` in its place (same sequence number), so the
-document costs only itself and everything behind it flows on.
+that is not a string. The spool and the shipper then put :func:`error_document` in its
+place (same sequence number), so the document costs only itself and everything behind it
+flows on. A document larger than the limit first has its long texts and lists cut
+(listed in ``sisguard.truncated``), so that the event still goes; it is replaced only
+when even that does not fit.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_DEPTH = 64
 MAX_NODES = 100_000
 _FIELD_CHARS = 200
+# (longest text, most list items) tried in turn on a document over the size limit
+SHRINK_STEPS = ((8192, 256), (1024, 32), (128, 8))
 
 
 class DocumentError(Exception):
@@ -43,9 +47,45 @@ def encode_document(doc: Any, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> bytes:
         field, reason = find_offender(doc)
         raise DocumentError(reason or f"{type(e).__name__}: {e}", field) from e
     if len(blob) > max_bytes:
-        raise DocumentError(f"document of {len(blob)} bytes exceeds {max_bytes}",
-                            largest_field(doc))
+        return _shrunk(doc, len(blob), max_bytes)
     return blob
+
+
+def _shrunk(doc: Any, size: int, max_bytes: int) -> bytes:
+    """A document too large, with its long texts and lists cut (named in
+    ``sisguard.truncated``) so that the event itself still goes: a user must not hide a
+    process behind a huge command line. Replaced only if even that does not fit."""
+    if isinstance(doc, dict):
+        for max_text, max_items in SHRINK_STEPS:
+            cut: list[str] = []
+            small = _shrink(doc, "", 0, max_text, max_items, cut)
+            extra = small.setdefault("sisguard", {})
+            if isinstance(extra, dict):
+                extra["truncated"] = cut[:64]
+            blob = json.dumps(small, ensure_ascii=False, separators=(",", ":"),
+                              allow_nan=False, default=str).encode("utf-8")
+            if len(blob) <= max_bytes:
+                return blob
+    raise DocumentError(f"document of {size} bytes exceeds {max_bytes}", largest_field(doc))
+
+
+def _shrink(value: Any, path: str, depth: int, max_text: int, max_items: int,
+            cut: list[str]) -> Any:
+    if depth > MAX_DEPTH:
+        cut.append(path)
+        return None
+    if isinstance(value, dict):
+        return {k: _shrink(v, _name(path, k), depth + 1, max_text, max_items, cut)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        if len(value) > max_items:
+            cut.append(path)
+        return [_shrink(v, f"{path}[{i}]", depth + 1, max_text, max_items, cut)
+                for i, v in enumerate(value[:max_items])]
+    if isinstance(value, str) and len(value) > max_text:
+        cut.append(path)
+        return value[:max_text]
+    return value
 
 
 def _name(path: str, key: Any) -> str:
@@ -102,26 +142,32 @@ def find_offender(doc: Any) -> tuple[str, str]:
     return "", ""
 
 
+def _size(value: Any) -> int:
+    try:
+        return len(json.dumps(value, ensure_ascii=False, default=str))
+    except (TypeError, ValueError, RecursionError):
+        return len(str(value))
+
+
 def largest_field(doc: Any) -> str:
-    """The dotted path of the largest text or list in ``doc`` (bounded walk)."""
-    best, best_size = "", -1
-    stack: list[tuple[str, Any, int]] = [("", doc, 0)]
-    nodes = 0
-    while stack and nodes < MAX_NODES:
-        path, value, depth = stack.pop()
-        nodes += 1
-        if isinstance(value, dict) and depth < MAX_DEPTH:
-            stack.extend((_name(path, k), v, depth + 1) for k, v in value.items())
-            continue
-        if isinstance(value, (list, tuple)):
-            size = len(value)
-            if depth < MAX_DEPTH:
-                stack.extend((f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value))
+    """The dotted path of the field that holds most of ``doc``'s size: from the top,
+    follow the largest child while it holds at least half of its parent."""
+    path, node = "", doc
+    for _ in range(MAX_DEPTH):
+        if isinstance(node, dict):
+            children = [(_name(path, k), v) for k, v in node.items()]
+        elif isinstance(node, (list, tuple)):
+            children = [(f"{path}[{i}]", v) for i, v in enumerate(node)]
         else:
-            size = len(value) if isinstance(value, (str, bytes)) else 0
-        if size > best_size:
-            best, best_size = path, size
-    return best
+            break
+        if not children:
+            break
+        sizes = [(_size(v), name, v) for name, v in children[:1000]]
+        size, name, child = max(sizes, key=lambda t: t[0])
+        if path and size * 2 < sum(t[0] for t in sizes):
+            break   # spread over many children: this node is the field
+        path, node = name, child
+    return path
 
 
 def _dataset(doc: Any) -> str:

@@ -16,12 +16,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
 from agent import __version__
 from agent.identity import Credentials
-from agent.serialize import encode_document, error_document, largest_field
+from agent.serialize import DocumentError, encode_document, error_document
 from agent.spool import Spool, SpooledEvent
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb
@@ -57,7 +58,8 @@ class ShipperStats:
     batches_sent: int = 0
     events_acked: int = 0
     events_rejected: int = 0
-    events_replaced: int = 0   # too large for the collector: sent as a sensor_error
+    events_truncated: int = 0  # too large for the collector: long fields cut
+    events_replaced: int = 0   # ... and still too large: sent as a sensor_error
     last_error: str = ""
 
 
@@ -182,26 +184,28 @@ class Shipper(threading.Thread):
 
     def _envelope(self, event: SpooledEvent, max_bytes: int) -> pb.Envelope:
         """The event as sent. One the collector would refuse for its size (its limit
-        may be below the spool's) goes as a sensor_error under the same sequence
-        number: a batch re-sent forever on its account would stop everything behind."""
+        may be below the spool's) goes with its long fields cut, or else as a
+        sensor_error under the same sequence number: a batch re-sent forever on its
+        account would stop everything behind it."""
         document, dataset = event.document, event.dataset
         if len(document) > max_bytes:
             try:
-                original = json.loads(document)
-                field = largest_field(original)
+                original: Any = json.loads(document)
             except ValueError:
-                original, field = {"event": {"dataset": dataset}}, ""
-            replacement = error_document(
-                original, stage="shipper", field=field,
-                reason=f"document of {len(document)} bytes exceeds the collector's "
-                       f"limit of {max_bytes}")
-            replacement["event"]["id"] = f"{self.spool.agent_id}-{event.seq}"
-            replacement["event"]["sequence"] = event.seq
-            document, dataset = encode_document(replacement), "sisguard.agent"
-            self.stats.events_replaced += 1
-            log.warning("document too large for the collector; sent a sensor_error",
+                original = {"event": {"dataset": dataset}}
+            try:
+                document = encode_document(original, max_bytes=max_bytes)   # cut to fit
+                self.stats.events_truncated += 1
+            except DocumentError as e:
+                replacement = error_document(original, stage="shipper", field=e.field,
+                                             reason=f"{e.reason} (the collector's limit)")
+                replacement["event"]["id"] = f"{self.spool.agent_id}-{event.seq}"
+                replacement["event"]["sequence"] = event.seq
+                document, dataset = encode_document(replacement), "sisguard.agent"
+                self.stats.events_replaced += 1
+            log.warning("document too large for the collector; cut or replaced",
                         seq=event.seq, bytes=len(event.document), limit=max_bytes,
-                        field=field)
+                        sent_bytes=len(document))
         return pb.Envelope(seq=event.seq, time_unix_nano=event.time_ns, dataset=dataset,
                            document=document)
 

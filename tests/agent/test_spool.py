@@ -176,13 +176,32 @@ def test_a_row_with_invalid_bytes_does_not_stop_reads(tmp_path: Path) -> None:
         "fo\\xff", "sisguard.fim"]
 
 
-def test_oversized_document_is_replaced_naming_its_largest_field(tmp_path: Path) -> None:
+def test_oversized_document_is_cut_to_fit_and_says_what_was_cut(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db", agent_id="a", max_document_bytes=20_000)
+    huge = ["x" * 100_000] * 3 + ["y"] * 1000
+    spool.append([{"event": {"dataset": "sisguard.process", "action": "exec"},
+                   "process": {"pid": 7, "args": huge, "command_line": " ".join(huge)}},
+                  *_docs(1)])
+    stored = _stored(spool)
+    cut = stored[0]
+    assert cut["event"]["action"] == "exec" and cut["process"]["pid"] == 7
+    assert "process.command_line" in cut["sisguard"]["truncated"]
+    assert "process.args" in cut["sisguard"]["truncated"]
+    assert cut["process"]["args"][0].startswith("x") and len(cut["process"]["args"]) <= 256
+    assert len(spool.read_after(0, limit=1, max_bytes=1 << 20)[0].document) <= 20_000
+    assert stored[1]["message"] == "x" * 10
+
+
+def test_document_too_large_even_when_cut_is_replaced_naming_its_largest_field(
+        tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.db", agent_id="a", max_document_bytes=10_000)
-    spool.append([{"event": {"dataset": "sisguard.fim"},
-                   "file": {"path": "/a", "diff": "x" * 20_000}}, *_docs(1)])
+    many = {f"k{i}": i for i in range(5000)}   # keys are never cut
+    spool.append([{"event": {"dataset": "sisguard.fim"}, "file": {"many": many,
+                                                                  "path": "/a"}},
+                  *_docs(1)])
     stored = _stored(spool)
     assert _is_replacement(stored[0])
-    assert stored[0]["sisguard"]["sensor"]["field"] == "file.diff"
+    assert stored[0]["sisguard"]["sensor"]["field"] == "file.many"
     assert "exceeds 10000" in stored[0]["error"]["message"]
     assert stored[1]["message"] == "x" * 10
 

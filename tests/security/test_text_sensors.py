@@ -166,3 +166,31 @@ def test_a_process_with_invalid_cwd_and_argv_is_reported_and_blocks_nothing(
             agent.proc.stop()
             agent.start()
     _all_text_valid(collector)
+
+
+def test_a_huge_command_line_is_cut_to_fit_and_blocks_nothing(
+        tmp_path: Path, collector_factory: Callable[..., Collector],
+        agent_factory: Callable[..., Agent]) -> None:
+    """12 arguments of 120 kB: a 2.9 MB document, above the spool's 1 MiB and far above
+    this collector's 64 KiB message limit (before, the batch was refused and resent
+    forever). The event still arrives, its long fields cut and named; then a marker."""
+    cfg = tmp_path / "collector.yml"
+    cfg.write_text("limits:\n  max_message_bytes: 65536\n")
+    collector = collector_factory("--config", str(cfg))
+    agent = agent_factory(collector, "--sensors", "process")
+    token = secrets.token_hex(4)
+    big = [f"{token}{i}" + "A" * 120_000 for i in range(12)]
+    subprocess.run([*NOBODY, "sh", "-c", "sleep 1.5; true", "sh", *big], check=True,
+                   timeout=30)
+    as_nobody(f"exec /bin/true sisguard-marker-{token}")
+
+    def is_big(e: Doc) -> bool:   # the shell, not setpriv before its exec
+        args = e["process"].get("args", [])
+        return args[:1] == ["sh"] and any(a.startswith(f"{token}0AAA") for a in args)
+
+    doc = _proc(collector, agent, "the process with the huge command line", is_big)
+    assert doc["process"]["args"][:3] == ["sh", "-c", "sleep 1.5; true"]
+    assert {"process.command_line", "process.args[4]"} <= set(doc["sisguard"]["truncated"])
+    assert doc["user"]["id"] == "65534"
+    _proc(collector, agent, "the marker process",
+          lambda e: e["process"].get("args", [])[-1:] == [f"sisguard-marker-{token}"])
