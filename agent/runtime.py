@@ -27,7 +27,7 @@ from agent.shipper import Shipper, ShipperSettings
 from agent.spool import Spool
 from common.logs import get_logger
 from common.process import serve_until_signalled
-from common.text import os_text
+from common.text import is_valid_text, os_text
 from sisguard.v1 import sisguard_pb2 as pb
 
 log = get_logger("sisguard.agent")
@@ -193,9 +193,12 @@ class Agent:
             cpu_percent=self._process.cpu_percent(None),
             rss_bytes=self._process.memory_info().rss,
             interval_seconds=int(self.config.heartbeat_interval),
+            # valid text whatever a sensor put there: protobuf refuses a lone surrogate,
+            # and a heartbeat that cannot be built would break every stream
             sensors=[pb.SensorHealth(name=h.name, events=h.events, errors=h.errors,
-                                     mode=h.mode, last_error=h.last_error,
-                                     details=dict(h.details))
+                                     mode=_text(h.mode), last_error=_text(h.last_error),
+                                     details={_text(k): _text(v)
+                                              for k, v in list(h.details.items())[:64]})
                      for h in self.health.values()],
         )
 
@@ -243,6 +246,11 @@ class Agent:
 
     def run_forever(self) -> None:
         serve_until_signalled(self.start, self.stop, log)
+
+
+def _text(value: object) -> str:
+    text = str(value)
+    return text if is_valid_text(text) else os_text(text)
 
 
 def state_summary(state_dir: Path) -> dict[str, Any]:
