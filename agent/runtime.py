@@ -92,11 +92,13 @@ class Agent:
             log.warning(message, sensor=sensor, **fields)
             doc = new_event("sisguard.agent", category=["host"], type=["error"],
                             action="sensor_error")
-            text = os_text(message)
+            # raw OS text in a message or field is escaped; text already valid is kept
+            text = _text(message)
             doc["error"] = {"message": text}
             doc["message"] = f"sensor {sensor}: {text}"
             doc["sisguard"] = {"sensor": {"name": sensor, **{
-                os_text(k).replace(".", "_"): os_text(v) if isinstance(v, (str, bytes)) else v
+                _text(k).replace(".", "_"): _text(v) if isinstance(v, str) else
+                (os_text(v) if isinstance(v, bytes) else v)
                 for k, v in fields.items()}}}
             self._emit(doc)
         return report

@@ -160,8 +160,9 @@ class AuthSensor(Sensor):
             doc = auth_document(record, line, extra_programs=self._extra)
             if doc is not None:
                 self.emit(doc)
-        except Exception as e:  # a daemon never dies on one bad line
-            self.context.health.count_error(f"{type(e).__name__}: {e}")
+        except Exception as e:  # a daemon never dies on one bad line: reported, skipped
+            self.context.report_error(f"cannot parse an auth log line: {type(e).__name__}: "
+                                      f"{e}", {"event.original": escape_bytes(raw[:500])})
             log.exception("auth line failed")
 
     def _file_loop(self) -> None:

@@ -241,7 +241,8 @@ class InventorySensor(Sensor):
                 self.emit(self._document(key, item, change))
                 sent += 1
             except Exception as e:
-                self.context.health.count_error(f"{key}: {type(e).__name__}: {e}")
+                self.context.report_error(f"cannot describe {key}: {type(e).__name__}: {e}",
+                                          {"sisguard.inventory.key": key})
                 log.exception("inventory item failed", key=key)
         for key in (previous or {}).keys() - items.keys():
             kind, name = key.split(":", 2)[:2]

@@ -284,7 +284,8 @@ class NetworkSensor(Sensor):
         try:
             yield
         except Exception as e:
-            self.context.health.count_error(f"{what}: {type(e).__name__}: {e}")
+            self.context.report_error(f"cannot describe {what}: {type(e).__name__}: {e}",
+                                      {"sisguard.network.item": what})
             log.exception("network: one socket failed", socket=what)
 
     @staticmethod

@@ -238,7 +238,8 @@ class ProcessSensor(Sensor):
                 self._remember(self._cache, pid, info)
                 self.emit(self._document(info, "start"))
             except Exception as e:
-                self.context.health.count_error(f"pid {pid}: {type(e).__name__}: {e}")
+                self.context.report_error(f"cannot describe process {pid}: "
+                                          f"{type(e).__name__}: {e}", {"process.pid": pid})
                 log.exception("process poll: one process failed", pid=pid)
 
     def _scan_existing(self) -> None:
@@ -250,7 +251,8 @@ class ProcessSensor(Sensor):
                                           hash_it=False)
                     self._remember(self._cache, pid, info)
             except Exception as e:   # one process that cannot be read costs only itself
-                self.context.health.count_error(f"pid {pid}: {type(e).__name__}: {e}")
+                self.context.report_error(f"cannot describe process {pid}: "
+                                          f"{type(e).__name__}: {e}", {"process.pid": pid})
                 log.exception("process scan: one process failed", pid=pid)
 
     # -- building ----------------------------------------------------------------------
