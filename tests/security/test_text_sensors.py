@@ -140,9 +140,10 @@ def test_a_process_with_invalid_cwd_and_argv_is_reported_and_blocks_nothing(
     os.chown(cwd, 65534, 65534)
 
     def attack(round_: int) -> None:
-        # sh stays the process (two commands: no exec of the last one); its $0 is invalid
+        # sh stays the process (two commands: no exec of the last one); its $0 is invalid.
+        # The marker lives a second too: the process sensor reads /proc at exec time
         as_nobody(f'cd "$1" && sh -c "sleep 1.5; true" "$(printf \'a\\377{token}{round_}\')"'
-                  f' && exec /bin/true sisguard-marker-{token}-{round_}',
+                  f' && exec sh -c "sleep 1; true" sisguard-marker-{token}-{round_}',
                   os.fsdecode(cwd))
 
     for round_ in (1, 2):
@@ -182,7 +183,7 @@ def test_a_huge_command_line_is_cut_to_fit_and_blocks_nothing(
     big = [f"{token}{i}" + "A" * 120_000 for i in range(12)]
     subprocess.run([*NOBODY, "sh", "-c", "sleep 1.5; true", "sh", *big], check=True,
                    timeout=30)
-    as_nobody(f"exec /bin/true sisguard-marker-{token}")
+    as_nobody(f'exec sh -c "sleep 1; true" sisguard-marker-{token}')
 
     def is_big(e: Doc) -> bool:   # the shell, not setpriv before its exec
         args = e["process"].get("args", [])
