@@ -16,10 +16,11 @@ events go and a ``spool_dropped`` event with the count takes their place: loss i
 never silent. ``synchronous=FULL`` makes each committed append survive a power cut;
 ``NORMAL`` survives a crash of the agent but not of the host.
 
-A document that cannot be stored (it does not encode as UTF-8 JSON, or is larger than
-``max_document_bytes``) costs only itself: a ``sensor_error`` event naming the sensor,
-the reason and the offending field is stored under its sequence number instead
-(``agent/serialize.py``), and the rest of the append goes on. ``dataset`` is always
+A document larger than ``max_document_bytes`` is stored with its long texts and lists
+cut (named in ``sisguard.truncated``). One that cannot be stored at all (it does not
+encode as UTF-8 JSON, or is still too large) costs only itself: a ``sensor_error`` event
+naming the sensor, the reason and the offending field is stored under its sequence
+number instead (``agent/serialize.py``), and the rest of the append goes on. ``dataset`` is always
 valid text; it is read back as bytes and escaped, so that no row can stop a read.
 
 Startup recovery: SQLite replays its WAL; a database that cannot be opened is fatal
