@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from common.text import escape_bytes, unescape
-from tests.harness import Agent, Collector, wait_for
+from tests.harness import Agent, Collector, free_port, wait_for
 
 Doc = dict[str, Any]
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -195,3 +195,32 @@ def test_a_huge_command_line_is_cut_to_fit_and_blocks_nothing(
     assert doc["user"]["id"] == "65534"
     _proc(collector, agent, "the marker process",
           lambda e: e["process"].get("args", [])[-1:] == [f"sisguard-marker-{token}"])
+
+
+def test_a_listener_whose_program_name_is_invalid_is_reported(
+        attacker_dir: Path, tmp_path: Path, collector_factory: Callable[..., Collector],
+        agent_factory: Callable[..., Agent]) -> None:
+    """The attacker copies perl to a name with 0xff and listens on a port with it."""
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text("sensor:\n  network:\n    poll_interval: 0.5\n")
+    collector = collector_factory()
+    agent = agent_factory(collector, "--sensors", "network", "--config", str(cfg))
+    listen = ("use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',"
+              " LocalPort => $ARGV[0], Listen => 1, ReuseAddr => 1) or die; sleep 4")
+    bad, good = free_port(), free_port()
+    script = f"""cd "$1" || exit 1
+                 cp /usr/bin/perl "$(printf 'srv\\377')" && cp /usr/bin/perl srv-marker || exit 1
+                 "./$(printf 'srv\\377')" -e "$2" {bad} &
+                 sleep 1
+                 ./srv-marker -e "$2" {good} && wait"""
+    as_nobody(script, str(attacker_dir), listen)
+
+    def listening(port: int) -> Callable[[Doc], bool]:
+        return lambda e: (e["event"]["action"] == "listen_opened"
+                          and e.get("server", {}).get("port") == port)
+
+    doc = _find(collector, "sisguard.network", listening(bad), agent, f"listener on {bad}")
+    assert doc["process"]["name"] == "srv\\xff"
+    assert doc["process"]["executable"] == os.fsdecode(attacker_dir) + "/srv\\xff"
+    _find(collector, "sisguard.network", listening(good), agent, f"marker listener {good}")
+    _all_text_valid(collector)
