@@ -50,6 +50,8 @@ class Agent:
                            on_replaced=self._on_replaced)
         self.queue: queue.Queue[Document | None] = queue.Queue(maxsize=config.spool.queue_events)
         self.queue_dropped = 0
+        self.write_lost = 0   # refused by the spool database, not yet reported
+        self.write_error = ""
         self.health: dict[str, SensorHealth] = {}
         self.sensors: list[Sensor] = []
         for name in config.sensors:
@@ -138,44 +140,38 @@ class Agent:
                 notice["message"] = f"sensor queue full: dropped {dropped} events"
                 notice["sisguard"] = {"spool": {"dropped": dropped, "where": "queue"}}
                 docs.append(notice)
+            if self.write_lost:   # batches the spool database refused
+                lost, self.write_lost = self.write_lost, 0
+                notice = new_event("sisguard.agent", category=["host"], type=["error"],
+                                   action="spool_dropped")
+                notice["message"] = (f"spool write failed: dropped {lost} events "
+                                     f"({_text(self.write_error)})")
+                notice["error"] = {"message": _text(self.write_error)[:500]}
+                notice["sisguard"] = {"spool": {"dropped": lost, "where": "write"}}
+                docs.append(notice)
             self._store(docs)
 
     def _store(self, docs: list[Document]) -> None:
         """Append to the spool. A document that cannot be encoded is replaced there by a
-        sensor_error; if the database itself refuses the batch (disk full, I/O error),
-        each document is tried once on its own and those still refused are counted and
-        reported: nothing is put back in the queue to fail again forever."""
-        try:
-            self.spool.append(docs)
-            return
-        except Exception as e:
-            log.warning("spool write failed; storing one document at a time",
-                        events=len(docs), error=f"{type(e).__name__}: {e}")
-        lost: dict[str, int] = {}
-        error = ""
-        for doc in docs:
+        sensor_error (it costs only itself). If the database itself refuses the batch
+        (locked, disk full, I/O error: nothing a document can cause), it gets one more
+        try, then the batch is counted as lost and said so in a spool_dropped event
+        (``where: write``) with the next batch that is stored: never put back in the
+        queue to fail again forever, never a writer that stalls the sensors for good."""
+        for attempt in range(2):
             try:
-                self.spool.append([doc])
+                self.spool.append(docs)
+                return
             except Exception as e:
                 error = f"{type(e).__name__}: {e}"
-                dataset = doc.get("event", {}).get("dataset", "") if isinstance(doc, dict) \
-                    else ""
-                key = os_text(dataset) if isinstance(dataset, str) else ""
-                lost[key] = lost.get(key, 0) + 1
-        if not lost:
-            return
-        total = sum(lost.values())
-        log.error("spool refused events; dropped", events=total, error=error)
-        notice = new_event("sisguard.agent", category=["host"], type=["error"],
-                           action="spool_dropped")
-        notice["message"] = f"spool write failed: dropped {total} events ({os_text(error)})"
-        notice["error"] = {"message": os_text(error)[:500]}
-        notice["sisguard"] = {"spool": {"dropped": total, "where": "write",
-                                        "datasets": lost}}
-        try:
-            self.spool.append([notice])
-        except Exception:
-            self.queue_dropped += 1 + total   # said by the next notice that gets through
+                log.warning("spool write failed", events=len(docs), attempt=attempt + 1,
+                            error=error)
+            if attempt == 0 and self._stopping.wait(0.5):
+                break
+        lost = sum(1 + _loss_of(doc) for doc in docs)
+        self.write_lost += lost
+        self.write_error = error
+        log.error("spool refused a batch; dropped", events=lost, error=error)
 
     def _on_replaced(self, replacement: Document) -> None:
         """The spool stored a sensor_error in place of a document: count it as the
@@ -248,6 +244,16 @@ class Agent:
 
     def run_forever(self) -> None:
         serve_until_signalled(self.start, self.stop, log)
+
+
+def _loss_of(doc: Any) -> int:
+    """The losses a refused document was itself reporting (a spool_dropped notice)."""
+    event = doc.get("event") if isinstance(doc, dict) else None
+    if isinstance(event, dict) and event.get("action") == "spool_dropped":
+        spool = doc.get("sisguard", {}).get("spool", {})
+        if isinstance(spool, dict) and isinstance(spool.get("dropped"), int):
+            return int(spool["dropped"])
+    return 0
 
 
 def _text(value: object) -> str:

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -224,3 +225,42 @@ def test_a_listener_whose_program_name_is_invalid_is_reported(
     assert doc["process"]["executable"] == os.fsdecode(attacker_dir) + "/srv\\xff"
     _find(collector, "sisguard.network", listening(good), agent, f"marker listener {good}")
     _all_text_valid(collector)
+
+
+def test_a_spool_database_that_refuses_writes_costs_counted_events_only(
+        tmp_path: Path, collector_factory: Callable[..., Collector],
+        agent_factory: Callable[..., Agent]) -> None:
+    """Before, a batch the database refused was put back in the queue, every second,
+    forever. Now it is tried once more, then counted as lost, and a spool_dropped event
+    (where: write) says how many with the next batch stored. Here another process holds
+    the database's write lock for a while (as a disk full or an I/O error would refuse)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(json.dumps({"sensor": {"fim": {"paths": [str(www)]}}}))
+    collector = collector_factory()
+    agent = agent_factory(collector, "--sensors", "fim", "--config", str(cfg))
+    assert agent.proc is not None
+    log_offset = agent.proc.log.stat().st_size
+    lock = sqlite3.connect(agent.state_dir / "spool.db", isolation_level=None, timeout=30)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        for i in range(20):
+            (www / f"while-locked-{i}").write_bytes(b"")
+        wait_for(lambda: "spool refused a batch" in agent.proc.since(log_offset)
+                 if agent.proc else None, timeout=30,
+                 message=f"the spool refusing a batch\n{agent.proc.tail()}")
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    (www / "marker").write_text("after the lock")
+    _fim(collector, agent, "created", os.fsencode(www / "marker"))
+    notices = wait_for(lambda: [e for e in collector.events()
+                                if e["event"]["action"] == "spool_dropped"
+                                and e["sisguard"]["spool"]["where"] == "write"],
+                       timeout=20, message="the count of what the refused writes cost")
+    lost = sum(n["sisguard"]["spool"]["dropped"] for n in notices)
+    stored = [e for e in collector.events() if e["event"]["action"] == "created"
+              and e["file"]["name"].startswith("while-locked-")]
+    assert lost > 0 and len(stored) + lost >= 20, (len(stored), lost)
+    assert "locked" in notices[0]["error"]["message"]
