@@ -19,7 +19,7 @@ from common.errors import SisguardError
 # process ends itself (systemd's TimeoutStopSec defaults to 90 s; we stay far below).
 STOP_TIMEOUT = 8.0
 # The main thread's wait is woken by the signal wakeup fd; this is only a backstop.
-POLL = 1.0
+POLL = 2.0
 
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
