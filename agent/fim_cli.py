@@ -26,6 +26,7 @@ from agent.sensors.fim_protect import approve
 from agent.sensors.fim_scan import Scanner
 from agent.trust import check_agent, check_path
 from common.errors import ConfigError
+from common.text import os_text
 from common.yamlconf import from_dict, load_yaml
 
 
@@ -112,7 +113,7 @@ def approve_cmd(args: argparse.Namespace) -> int:
         reconciler.baseline.mark_initialized(entry.root)
     finally:
         reconciler.baseline.close()
-    print(f"approved {n} entries under {entry.root}")
+    print(f"approved {n} entries under {os_text(entry.root)}")
     return 0
 
 

@@ -6,6 +6,7 @@ through the shipper, and stops everything in order on SIGTERM/SIGINT.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import socket
@@ -27,12 +28,15 @@ from agent.shipper import Shipper, ShipperSettings
 from agent.spool import Spool
 from common.logs import get_logger
 from common.process import serve_until_signalled
+from common.text import is_valid_text, os_text
 from sisguard.v1 import sisguard_pb2 as pb
 
 log = get_logger("sisguard.agent")
 # after a burst (a baseline scan, the inventory, a spool drain) glibc keeps the freed heap:
 # hand it back once the queue has been quiet for 5 s, at most this often (seconds)
 RELEASE_EVERY = 30.0
+# stop() ends within this many seconds (below common.process.STOP_TIMEOUT)
+STOP_BUDGET = 6.5
 
 
 class Agent:
@@ -43,9 +47,12 @@ class Agent:
         credentials = Credentials.load(self.state_dir)
         self.spool = Spool(self.state_dir / "spool.db", agent_id=self.identity.agent_id,
                            max_bytes=config.spool.max_bytes,
-                           synchronous=config.spool.synchronous.upper())
+                           synchronous=config.spool.synchronous.upper(),
+                           on_replaced=self._on_replaced)
         self.queue: queue.Queue[Document | None] = queue.Queue(maxsize=config.spool.queue_events)
         self.queue_dropped = 0
+        self.write_lost = 0   # refused by the spool database, not yet reported
+        self.write_error = ""
         self.health: dict[str, SensorHealth] = {}
         self.sensors: list[Sensor] = []
         for name in config.sensors:
@@ -76,9 +83,9 @@ class Agent:
                                         daemon=True)
 
     # sensors -> queue
-    def _emit(self, document: Document) -> None:
+    def _emit(self, document: Document, timeout: float = 2.0) -> None:
         try:
-            self.queue.put(document, timeout=2.0)
+            self.queue.put(document, timeout=timeout)
         except queue.Full:
             self.queue_dropped += 1  # reported by the writer as a spool_dropped event
 
@@ -88,10 +95,14 @@ class Agent:
             log.warning(message, sensor=sensor, **fields)
             doc = new_event("sisguard.agent", category=["host"], type=["error"],
                             action="sensor_error")
-            doc["error"] = {"message": message}
-            doc["message"] = f"sensor {sensor}: {message}"
-            doc["sisguard"] = {"sensor": {"name": sensor, **{k.replace(".", "_"): v
-                                                              for k, v in fields.items()}}}
+            # raw OS text in a message or field is escaped; text already valid is kept
+            text = _text(message)
+            doc["error"] = {"message": text}
+            doc["message"] = f"sensor {sensor}: {text}"
+            doc["sisguard"] = {"sensor": {"name": sensor, **{
+                _text(k).replace(".", "_"): _text(v) if isinstance(v, str) else
+                (os_text(v) if isinstance(v, bytes) else v)
+                for k, v in fields.items()}}}
             self._emit(doc)
         return report
 
@@ -130,13 +141,48 @@ class Agent:
                 notice["message"] = f"sensor queue full: dropped {dropped} events"
                 notice["sisguard"] = {"spool": {"dropped": dropped, "where": "queue"}}
                 docs.append(notice)
+            if self.write_lost:   # batches the spool database refused
+                lost, self.write_lost = self.write_lost, 0
+                notice = new_event("sisguard.agent", category=["host"], type=["error"],
+                                   action="spool_dropped")
+                notice["message"] = (f"spool write failed: dropped {lost} events "
+                                     f"({_text(self.write_error)})")
+                notice["error"] = {"message": _text(self.write_error)[:500]}
+                notice["sisguard"] = {"spool": {"dropped": lost, "where": "write"}}
+                docs.append(notice)
+            self._store(docs)
+
+    def _store(self, docs: list[Document]) -> None:
+        """Append to the spool. A document that cannot be encoded is replaced there by a
+        sensor_error (it costs only itself). If the database itself refuses the batch
+        (locked, disk full, I/O error: nothing a document can cause), it gets one more
+        try, then the batch is counted as lost and said so in a spool_dropped event
+        (``where: write``) with the next batch that is stored: never put back in the
+        queue to fail again forever, never a writer that stalls the sensors for good."""
+        for attempt in range(2):
             try:
                 self.spool.append(docs)
-            except Exception:
-                log.exception("spool write failed; retrying", events=len(docs))
-                time.sleep(1.0)
-                for doc in docs:  # put them back in front of newer ones as far as we can
-                    self._emit(doc)
+                return
+            except Exception as e:
+                error = f"{type(e).__name__}: {e}"
+                log.warning("spool write failed", events=len(docs), attempt=attempt + 1,
+                            error=error)
+            if attempt == 0 and self._stopping.wait(0.5):
+                break
+        lost = sum(1 + _loss_of(doc) for doc in docs)
+        self.write_lost += lost
+        self.write_error = error
+        log.error("spool refused a batch; dropped", events=lost, error=error)
+
+    def _on_replaced(self, replacement: Document) -> None:
+        """The spool stored a sensor_error in place of a document: count it as the
+        sensor's error, and log it."""
+        sensor = replacement["sisguard"]["sensor"]
+        health = self.health.get(sensor["name"])
+        if health is not None:
+            health.count_error(replacement["message"])
+        log.warning("document replaced by a sensor_error", sensor=sensor["name"],
+                    field=sensor["field"], reason=replacement["error"]["message"])
 
     def heartbeat(self) -> pb.Heartbeat:
         depth = self.spool.depth()
@@ -146,9 +192,12 @@ class Agent:
             cpu_percent=self._process.cpu_percent(None),
             rss_bytes=self._process.memory_info().rss,
             interval_seconds=int(self.config.heartbeat_interval),
+            # valid text whatever a sensor put there: protobuf refuses a lone surrogate,
+            # and a heartbeat that cannot be built would break every stream
             sensors=[pb.SensorHealth(name=h.name, events=h.events, errors=h.errors,
-                                     mode=h.mode, last_error=h.last_error,
-                                     details=dict(h.details))
+                                     mode=_text(h.mode), last_error=_text(h.last_error),
+                                     details={_text(k): _text(v)
+                                              for k, v in list(h.details.items())[:64]})
                      for h in self.health.values()],
         )
 
@@ -166,27 +215,51 @@ class Agent:
                  collectors=list(self.shipper.collectors), state_dir=str(self.state_dir))
 
     def stop(self) -> None:
+        """Stop in order within ``STOP_BUDGET`` seconds in all (the process ends itself
+        a little later whatever hangs: see ``common.process``)."""
+        deadline = time.monotonic() + STOP_BUDGET
+
+        def left(share: float) -> float:
+            return max(0.0, min(share, deadline - time.monotonic()))
+
         for sensor in self.sensors:
             sensor.stop()
         for sensor in self.sensors:
-            sensor.join(timeout=5)
+            sensor.join(timeout=left(2.5))
         stopped = new_event("sisguard.agent", category=["host"], type=["end"],
                             action="agent_stopped")
         stopped["message"] = "sisguard agent stopped"
-        self._emit(stopped)
+        self._emit(stopped, timeout=0.5)
         self._stopping.set()
-        self.queue.put(None)   # behind every event still queued
-        self._writer.join(timeout=10)
+        with contextlib.suppress(queue.Full):   # else the writer sees _stopping in 5 s
+            self.queue.put(None, timeout=0.5)   # behind every event still queued
+        self._writer.join(timeout=left(3.0))
         # give the shipper a moment to send what is left, then stop it
-        deadline = time.monotonic() + 2.0
-        while self.spool.depth().events and time.monotonic() < deadline:
+        send_until = time.monotonic() + left(1.5)
+        while self.spool.depth().events and time.monotonic() < send_until:
             time.sleep(0.05)
         self.shipper.stop()
-        self.shipper.join(timeout=5)
-        self.spool.close()
+        self.shipper.join(timeout=left(1.0))
+        if not self._writer.is_alive():
+            self.spool.close()
 
     def run_forever(self) -> None:
         serve_until_signalled(self.start, self.stop, log)
+
+
+def _loss_of(doc: Any) -> int:
+    """The losses a refused document was itself reporting (a spool_dropped notice)."""
+    event = doc.get("event") if isinstance(doc, dict) else None
+    if isinstance(event, dict) and event.get("action") == "spool_dropped":
+        spool = doc.get("sisguard", {}).get("spool", {})
+        if isinstance(spool, dict) and isinstance(spool.get("dropped"), int):
+            return int(spool["dropped"])
+    return 0
+
+
+def _text(value: object) -> str:
+    text = str(value)
+    return text if is_valid_text(text) else os_text(text)
 
 
 def state_summary(state_dir: Path) -> dict[str, Any]:

@@ -9,19 +9,22 @@ and resends everything still in the spool: the collector makes resends harmless.
 from __future__ import annotations
 
 import importlib
+import json
 import random
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
 from agent import __version__
 from agent.identity import Credentials
 from agent.renewal import Renewal, RenewalError
-from agent.spool import Spool
+from agent.serialize import DocumentError, encode_document, error_document
+from agent.spool import Spool, SpooledEvent
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb
 from sisguard.v1 import sisguard_pb2_grpc as pb_grpc
@@ -56,6 +59,8 @@ class ShipperStats:
     batches_sent: int = 0
     events_acked: int = 0
     events_rejected: int = 0
+    events_truncated: int = 0  # too large for the collector: long fields cut
+    events_replaced: int = 0   # ... and still too large: sent as a sensor_error
     last_error: str = ""
 
 
@@ -198,6 +203,33 @@ class Shipper(threading.Thread):
         with self._cond:
             self._cond.notify_all()
 
+    def _envelope(self, event: SpooledEvent, max_bytes: int) -> pb.Envelope:
+        """The event as sent. One the collector would refuse for its size (its limit
+        may be below the spool's) goes with its long fields cut, or else as a
+        sensor_error under the same sequence number: a batch re-sent forever on its
+        account would stop everything behind it."""
+        document, dataset = event.document, event.dataset
+        if len(document) > max_bytes:
+            try:
+                original: Any = json.loads(document)
+            except ValueError:
+                original = {"event": {"dataset": dataset}}
+            try:
+                document = encode_document(original, max_bytes=max_bytes)   # cut to fit
+                self.stats.events_truncated += 1
+            except DocumentError as e:
+                replacement = error_document(original, stage="shipper", field=e.field,
+                                             reason=f"{e.reason} (the collector's limit)")
+                replacement["event"]["id"] = f"{self.spool.agent_id}-{event.seq}"
+                replacement["event"]["sequence"] = event.seq
+                document, dataset = encode_document(replacement), "sisguard.agent"
+                self.stats.events_replaced += 1
+            log.warning("document too large for the collector; cut or replaced",
+                        seq=event.seq, bytes=len(event.document), limit=max_bytes,
+                        sent_bytes=len(document))
+        return pb.Envelope(seq=event.seq, time_unix_nano=event.time_ns, dataset=dataset,
+                           document=document)
+
     def _requests(self, limits: dict[str, int], welcomed: threading.Event,
                   session_over: threading.Event) -> Iterator[pb.AgentMessage]:
         yield pb.AgentMessage(hello=pb.Hello(agent_version=__version__, hostname=self.hostname))
@@ -229,8 +261,7 @@ class Shipper(threading.Thread):
                 if events:
                     batch_id += 1
                     batch = pb.EventBatch(batch_id=batch_id, events=[
-                        pb.Envelope(seq=e.seq, time_unix_nano=e.time_ns, dataset=e.dataset,
-                                    document=e.document) for e in events])
+                        self._envelope(e, limits["bytes"]) for e in events])
                     self._inflight[batch_id] = (events[0].seq, events[-1].seq)
                     last_sent = events[-1].seq
             if batch is not None:

@@ -16,23 +16,31 @@ events go and a ``spool_dropped`` event with the count takes their place: loss i
 never silent. ``synchronous=FULL`` makes each committed append survive a power cut;
 ``NORMAL`` survives a crash of the agent but not of the host.
 
+A document larger than ``max_document_bytes`` is stored with its long texts and lists
+cut (named in ``sisguard.truncated``). One that cannot be stored at all (it does not
+encode as UTF-8 JSON, or is still too large) costs only itself: a ``sensor_error`` event
+naming the sensor, the reason and the offending field is stored under its sequence
+number instead (``agent/serialize.py``), and the rest of the append goes on. ``dataset`` is always
+valid text; it is read back as bytes and escaped, so that no row can stop a read.
+
 Startup recovery: SQLite replays its WAL; a database that cannot be opened is fatal
 (the agent says which file and why) rather than silently replaced.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.ecs import Document, new_event
+from agent.serialize import MAX_DOCUMENT_BYTES, DocumentError, encode_document, error_document
 from common.errors import SisguardError
+from common.text import escape_bytes, os_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -68,8 +76,12 @@ class SpoolDepth:
 
 class Spool:
     def __init__(self, path: Path, *, agent_id: str, max_bytes: int = 512 * 1024 * 1024,
-                 synchronous: str = "FULL") -> None:
+                 synchronous: str = "FULL", max_document_bytes: int = MAX_DOCUMENT_BYTES,
+                 on_replaced: Callable[[Document], None] | None = None) -> None:
         self.path = path
+        self.max_document_bytes = max_document_bytes
+        self.on_replaced = on_replaced   # told of each sensor_error put in a document's place
+        self.replaced = 0
         self.agent_id = agent_id
         self.max_bytes = max_bytes
         self.synchronous = synchronous
@@ -131,16 +143,34 @@ class Spool:
         rows: list[tuple[int, int, str, bytes, int]] = []
         added = 0
         for doc in documents:
-            event = doc.setdefault("event", {})
-            event["id"] = f"{self.agent_id}-{seq}"
-            event["sequence"] = seq
-            blob = json.dumps(doc, ensure_ascii=False, separators=(",", ":"),
-                              default=str).encode()
-            rows.append((seq, now_ns or time.time_ns(), str(event.get("dataset", "")),
-                         blob, len(blob)))
+            blob, dataset = self._encode_one(doc, seq)
+            rows.append((seq, now_ns or time.time_ns(), dataset, blob, len(blob)))
             added += len(blob)
             seq += 1
         return rows, added
+
+    def _encode_one(self, doc: Any, seq: int) -> tuple[bytes, str]:
+        """One document's row; a document that cannot be stored is replaced by a
+        ``sensor_error`` with the same sequence number (it costs only itself)."""
+        try:
+            if not isinstance(doc, dict):
+                raise DocumentError(f"a {type(doc).__name__}, not an object", "")
+            event = doc.setdefault("event", {})
+            if not isinstance(event, dict):
+                raise DocumentError(f"a {type(event).__name__}, not an object", "event")
+            event["id"] = f"{self.agent_id}-{seq}"
+            event["sequence"] = seq
+            blob = encode_document(doc, max_bytes=self.max_document_bytes)
+            dataset = event.get("dataset", "")
+            return blob, os_text(dataset) if isinstance(dataset, str) else ""
+        except DocumentError as e:
+            replacement = error_document(doc, reason=e.reason, field=e.field, stage="spool")
+        self.replaced += 1
+        if self.on_replaced is not None:
+            self.on_replaced(replacement)
+        replacement["event"]["id"] = f"{self.agent_id}-{seq}"
+        replacement["event"]["sequence"] = seq
+        return encode_document(replacement), "sisguard.agent"
 
     def _make_room(self, now_ns: int | None) -> int:
         """Drop the oldest events until the spool fits, then say so in an event."""
@@ -180,14 +210,16 @@ class Spool:
         (at least one event is returned if any is there, whatever its size)."""
         with self._lock:
             cursor = self._db.execute(
-                "SELECT seq, time_ns, dataset, document, size FROM events WHERE seq > ?"
+                "SELECT seq, time_ns, CAST(dataset AS BLOB), document, size FROM events"
+                " WHERE seq > ?"
                 " ORDER BY seq LIMIT ?", (seq, limit))
             out: list[SpooledEvent] = []
             total = 0
             for s, t, d, doc, size in cursor:
                 if out and total + size > max_bytes:
                     break
-                out.append(SpooledEvent(int(s), int(t), str(d), bytes(doc)))
+                out.append(SpooledEvent(int(s), int(t), escape_bytes(bytes(d or b"")),
+                                        bytes(doc)))
                 total += size
             return out
 

@@ -276,7 +276,7 @@ class Collector:
                         "throttled_seconds": round(self.streams.throttled_seconds, 3)},
         }
 
-    def stop(self, grace: float = 5.0) -> None:
+    def stop(self, grace: float = 3.0) -> None:
         self.stopping.set()
         if self.monitor is not None:
             self.monitor.stop()

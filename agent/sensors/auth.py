@@ -33,6 +33,7 @@ from agent.sensors.authlog import PROGRAMS, SyslogRecord, auth_document, parse_s
 from agent.sensors.base import Sensor, SensorContext
 from agent.sensors.logfollow import FileFollower
 from common.logs import get_logger
+from common.text import escape_bytes, os_text
 from common.yamlconf import Duration
 
 log = get_logger("sisguard.agent.auth")
@@ -56,7 +57,9 @@ def journal_record(entry: dict[str, Any]) -> tuple[SyslogRecord, str] | None:
     if not isinstance(program, str) or message is None:
         return None
     if isinstance(message, list):  # journald sends non-UTF-8 messages as byte arrays
-        message = bytes(int(b) & 0xFF for b in message).decode("utf-8", "replace")
+        message = escape_bytes(bytes(int(b) & 0xFF for b in message[:65536]))
+    elif isinstance(message, str):
+        message = os_text(message)   # a \udcxx escape in the JSON is a lone surrogate
     try:
         micros = int(entry.get("__REALTIME_TIMESTAMP", 0))
     except (TypeError, ValueError):
@@ -65,7 +68,8 @@ def journal_record(entry: dict[str, Any]) -> tuple[SyslogRecord, str] | None:
             else dt.datetime.now(dt.timezone.utc))
     pid_text = entry.get("SYSLOG_PID") or entry.get("_PID")
     pid = int(pid_text) if isinstance(pid_text, str) and pid_text.isdigit() else None
-    host = str(entry.get("_HOSTNAME", "-"))
+    host = os_text(str(entry.get("_HOSTNAME", "-")))
+    program = os_text(program)
     record = SyslogRecord(when, host, program, pid, str(message))
     tag = f"{program}[{pid}]" if pid is not None else program
     return record, f"{when.isoformat()} {host} {tag}: {message}"
@@ -149,15 +153,16 @@ class AuthSensor(Sensor):
 
     def _handle_line(self, raw: bytes) -> None:
         try:
-            line = raw.decode("utf-8", "replace")
+            line = escape_bytes(raw)   # every byte kept: invalid ones as \xHH
             record = parse_syslog_line(line, self._now())
             if record is None:
                 return
             doc = auth_document(record, line, extra_programs=self._extra)
             if doc is not None:
                 self.emit(doc)
-        except Exception as e:  # a daemon never dies on one bad line
-            self.context.health.count_error(f"{type(e).__name__}: {e}")
+        except Exception as e:  # a daemon never dies on one bad line: reported, skipped
+            self.context.report_error(f"cannot parse an auth log line: {type(e).__name__}: "
+                                      f"{e}", {"event.original": escape_bytes(raw[:500])})
             log.exception("auth line failed")
 
     def _file_loop(self) -> None:

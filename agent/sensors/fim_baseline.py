@@ -1,6 +1,8 @@
 """The FIM baseline: one SQLite file in the sensor's state directory.
 
-Tables (paths are stored as bytes, ``os.fsencode``, so any file name round-trips):
+Tables (paths and link targets are stored as bytes, ``os.fsencode``, so any file name
+round-trips; a ``target`` written as text by an older agent is read as it is; owner and
+group names are valid text, ``common.text.os_text``):
 
 * ``files``: the last known state of every watched path (see ``FileState``).
 * ``roots``: roots whose first baseline scan finished (a root missing here gets a silent
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.sensors.fim_state import FileState
+from common.text import is_valid_text, os_text
 
 FILENAME = "baseline.db"
 CACHE_KIB = -512   # SQLite page cache (negative: KiB); 2 MiB by default, per connection
@@ -50,14 +53,30 @@ _INSERT = f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES ({', '.join('?' * 1
 
 # a runtime alias: the optional members are strings, so that Python 3.9 can build it
 Row = tuple[bytes, str, int, int, int, int, "str | None", "str | None", int, int, int,
-            "str | None", "str | None", "str | None", "str | None", "str | None", "str | None"]
+            "str | None", "str | None", "str | None", "str | None", "bytes | str | None",
+            "str | None"]
+
+
+def _os_blob(value: str | None) -> bytes | None:
+    """An OS string (link target) as its bytes: SQLite cannot bind a lone surrogate."""
+    return None if value is None else os.fsencode(value)
+
+
+def _os_str(value: bytes | str | None) -> str | None:
+    """Back from the column: bytes as written by ``_os_blob``; text as older agents wrote."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _name_text(value: str | None) -> str | None:
+    """An owner or group name, valid text (rows from an older agent included)."""
+    return value if value is None or is_valid_text(value) else os_text(value)
 
 
 def to_row(s: FileState) -> Row:
     h = s.hashes
-    return (os.fsencode(s.path), s.type, s.size, s.mode, s.uid, s.gid, s.owner, s.group,
-            s.mtime_ns, s.ctime_ns, s.inode, h.get("sha256"), h.get("sha1"), h.get("md5"),
-            h.get("sha512"), s.target_path, s.xattrs)
+    return (os.fsencode(s.path), s.type, s.size, s.mode, s.uid, s.gid, _name_text(s.owner),
+            _name_text(s.group), s.mtime_ns, s.ctime_ns, s.inode, h.get("sha256"),
+            h.get("sha1"), h.get("md5"), h.get("sha512"), _os_blob(s.target_path), s.xattrs)
 
 
 def from_row(r: Row) -> FileState:
@@ -65,7 +84,7 @@ def from_row(r: Row) -> FileState:
                                                  r[11:15]) if value}
     return FileState(path=os.fsdecode(r[0]), type=r[1], size=r[2], mode=r[3], uid=r[4],
                      gid=r[5], owner=r[6], group=r[7], mtime_ns=r[8], ctime_ns=r[9],
-                     inode=r[10], hashes=hashes, target_path=r[15], xattrs=r[16])
+                     inode=r[10], hashes=hashes, target_path=_os_str(r[15]), xattrs=r[16])
 
 
 def _range(prefix: str) -> tuple[bytes, bytes]:
@@ -203,7 +222,8 @@ class Baseline:
                                   (os.fsencode(path),)).fetchone()
         if row is None:
             return None
-        return Approved(os.fsdecode(row[0]), *row[1:])
+        return Approved(os.fsdecode(row[0]), row[1], row[2], row[3], row[4], row[5],
+                        _os_str(row[6]), row[7])
 
     def has_approvals(self, root: str) -> bool:
         low, high = _range(root)
@@ -226,7 +246,8 @@ class Baseline:
                 for s, content in entries:
                     self.db.execute("INSERT OR REPLACE INTO approved VALUES (?,?,?,?,?,?,?,?)",
                                     (os.fsencode(s.path), s.type, s.mode, s.uid, s.gid,
-                                     s.hashes.get("sha256"), s.target_path, content))
+                                     s.hashes.get("sha256"), _os_blob(s.target_path),
+                                     content))
                     n += 1
             except BaseException:
                 self.db.execute("ROLLBACK")

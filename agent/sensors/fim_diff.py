@@ -17,6 +17,7 @@ from fnmatch import fnmatch
 from typing import NamedTuple
 
 from agent.saferead import Tree, read_capped
+from common.text import os_text
 
 TEXT_SNIFF = 8192
 
@@ -87,7 +88,8 @@ def unified(path: str, old: bytes, new: bytes, *, max_bytes: int) -> str:
     b = new.decode("utf-8", errors="replace").splitlines(keepends=True)
     out: list[str] = []
     size = 0
-    for line in difflib.unified_diff(a, b, fromfile=f"a{path}", tofile=f"b{path}", n=3):
+    label = os_text(path)   # an OS string: valid text in the header
+    for line in difflib.unified_diff(a, b, fromfile=f"a{label}", tofile=f"b{label}", n=3):
         if not line.endswith("\n"):
             line += "\n\\ No newline at end of file\n"
         size += len(line.encode("utf-8", errors="replace"))

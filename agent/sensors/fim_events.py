@@ -1,4 +1,9 @@
-"""ECS documents for FIM: ``file.*`` from a ``FileState``, ``sisguard.fim.*`` beside it."""
+"""ECS documents for FIM: ``file.*`` from a ``FileState``, ``sisguard.fim.*`` beside it.
+
+Paths, names and link targets stay OS strings (``os.fsdecode``) everywhere in FIM so that
+they can be opened; they become document text here and only here, with
+``common.text.os_text`` (the same escaping as every other sensor, see docs/events.md).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 
 from agent.ecs import Document, new_event, timestamp
 from agent.sensors.fim_state import FileState
+from common.text import os_text
 
 DATASET = "sisguard.fim"
 
@@ -24,11 +30,14 @@ ECS_TYPE = {
 
 
 def path_fields(path: str) -> dict[str, Any]:
+    """``file.path/name/directory/extension``: split on the OS string, each part then
+    made valid text (``common.text.os_text``: invalid bytes as ``\\xHH``)."""
     name = os.path.basename(path)
-    info: dict[str, Any] = {"path": path, "name": name, "directory": os.path.dirname(path)}
+    info: dict[str, Any] = {"path": os_text(path), "name": os_text(name),
+                            "directory": os_text(os.path.dirname(path))}
     ext = os.path.splitext(name)[1]
     if ext and len(ext) > 1:
-        info["extension"] = ext[1:].lower()
+        info["extension"] = os_text(ext[1:].lower())
     return info
 
 
@@ -37,14 +46,14 @@ def file_fields(state: FileState) -> dict[str, Any]:
     info.update(type=state.type, size=state.size, mode=f"{state.mode:04o}",
                 uid=str(state.uid), gid=str(state.gid), inode=str(state.inode),
                 mtime=timestamp(state.mtime_ns / 1e9), ctime=timestamp(state.ctime_ns / 1e9))
-    if state.owner:
+    if state.owner:   # already valid text (NameCache), not escaped twice
         info["owner"] = state.owner
     if state.group:
         info["group"] = state.group
     if state.hashes:
         info["hash"] = dict(state.hashes)
     if state.target_path is not None:
-        info["target_path"] = state.target_path
+        info["target_path"] = os_text(state.target_path)
     return info
 
 
@@ -80,7 +89,7 @@ def fim_event(action: str, *, new: FileState | None, old: FileState | None = Non
     if old is not None and new is not None and changed:
         before = before_fields(old, changed)
     if old_path is not None:
-        before["path"] = old_path
+        before["path"] = os_text(old_path)
     if before:
         fim["before"] = before
     doc["sisguard"] = {"fim": fim}
@@ -97,9 +106,10 @@ def protection_event(action: str, path: str, *, outcome: str, message: str,
     doc["file"] = file_fields(state) if state is not None else path_fields(path)
     fim: dict[str, Any] = {"detected_by": "protection"}
     if quarantine_path is not None:
-        fim["quarantine_path"] = quarantine_path
+        fim["quarantine_path"] = os_text(quarantine_path)
     doc["sisguard"] = {"fim": fim}
-    doc["message"] = message
+    text = os_text(message)   # it names paths, as the OS gave them
+    doc["message"] = text
     if outcome == "failure":
-        doc["error"] = {"message": message}
+        doc["error"] = {"message": text}
     return doc

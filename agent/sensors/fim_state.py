@@ -29,6 +29,7 @@ from agent.fim_hashing import (
     xattr_digest_fd,
 )
 from agent.saferead import NotRegular, Outside, Replaced, Tree, kind_of
+from common.text import os_text
 
 # attributes compared, in the order they are reported in sisguard.fim.changed
 CONTENT = ("type", "hash", "size", "target_path")
@@ -74,7 +75,8 @@ def file_type(mode: int) -> str:
 
 
 class NameCache:
-    """uid/gid -> name, looked up once (pwd/grp are slow: NSS, file parsing)."""
+    """uid/gid -> name, looked up once (pwd/grp are slow: NSS, file parsing); names are
+    valid text (``os_text``), as in every sensor."""
 
     def __init__(self) -> None:
         self._users: dict[int, str | None] = {}
@@ -85,7 +87,7 @@ class NameCache:
             return self._users[uid]
         except KeyError:
             try:
-                name: str | None = pwd.getpwuid(uid).pw_name
+                name: str | None = os_text(pwd.getpwuid(uid).pw_name)
             except KeyError:
                 name = None
             self._users[uid] = name
@@ -96,7 +98,7 @@ class NameCache:
             return self._groups[gid]
         except KeyError:
             try:
-                name: str | None = grp.getgrgid(gid).gr_name
+                name: str | None = os_text(grp.getgrgid(gid).gr_name)
             except KeyError:
                 name = None
             self._groups[gid] = name

@@ -35,6 +35,7 @@ import psutil
 from agent.ecs import Document, new_event, timestamp
 from agent.sensors.base import Sensor, SensorContext
 from common.logs import get_logger
+from common.text import escape_bytes, os_text
 from common.yamlconf import Duration
 
 log = get_logger("sisguard.agent.inventory")
@@ -168,18 +169,23 @@ class InventorySensor(Sensor):
     def collect(self) -> dict[str, dict[str, Any]]:
         """Every item, keyed ``kind:name``."""
         items: dict[str, dict[str, Any]] = {}
+        # user and group names are bytes from /etc/passwd and /etc/group: made valid here
         if self.config.users:
             for u in pwd.getpwall():
-                items[f"user:{u.pw_name}"] = {
-                    "user": {"name": u.pw_name, "id": str(u.pw_uid),
-                             "full_name": u.pw_gecos.split(",")[0],
+                name = os_text(u.pw_name)
+                items[f"user:{name}"] = {
+                    "user": {"name": name, "id": str(u.pw_uid),
+                             "full_name": os_text(u.pw_gecos.split(",")[0]),
                              "group": {"id": str(u.pw_gid)}},
-                    "sisguard": {"inventory": {"home": u.pw_dir, "shell": u.pw_shell}}}
+                    "sisguard": {"inventory": {"home": os_text(u.pw_dir),
+                                               "shell": os_text(u.pw_shell)}}}
         if self.config.groups:
             for g in grp.getgrall():
-                items[f"group:{g.gr_name}"] = {
-                    "group": {"name": g.gr_name, "id": str(g.gr_gid)},
-                    "sisguard": {"inventory": {"members": sorted(g.gr_mem)}}}
+                name = os_text(g.gr_name)
+                items[f"group:{name}"] = {
+                    "group": {"name": name, "id": str(g.gr_gid)},
+                    "sisguard": {"inventory": {"members": sorted(os_text(m)
+                                                                 for m in g.gr_mem)}}}
         if self.config.packages:
             for p in self._packages():
                 items[f"package:{p['name']}:{p['architecture']}"] = {"package": p}
@@ -187,7 +193,7 @@ class InventorySensor(Sensor):
 
     def _packages(self) -> list[dict[str, str]]:
         try:
-            return parse_dpkg_status(self.config.dpkg_status.read_text(errors="replace"))
+            return parse_dpkg_status(escape_bytes(self.config.dpkg_status.read_bytes()))
         except FileNotFoundError:
             pass
         except OSError as e:
@@ -216,8 +222,8 @@ class InventorySensor(Sensor):
         doc["message"] = f"host {host.get('hostname')}: {host.get('os', {}).get('full', '')}"
         self.emit(doc)
         items = self.collect()
-        digests = {key: hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest()
-                   for key, item in items.items()}
+        digests = {key: hashlib.sha256(json.dumps(item, sort_keys=True).encode(
+                       "utf-8", "surrogatepass")).hexdigest() for key, item in items.items()}
         previous = self._load()
         sent = 0
         for key, item in items.items():
@@ -231,8 +237,13 @@ class InventorySensor(Sensor):
                 change = "unchanged"
             else:
                 continue
-            self.emit(self._document(key, item, change))
-            sent += 1
+            try:   # one item that cannot be described costs only itself
+                self.emit(self._document(key, item, change))
+                sent += 1
+            except Exception as e:
+                self.context.report_error(f"cannot describe {key}: {type(e).__name__}: {e}",
+                                          {"sisguard.inventory.key": key})
+                log.exception("inventory item failed", key=key)
         for key in (previous or {}).keys() - items.keys():
             kind, name = key.split(":", 2)[:2]
             field = {"user": "user", "group": "group", "package": "package"}[kind]

@@ -22,13 +22,14 @@ miss them; not done yet).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from agent.ecs import Document, new_event
 from agent.sensors.base import Sensor, SensorContext
 from agent.sensors.procfs import ProcFS
 from common.logs import get_logger
+from common.text import is_valid_text, os_text
 from common.yamlconf import Duration
 
 log = get_logger("sisguard.agent.network")
@@ -231,15 +233,20 @@ class NetworkSensor(Sensor):
                 new_out.append(s)
         owners = find_owners({s.inode for s in [*opened, *new_out] if s.inode},
                              self.procfs) if (opened or new_out) else {}
+        # each socket is guarded on its own: one that cannot be described costs only itself
         for s in opened:
-            owner = self._owner(s, owners)
-            self._listeners[_listener_key(s)] = {"socket": s.__dict__, "owner": owner}
-            self._emit_listen(s, owner, opened=True)
+            with self._one_item(f"listener {s.local_ip}:{s.local_port}"):
+                owner = self._owner(s, owners)
+                self._listeners[_listener_key(s)] = {"socket": s.__dict__, "owner": owner}
+                self._emit_listen(s, owner, opened=True)
         for key in closed:
-            entry = self._listeners.pop(key)
-            self._emit_listen(Socket(**entry["socket"]), entry.get("owner") or {}, opened=False)
+            with self._one_item(f"listener {key}"):
+                entry = self._listeners.pop(key)
+                self._emit_listen(Socket(**entry["socket"]), entry.get("owner") or {},
+                                  opened=False)
         for s in new_out:
-            self._emit_outbound(s, self._owner(s, owners))
+            with self._one_item(f"connection {s.remote_ip}:{s.remote_port}"):
+                self._emit_outbound(s, self._owner(s, owners))
         self._first_run = False
         if opened or closed:
             self._save()
@@ -263,19 +270,30 @@ class NetworkSensor(Sensor):
         if pid is not None:
             snap = self.procfs.snapshot(pid)
             owner["pid"] = pid
-            if snap.exe:
-                owner["executable"] = snap.exe
-                owner["name"] = snap.exe.rsplit("/", 1)[-1]
+            if snap.exe:   # an OS string: made valid text here (args, comm already are)
+                owner["executable"] = os_text(snap.exe)
+                owner["name"] = os_text(snap.exe.rsplit("/", 1)[-1])
             elif snap.comm:
                 owner["name"] = snap.comm
             if snap.args:
                 owner["command_line"] = " ".join(snap.args)
         return owner
 
+    @contextlib.contextmanager
+    def _one_item(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as e:
+            self.context.report_error(f"cannot describe {what}: {type(e).__name__}: {e}",
+                                      {"sisguard.network.item": what})
+            log.exception("network: one socket failed", socket=what)
+
     @staticmethod
     def _with_owner(doc: Document, s: Socket, owner: dict[str, Any]) -> Document:
-        process = {k: owner[k] for k in ("pid", "name", "executable", "command_line")
-                   if k in owner}
+        # an owner saved by an older agent may hold raw OS text: made valid, never twice
+        process = {k: (v if not isinstance(v, str) or is_valid_text(v) else os_text(v))
+                   for k, v in owner.items()
+                   if k in ("pid", "name", "executable", "command_line")}
         if process:
             doc["process"] = process
         doc["user"] = {"id": str(owner.get("uid", s.uid))}

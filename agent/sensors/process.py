@@ -51,6 +51,7 @@ from agent.sensors.netlink import ConnectorError, ProcConnector, ProcEvent, What
 from agent.sensors.process_loss import LossAccount
 from agent.sensors.procfs import ExeHash, HashCache, OpenExe, ProcFS, Snapshot
 from common.logs import get_logger
+from common.text import os_text
 from common.yamlconf import Duration, Size
 
 log = get_logger("sisguard.agent.process")
@@ -295,12 +296,17 @@ class ProcessSensor(Sensor):
                 info = self._cache.pop(pid)
                 self.emit(self._document(info, "end"))
         for pid in sorted(current - set(self._cache)):
-            snap = self.procfs.snapshot(pid)
-            if snap.ppid is None:
-                continue  # gone already
-            info = self._describe(snap, ProcEvent(What.EXEC, now_ns, pid, pid))
-            self._remember(self._cache, pid, info)
-            self.emit(self._document(info, "start"))
+            try:   # one process that cannot be read costs only itself
+                snap = self.procfs.snapshot(pid)
+                if snap.ppid is None:
+                    continue  # gone already
+                info = self._describe(snap, ProcEvent(What.EXEC, now_ns, pid, pid))
+                self._remember(self._cache, pid, info)
+                self.emit(self._document(info, "start"))
+            except Exception as e:
+                self.context.report_error(f"cannot describe process {pid}: "
+                                          f"{type(e).__name__}: {e}", {"process.pid": pid})
+                log.exception("process poll: one process failed", pid=pid)
 
     def sweep(self) -> int:
         """After a loss: report the running processes not seen yet (and forget the ones
@@ -350,10 +356,16 @@ class ProcessSensor(Sensor):
 
     def _scan_existing(self) -> None:
         for pid in self.procfs.pids():
-            snap = self.procfs.snapshot(pid)
-            if snap.ppid is not None:
-                info = self._describe(snap, ProcEvent(What.EXEC, 0, pid, pid), hash_it=False)
-                self._remember(self._cache, pid, info)
+            try:
+                snap = self.procfs.snapshot(pid)
+                if snap.ppid is not None:
+                    info = self._describe(snap, ProcEvent(What.EXEC, 0, pid, pid),
+                                          hash_it=False)
+                    self._remember(self._cache, pid, info)
+            except Exception as e:   # one process that cannot be read costs only itself
+                self.context.report_error(f"cannot describe process {pid}: "
+                                          f"{type(e).__name__}: {e}", {"process.pid": pid})
+                log.exception("process scan: one process failed", pid=pid)
 
     # -- building ----------------------------------------------------------------------
     def _remember(self, cache: OrderedDict[int, Any], key: int, value: Any) -> None:
@@ -412,7 +424,7 @@ class ProcessSensor(Sensor):
         for key, value in (("name", info.name), ("executable", info.executable),
                            ("working_directory", info.cwd)):
             if value is not None:
-                process[key] = value
+                process[key] = os_text(value)
         if info.args is not None:
             process["args"] = info.args
             process["args_count"] = len(info.args)
@@ -430,9 +442,9 @@ class ProcessSensor(Sensor):
         if parent is not None:
             p: dict[str, Any] = {"pid": parent.pid, "entity_id": parent.entity_id}
             if parent.name:
-                p["name"] = parent.name
+                p["name"] = os_text(parent.name)
             if parent.executable:
-                p["executable"] = parent.executable
+                p["executable"] = os_text(parent.executable)
             if parent.args is not None:
                 p["command_line"] = " ".join(parent.args)
                 p["args"] = parent.args
@@ -474,6 +486,6 @@ def _same_start(swept: tuple[int | None, str | None, list[str] | None],
 
 def _passwd_name(uid: int) -> str | None:
     try:
-        return pwd.getpwuid(uid).pw_name
+        return os_text(pwd.getpwuid(uid).pw_name)
     except KeyError:
         return None

@@ -1,5 +1,9 @@
 """Reading a process's facts from ``/proc`` as fast as possible (it may be gone soon).
 
+Text that goes into documents as it is (``args``, ``comm``) is made valid here with
+``common.text.escape_bytes``; ``exe`` and ``cwd`` stay OS strings (``os.fsdecode``) so
+that they can still be opened, and the sensor escapes them where it builds a document.
+
 ``ProcFS.snapshot(pid)`` reads ``exe``, ``cmdline``, ``stat``, ``status`` and ``cwd`` in
 that order (the most useful first) and keeps whatever it got before the process vanished.
 The root is a parameter so tests can point it at a fake tree.
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.sensors.exe_open import LOCAL_FILE_SYSTEMS, NotHashable, open_image
+from common.text import escape_bytes
 
 
 @dataclass
@@ -64,14 +69,14 @@ class ProcFS:
             with open(f"{base}/cmdline", "rb") as f:
                 raw = f.read()
             if raw:
-                snap.args = [a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0")]
+                snap.args = [escape_bytes(a) for a in raw.rstrip(b"\0").split(b"\0")]
         except OSError:
             pass
         try:
             with open(f"{base}/stat", "rb") as f:
-                stat = f.read().decode("utf-8", "replace")
-            lp, rp = stat.find("("), stat.rfind(")")
-            snap.comm = stat[lp + 1:rp]
+                stat = f.read()
+            lp, rp = stat.find(b"("), stat.rfind(b")")
+            snap.comm = escape_bytes(stat[lp + 1:rp])
             fields = stat[rp + 2:].split()
             snap.ppid = int(fields[1])
             snap.start_ticks = int(fields[19])

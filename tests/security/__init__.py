@@ -1,0 +1,1 @@
+"""Security tests: the attacker is real (an unprivileged user, a raw client)."""
