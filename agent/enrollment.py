@@ -124,41 +124,59 @@ def fetch_pinned_ca(address: str, fingerprint: str, *, timeout: float = 10.0) ->
 
 def check_reply(reply: pb.EnrollResponse, *, pinned_ca_pem: bytes,
                 key_pem_path: os.PathLike[str]) -> None:
-    """Refuse a reply whose CA is not the pinned one, or whose certificate that CA did
-    not sign for our key: we store only what we pinned and what it vouches for."""
+    """Refuse a reply whose CA chain does not lead to the pinned CA, or whose certificate
+    that chain did not sign for our key: we store only what we pinned and what it vouches
+    for. The chain is the collector's CA, or (offline-CA mode) its intermediate then the
+    root; the pinned one must be in it and every link signed by the next."""
     pinned = x509.load_pem_x509_certificate(pinned_ca_pem)
     pinned_der = pinned.public_bytes(serialization.Encoding.DER)
     try:
         offered = x509.load_pem_x509_certificates(reply.ca_pem)
     except ValueError as e:
         raise EnrollmentError(f"the enrollment reply's CA is not valid PEM: {e}") from e
-    if not offered or offered[0].public_bytes(serialization.Encoding.DER) != pinned_der:
-        got = [hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest()[:16]
-               for c in offered]
+    ders = [c.public_bytes(serialization.Encoding.DER) for c in offered]
+    if pinned_der not in ders[:MAX_CHAIN]:
+        got = [hashlib.sha256(d).hexdigest()[:16] for d in ders]
         raise EnrollmentError(
             "the enrollment reply names another CA than the pinned one "
             f"({', '.join('sha256:' + g + '...' for g in got) or 'none'}): refusing it")
+    path = offered[:ders.index(pinned_der) + 1]   # from the issuing CA up to the pinned one
     try:
         cert = x509.load_pem_x509_certificate(reply.certificate_pem)
     except ValueError as e:
         raise EnrollmentError(f"the enrollment reply's certificate is not valid PEM: {e}") from e
-    ca_key = pinned.public_key()
-    if cert.issuer != pinned.subject or not isinstance(ca_key, ec.EllipticCurvePublicKey):
-        raise EnrollmentError("the enrollment reply's certificate is not issued by the pinned CA")
-    hash_algorithm = cert.signature_hash_algorithm
-    if hash_algorithm is None:
-        raise EnrollmentError("the enrollment reply's certificate has no signature hash")
-    try:
-        ca_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hash_algorithm))
-    except InvalidSignature as e:
-        raise EnrollmentError("the enrollment reply's certificate is not signed by the "
-                              "pinned CA") from e
+    for child, issuer in zip([cert, *path[:-1]], path):
+        _check_signed_by(child, issuer)
     with open(key_pem_path, "rb") as f:
         key = serialization.load_pem_private_key(f.read(), None)
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if (cert.public_key().public_bytes(serialization.Encoding.DER, spki)
             != key.public_key().public_bytes(serialization.Encoding.DER, spki)):
         raise EnrollmentError("the enrollment reply's certificate is not for our key")
+
+
+MAX_CHAIN = 4   # CA certificates in a reply: the CA, or an intermediate and its root
+
+
+def _check_signed_by(child: x509.Certificate, issuer: x509.Certificate) -> None:
+    """``child`` is signed by ``issuer``, a CA (EC keys: what sisguard's PKI makes)."""
+    key = issuer.public_key()
+    try:
+        is_ca = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if child.issuer != issuer.subject or not is_ca or not isinstance(
+            key, ec.EllipticCurvePublicKey):
+        raise EnrollmentError("the enrollment reply's certificate is not issued by the "
+                              "pinned CA")
+    hash_algorithm = child.signature_hash_algorithm
+    if hash_algorithm is None:
+        raise EnrollmentError("the enrollment reply's certificate has no signature hash")
+    try:
+        key.verify(child.signature, child.tbs_certificate_bytes, ec.ECDSA(hash_algorithm))
+    except InvalidSignature as e:
+        raise EnrollmentError("the enrollment reply's certificate is not signed by the "
+                              "pinned CA") from e
 
 
 def make_key_and_csr(key_path: os.PathLike[str]) -> bytes:
