@@ -24,7 +24,9 @@ def record(seq: int) -> Record:
     doc = {"@timestamp": "2026-11-29T10:00:00Z", "source": {"ip": "10.0.0.1"},
            "agent": {"id": "a"},
            "event": {"kind": "event", "id": f"a-{seq}", "sequence": seq,
-                     "dataset": "sisguard.auth"}}
+                     "dataset": "sisguard.auth",
+                     # the daily index is the ingestion day's (never the agent's clock)
+                     "ingested": "2026-11-29T10:00:01Z"}}
     return Record(Kind.EVENT, f"a-{seq}", doc, agent_id="a", seq=seq)
 
 
