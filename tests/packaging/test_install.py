@@ -84,8 +84,9 @@ def ships_a_file_event(agent: Path, config: Path, state: Path, watch: Path,
                        collector: Collector) -> None:
     """Run an installed agent and see one file event arrive in the collector's archive."""
     watch.mkdir(exist_ok=True)
+    log = watch.parent / f"agent-{uuid.uuid4().hex}.log"   # this run's log only
     proc = Proc([str(agent), "run", "--config", str(config), "--state-dir", str(state),
-                 "--sensors", "fim", "--watch", str(watch)], state.parent / "agent.log")
+                 "--sensors", "fim", "--watch", str(watch)], log)
     proc.start()
     try:
         wait_for(lambda: '"fim ready"' in proc.since(0), timeout=60,
