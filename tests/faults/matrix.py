@@ -158,6 +158,22 @@ def tally(docs: Iterable[dict[str, Any]], produced: set[str]) -> Tally:
     return Tally(set(created), duplicates, dropped)
 
 
+def apart(*tallies: Tally) -> Tally:
+    """Stores that are separate (one archive per collector): what any of them holds, and the
+    duplicates within each. The same event in two archives is no duplicate of either: an
+    agent that fails over resends what the dead collector had stored but not acked."""
+    return Tally(set().union(*(t.stored for t in tallies)),
+                 sum(t.duplicates for t in tallies), max(t.dropped for t in tallies))
+
+
+def overlap(*doc_lists: list[dict[str, Any]]) -> int:
+    """Events (by ``event.id``) held by more than one of these stores."""
+    held: Counter[str] = Counter()
+    for docs in doc_lists:
+        held.update({str(_get(d, "event.id")) for d in docs})
+    return sum(1 for n in held.values() if n > 1)
+
+
 def archive_docs(*collectors: Collector) -> list[dict[str, Any]]:
     """Every event in the archives of these collectors (one store when they are several)."""
     return [doc for c in collectors for doc in read_jsonl(c.data_dir / "archive", "events-")]
@@ -206,31 +222,33 @@ def spool_events(agent: Agent) -> int:
 
 
 def settle(agent: Agent, stores: dict[str, Any], produced: set[str], *,
-           timeout: float = 120.0) -> dict[str, Tally]:
+           timeout: float = 90.0) -> dict[str, Tally]:
     """Wait until every store holds every marked file (or the agent reported drops), and
-    the agent's spool is empty, so that no resend can still come; then count."""
-    def complete() -> dict[str, Tally] | None:
-        tallies = {name: tally(read(), produced) for name, read in stores.items()}
-        for t in tallies.values():
-            if len(produced - t.stored) > t.dropped:
-                return None
-        if agent.proc is not None and spool_events(agent) > 0:
-            return None
-        return tallies
+    the agent's spool is empty, so that no resend can still come; then count. On timeout
+    the last count is returned: ``check`` says what is missing."""
+    last: dict[str, Tally] = {}
 
-    return wait_for(complete, timeout=timeout, interval=1.0,
-                    message=f"every marked event stored, spool empty ({len(produced)} marked)")
+    def complete() -> bool:
+        last.update({name: tally(read(), produced) for name, read in stores.items()})
+        if any(len(produced - t.stored) > t.dropped for t in last.values()):
+            return False
+        return agent.proc is None or spool_events(agent) == 0
+
+    with contextlib.suppress(AssertionError):
+        wait_for(complete, timeout=timeout, interval=1.0, message="settled")
+    return last
 
 
 def check(case: str, tallies: dict[str, Tally], produced: set[str], *,
           drops_allowed: bool = False) -> list[Row]:
     rows = [report(t.row(case, store, produced)) for store, t in tallies.items()]
-    for row in rows:
+    for row, t in zip(rows, tallies.values(), strict=True):
+        missing = sorted(produced - t.stored)[:5]
         assert row.duplicates == 0, row.line()
         if drops_allowed:
-            assert row.lost <= row.dropped, row.line()
+            assert row.lost <= row.dropped, f"{row.line()}; missing e.g. {missing}"
         else:
-            assert row.lost == 0, row.line()
+            assert row.lost == 0, f"{row.line()}; missing e.g. {missing}"
     return rows
 
 
