@@ -179,16 +179,36 @@ def archive_docs(*collectors: Collector) -> list[dict[str, Any]]:
     return [doc for c in collectors for doc in read_jsonl(c.data_dir / "archive", "events-")]
 
 
-def es_docs(url: str, prefix: str) -> list[dict[str, Any]]:
+def alerted(alerts: Iterable[dict[str, Any]], events: Iterable[dict[str, Any]],
+            produced: set[str]) -> Tally:
+    """Marked files whose event raised an alert; duplicates: alerts stored twice (same
+    ``event.id``) and extra alerts for one event."""
+    path_of = {str(_get(e, "event.id")): _get(e, "file.path") for e in events}
+    seen: Counter[str] = Counter()
+    fired: Counter[str] = Counter()
+    for alert in alerts:
+        seen[str(_get(alert, "event.id"))] += 1
+        if seen[str(_get(alert, "event.id"))] > 1:
+            continue
+        for event_id in _get(alert, "sisguard.alert.event_ids") or []:
+            path = path_of.get(str(event_id))
+            if path in produced:
+                fired[str(path)] += 1
+    duplicates = sum(n - 1 for n in seen.values()) + sum(n - 1 for n in fired.values())
+    return Tally(set(fired), duplicates, 0)
+
+
+def es_docs(url: str, prefix: str, *, kind: str = "events") -> list[dict[str, Any]]:
     from elasticsearch import Elasticsearch, helpers
 
     client = Elasticsearch(url, request_timeout=30)
     try:
-        index = f"{prefix}-events-*"
+        index = f"{prefix}-{kind}-*"
         client.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
         return [hit["_source"] for hit in helpers.scan(
             client, index=index, ignore_unavailable=True, allow_no_indices=True,
-            _source=["event.id", "event.action", "file.path", "sisguard.spool"])]
+            _source=["event.id", "event.action", "file.path", "sisguard.spool",
+                     "sisguard.alert.event_ids"])]
     finally:
         client.close()
 
