@@ -32,8 +32,9 @@ ensure_venv() {
   echo "$want" > "$stamp"
 }
 
-# Debian packages the tests use: real sshd, sudo, useradd, rsyslog.
-APT_PACKAGES=(openssh-server openssh-client sshpass sudo passwd rsyslog procps)
+# Debian packages the tests use: real sshd, sudo, useradd, rsyslog; nftables cuts the
+# network for the fault matrix (tests/faults/test_network_cut.py).
+APT_PACKAGES=(openssh-server openssh-client sshpass sudo passwd rsyslog procps nftables)
 
 ensure_system_packages() {
   local missing=()
