@@ -16,6 +16,11 @@ events go and a ``spool_dropped`` event with the count takes their place: loss i
 never silent. ``synchronous=FULL`` makes each committed append survive a power cut;
 ``NORMAL`` survives a crash of the agent but not of the host.
 
+A full file system (``SQLITE_FULL``) is overflow too: the spool frees its disk reserve
+(``spool.db.reserve``, see ``agent/spool_reserve.py``), lowers its bound to 90 % of what
+fitted, and drops its oldest events, counted, as above. Events it could not store even
+then are counted and reported by the next ``spool_dropped`` event that fits.
+
 Startup recovery: SQLite replays its WAL; a database that cannot be opened is fatal
 (the agent says which file and why) rather than silently replaced.
 """
@@ -32,7 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.ecs import Document, new_event
+from agent.spool_reserve import DiskReserve, disk_full
 from common.errors import SisguardError
+from common.logs import get_logger
+
+log = get_logger("sisguard.agent.spool")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -68,7 +77,7 @@ class SpoolDepth:
 
 class Spool:
     def __init__(self, path: Path, *, agent_id: str, max_bytes: int = 512 * 1024 * 1024,
-                 synchronous: str = "FULL") -> None:
+                 synchronous: str = "FULL", reserve_bytes: int = 1024 * 1024) -> None:
         self.path = path
         self.agent_id = agent_id
         self.max_bytes = max_bytes
@@ -85,8 +94,11 @@ class Spool:
             raise SpoolError(f"{path}: cannot open the spool: {e}") from e
         self._bytes, self._count = int(row[0]), int(row[1])
         self._dropped = self._meta("dropped")
+        self._unsaved = 0   # events that found no room even after dropping: reported later
         self._lock = threading.Lock()
         self.changed = threading.Condition()
+        self._reserve = DiskReserve(path.with_name(path.name + ".reserve"), reserve_bytes)
+        self._reserve.ensure()
 
     def _meta(self, key: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -106,25 +118,92 @@ class Spool:
         if not documents:
             return 0
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                rows, added = self._encode(documents, self._next_seq(), now_ns)
-                self._db.executemany(
-                    "INSERT INTO events (seq, time_ns, dataset, document, size)"
-                    " VALUES (?,?,?,?,?)", rows)
-                self._bytes += added
-                self._count += len(rows)
-                last = int(rows[-1][0])
-                if self._bytes > self.max_bytes:
-                    last = self._make_room(now_ns)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._reload_counts()
-                raise
+                last = self._append(documents, now_ns)
+            except sqlite3.OperationalError as e:
+                if not disk_full(e):
+                    raise
+                last = self._append_on_full_disk(documents, now_ns)
         with self.changed:
             self.changed.notify_all()
         return last
+
+    def _append(self, documents: Sequence[Document], now_ns: int | None) -> int:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._unsaved:
+                documents = [*documents, self._unsaved_notice()]
+            if not documents:
+                self._db.execute("ROLLBACK")
+                return 0
+            rows, added = self._encode(documents, self._next_seq(), now_ns)
+            self._db.executemany(
+                "INSERT INTO events (seq, time_ns, dataset, document, size)"
+                " VALUES (?,?,?,?,?)", rows)
+            self._bytes += added
+            self._count += len(rows)
+            last = int(rows[-1][0])
+            if self._bytes > self.max_bytes:
+                last = self._make_room(now_ns)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:   # SQLite may have rolled back already (SQLITE_FULL)
+                self._db.execute("ROLLBACK")
+            self._reload_counts()
+            raise
+        self._unsaved = 0
+        return last
+
+    def _append_on_full_disk(self, documents: Sequence[Document], now_ns: int | None) -> int:
+        """The file system is full. The disk reserve is kept for acks (a spool that cannot
+        delete can never drain). Here: truncate the WAL, lower the bound to 90 % of what
+        fitted, drop the oldest events to it, counted, and try once more; what still finds
+        no room is counted, and reported by the next append that fits."""
+        cap = max(1, int(self._bytes * 0.9))
+        if cap < self.max_bytes:
+            log.warning("spool file system full: spool bound lowered", path=str(self.path),
+                        max_bytes=cap, configured=self.max_bytes)
+            self.max_bytes = cap
+        self._truncate_wal()
+        try:
+            if self._count:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._make_room(now_ns)   # oldest first, counted, before anything new
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    self._reload_counts()
+                    raise
+            return self._append(documents, now_ns)
+        except sqlite3.OperationalError as e:
+            if not disk_full(e):
+                raise
+        self._unsaved += len(documents)
+        log.error("spool file system full: events dropped", path=str(self.path),
+                  events=len(documents), unreported=self._unsaved)
+        return 0
+
+    def _truncate_wal(self) -> None:
+        """Give the WAL's disk space back (it is kept at its largest otherwise)."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:
+            log.warning("spool WAL checkpoint failed", path=str(self.path), error=str(e))
+
+    def _unsaved_notice(self) -> Document:
+        """Inside the append's transaction: the count joins the persisted total."""
+        self._dropped += self._unsaved
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped', ?)", (self._dropped,))
+        notice = new_event("sisguard.agent", category=["host"], type=["info"],
+                           action="spool_dropped")
+        notice["message"] = (f"spool file system full: dropped {self._unsaved} events "
+                             "that found no room")
+        notice["sisguard"] = {"spool": {"dropped": self._unsaved, "where": "disk",
+                                        "dropped_total": self._dropped,
+                                        "max_bytes": self.max_bytes}}
+        return notice
 
     def _encode(self, documents: Sequence[Document], seq: int,
                 now_ns: int | None) -> tuple[list[tuple[int, int, str, bytes, int]], int]:
@@ -174,6 +253,7 @@ class Spool:
     def _reload_counts(self) -> None:
         row = self._db.execute("SELECT COALESCE(SUM(size),0), COUNT(*) FROM events").fetchone()
         self._bytes, self._count = int(row[0]), int(row[1])
+        self._dropped = self._meta("dropped")
 
     def read_after(self, seq: int, *, limit: int, max_bytes: int) -> list[SpooledEvent]:
         """Events with a sequence number above ``seq``, oldest first, within the limits
@@ -200,17 +280,44 @@ class Spool:
         with self._lock:
             self._db.execute("PRAGMA synchronous=OFF")
             try:
-                return self._delete(first, last)
+                try:
+                    deleted = self._delete(first, last)
+                except sqlite3.OperationalError as e:
+                    # a full disk must not keep acked events in the spool for ever: that
+                    # agent would resend them and never drain
+                    if not disk_full(e):
+                        raise
+                    if not self._reserve.release():
+                        self._truncate_wal()
+                    deleted = self._delete(first, last)
             finally:
                 self._db.execute(f"PRAGMA synchronous={self.synchronous}")
+            if not self._reserve.path.exists():   # after a full disk: take it back
+                self._truncate_wal()
+                self._reserve.ensure()
+            if self._unsaved and deleted:   # room again: say what found none, now
+                try:
+                    self._append([], None)
+                except sqlite3.OperationalError as e:
+                    if not disk_full(e):
+                        raise
+        if self._unsaved == 0 and deleted:
+            with self.changed:
+                self.changed.notify_all()
+        return deleted
 
     def _delete(self, first: int, last: int) -> int:
         self._db.execute("BEGIN IMMEDIATE")
-        row = self._db.execute(
-            "SELECT COALESCE(SUM(size),0), COUNT(*) FROM events WHERE seq BETWEEN ? AND ?",
-            (first, last)).fetchone()
-        self._db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
-        self._db.execute("COMMIT")
+        try:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(size),0), COUNT(*) FROM events WHERE seq BETWEEN ? AND ?",
+                (first, last)).fetchone()
+            self._db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
         self._bytes -= int(row[0])
         self._count -= int(row[1])
         return int(row[1])
