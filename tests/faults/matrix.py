@@ -8,7 +8,8 @@ collector's JSONL archive and, where configured, Elasticsearch. A row says
 * stored: marked files with a ``created`` event in that store;
 * duplicates: documents stored twice (same ``event.id``) plus extra ``created`` events
   for one marked file (a resend under a new sequence number);
-* dropped: events the agent said it dropped (``spool_dropped`` events in the store);
+* dropped: events the agent said it dropped (``spool_dropped`` events in the store: the
+  spool's running total, plus the sensor queue's own counts);
 * lost: marked files with no event, which must be 0 or covered by reported drops.
 
 Rows are collected here and printed by ``tests/faults/conftest.py`` at the end of the run.
@@ -143,7 +144,7 @@ class Tally:
 def tally(docs: Iterable[dict[str, Any]], produced: set[str]) -> Tally:
     seen: Counter[str] = Counter()
     created: Counter[str] = Counter()
-    dropped = 0
+    queue_dropped, spool_total = 0, 0
     for doc in docs:
         event_id = str(_get(doc, "event.id"))
         seen[event_id] += 1
@@ -153,9 +154,15 @@ def tally(docs: Iterable[dict[str, Any]], produced: set[str]) -> Tally:
         if action == "created" and _get(doc, "file.path") in produced:
             created[str(_get(doc, "file.path"))] += 1
         elif action == "spool_dropped":
-            dropped += int(_get(doc, "sisguard.spool.dropped") or 0)
+            # the spool's notices carry its running total (a later overflow may drop an
+            # earlier notice); the sensor queue's notices count their own drops only
+            total = _get(doc, "sisguard.spool.dropped_total")
+            if total is not None:
+                spool_total = max(spool_total, int(total))
+            else:
+                queue_dropped += int(_get(doc, "sisguard.spool.dropped") or 0)
     duplicates = sum(n - 1 for n in seen.values()) + sum(n - 1 for n in created.values())
-    return Tally(set(created), duplicates, dropped)
+    return Tally(set(created), duplicates, queue_dropped + spool_total)
 
 
 def apart(*tallies: Tally) -> Tally:
