@@ -106,7 +106,7 @@ SISGUARD_FIELDS: dict[str, str] = {
     "sisguard.inventory.shell": K,
     # agent health, spool
     "sisguard.spool.dropped": L, "sisguard.spool.dropped_total": L,
-    "sisguard.spool.max_bytes": L, "sisguard.sensor.name": K,
+    "sisguard.spool.max_bytes": L, "sisguard.spool.where": K, "sisguard.sensor.name": K,
     "sisguard.agent.status": K, "sisguard.agent.last_seen": D,
     # dead letters
     "sisguard.deadletter.reason": T, "sisguard.deadletter.index": K,
