@@ -19,7 +19,9 @@ never silent. ``synchronous=FULL`` makes each committed append survive a power c
 A full file system (``SQLITE_FULL``) is overflow too: the spool frees its disk reserve
 (``spool.db.reserve``, see ``agent/spool_reserve.py``), lowers its bound to 90 % of what
 fitted, and drops its oldest events, counted, as above. Events it could not store even
-then are counted and reported by the next ``spool_dropped`` event that fits.
+then are counted (in the heartbeat's ``spool_dropped`` at once) and reported by the next
+``spool_dropped`` event that fits. An ack whose delete finds no room even then is kept
+in memory: those events are not sent again, and are deleted once there is room.
 
 Startup recovery: SQLite replays its WAL; a database that cannot be opened is fatal
 (the agent says which file and why) rather than silently replaced.
@@ -95,6 +97,7 @@ class Spool:
         self._bytes, self._count = int(row[0]), int(row[1])
         self._dropped = self._meta("dropped")
         self._unsaved = 0   # events that found no room even after dropping: reported later
+        self._undeleted: list[tuple[int, int]] = []   # acked, not yet deleted (disk full)
         self._lock = threading.Lock()
         self.changed = threading.Condition()
         self._reserve = DiskReserve(path.with_name(path.name + ".reserve"), reserve_bytes)
@@ -164,7 +167,6 @@ class Spool:
             log.warning("spool file system full: spool bound lowered", path=str(self.path),
                         max_bytes=cap, configured=self.max_bytes)
             self.max_bytes = cap
-        self._truncate_wal()
         try:
             if self._count:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -184,13 +186,6 @@ class Spool:
         log.error("spool file system full: events dropped", path=str(self.path),
                   events=len(documents), unreported=self._unsaved)
         return 0
-
-    def _truncate_wal(self) -> None:
-        """Give the WAL's disk space back (it is kept at its largest otherwise)."""
-        try:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as e:
-            log.warning("spool WAL checkpoint failed", path=str(self.path), error=str(e))
 
     def _unsaved_notice(self) -> Document:
         """Inside the append's transaction: the count joins the persisted total."""
@@ -259,12 +254,17 @@ class Spool:
         """Events with a sequence number above ``seq``, oldest first, within the limits
         (at least one event is returned if any is there, whatever its size)."""
         with self._lock:
+            for lo, hi in sorted(self._undeleted):   # acked but not deleted: start after
+                if lo <= seq + 1 <= hi:
+                    seq = hi
             cursor = self._db.execute(
                 "SELECT seq, time_ns, dataset, document, size FROM events WHERE seq > ?"
                 " ORDER BY seq LIMIT ?", (seq, limit))
             out: list[SpooledEvent] = []
             total = 0
             for s, t, d, doc, size in cursor:
+                if any(lo <= s <= hi for lo, hi in self._undeleted):
+                    continue   # acked: the collector has it
                 if out and total + size > max_bytes:
                     break
                 out.append(SpooledEvent(int(s), int(t), str(d), bytes(doc)))
@@ -276,34 +276,42 @@ class Spool:
 
         Not fsynced: a delete lost in a power cut only means a resend, which the
         collector recognises as a duplicate. Appends stay as durable as configured.
+        On a full disk a delete may fail even after the reserve is freed: the range is
+        then kept in memory, skipped by ``read_after`` (the shipper goes on instead of
+        resending it for ever) and deleted with the next ack that finds room.
         """
         with self._lock:
+            if self._undeleted and self._undeleted[-1][1] + 1 == first:   # acks come in order
+                self._undeleted[-1] = (self._undeleted[-1][0], last)
+            else:
+                self._undeleted.append((first, last))
+            deleted = 0
             self._db.execute("PRAGMA synchronous=OFF")
             try:
-                try:
-                    deleted = self._delete(first, last)
-                except sqlite3.OperationalError as e:
-                    # a full disk must not keep acked events in the spool for ever: that
-                    # agent would resend them and never drain
-                    if not disk_full(e):
-                        raise
-                    if not self._reserve.release():
-                        self._truncate_wal()
-                    deleted = self._delete(first, last)
+                while self._undeleted:
+                    lo, hi = self._undeleted[0]
+                    try:
+                        deleted += self._delete(lo, hi)
+                    except sqlite3.OperationalError as e:
+                        if not disk_full(e):
+                            raise
+                        if self._reserve.release():
+                            continue   # room for the delete now
+                        log.error("spool file system full: acked events kept until there "
+                                  "is room to delete them", path=str(self.path),
+                                  ranges=len(self._undeleted))
+                        break
+                    self._undeleted.pop(0)
             finally:
                 self._db.execute(f"PRAGMA synchronous={self.synchronous}")
-            if not self._reserve.path.exists():   # after a full disk: take it back
-                self._truncate_wal()
-                self._reserve.ensure()
+            if deleted and not self._undeleted:
+                self._reserve.ensure()   # after a full disk: take the reserve back
             if self._unsaved and deleted:   # room again: say what found none, now
                 try:
                     self._append([], None)
                 except sqlite3.OperationalError as e:
                     if not disk_full(e):
                         raise
-        if self._unsaved == 0 and deleted:
-            with self.changed:
-                self.changed.notify_all()
         return deleted
 
     def _delete(self, first: int, last: int) -> int:
@@ -324,7 +332,10 @@ class Spool:
 
     def depth(self) -> SpoolDepth:
         with self._lock:
-            return SpoolDepth(self._count, self._bytes, self._dropped, self._next_seq() - 1)
+            # dropped: also those not yet reported by an event (no room for it yet): the
+            # heartbeat carries them to the collector meanwhile
+            return SpoolDepth(self._count, self._bytes, self._dropped + self._unsaved,
+                              self._next_seq() - 1)
 
 
 def read_depth(path: Path) -> dict[str, Any]:
