@@ -194,14 +194,19 @@ class FimSensor(Sensor):
         r = self.reconciler
         # the baseline rows of these changes are committed only once their events are in
         # the spool: an agent killed in between reports them again at its startup scan
-        with r.lock, r.baseline.held() as commit:
-            for path, p in ready:
-                try:
-                    r.check(path, old_path=p.old_path)
-                except Exception as e:   # a daemon never dies on one bad event
-                    self.context.health.count_error(f"{type(e).__name__}: {e}")
-                    log.exception("fim check failed", path=path)
-            commit(lambda: self.context.sync(SYNC_TIMEOUT))
+        try:
+            with r.lock, r.baseline.held() as commit:
+                for path, p in ready:
+                    try:
+                        r.check(path, old_path=p.old_path)
+                    except Exception as e:   # a daemon never dies on one bad event
+                        self.context.health.count_error(f"{type(e).__name__}: {e}")
+                        log.exception("fim check failed", path=path)
+                commit(lambda: self.context.sync(SYNC_TIMEOUT))
+        except Exception as e:   # the commit (its disk full): rows lost, never the events
+            self.context.health.count_error(f"baseline commit: {type(e).__name__}: {e}")
+            log.exception("fim baseline commit failed; the next scan reports these again",
+                          paths=len(ready))
 
     # inotify trouble
     def _overflow(self) -> None:
