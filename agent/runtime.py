@@ -53,6 +53,11 @@ class Agent:
         self.queue_dropped = 0
         self.write_lost = 0   # refused by the spool database, not yet reported
         self.write_error = ""
+        # documents emitted, and those the spool has taken (or that were counted as
+        # dropped): sync() waits for the second to reach the first
+        self._emitted = 0
+        self._settled = 0
+        self._settle = threading.Condition()
         self.health: dict[str, SensorHealth] = {}
         self.sensors: list[Sensor] = []
         for name in config.sensors:
@@ -61,7 +66,8 @@ class Agent:
             self.health[name] = health
             context = SensorContext(emit=self._emit, health=health,
                                     state_dir=self.state_dir / "sensors" / name,
-                                    report_error=self._report_error(name))
+                                    report_error=self._report_error(name),
+                                    sync=self.sync)
             context.state_dir.mkdir(parents=True, exist_ok=True)
             self.sensors.append(cls(sensor_configs[name], context))
         s = config.shipper
@@ -84,10 +90,25 @@ class Agent:
 
     # sensors -> queue
     def _emit(self, document: Document, timeout: float = 2.0) -> None:
+        with self._settle:
+            self._emitted += 1
         try:
             self.queue.put(document, timeout=timeout)
         except queue.Full:
             self.queue_dropped += 1  # reported by the writer as a spool_dropped event
+            self._settled_add(1)
+
+    def _settled_add(self, n: int) -> None:
+        with self._settle:
+            self._settled += n
+            self._settle.notify_all()
+
+    def sync(self, timeout: float) -> bool:
+        """Wait until every document emitted before this call is in the spool (or was
+        counted as dropped); False if that took longer than ``timeout`` seconds."""
+        with self._settle:
+            target = self._emitted
+            return self._settle.wait_for(lambda: self._settled >= target, timeout)
 
     def _report_error(self, sensor: str) -> Any:
         def report(message: str, fields: dict[str, Any]) -> None:
@@ -121,7 +142,7 @@ class Agent:
                     release_heap(collect=False)
                     trimmed = time.monotonic()
                 continue
-            docs: list[Document] = [first]
+            docs: list[Document] = [first]   # taken from the queue: len(docs) below
             # Linger a moment so that a trickle of events shares one durable commit
             # instead of paying an fsync each (the main cost of an idle agent).
             deadline = time.monotonic() + self.config.spool.linger
@@ -134,6 +155,7 @@ class Agent:
                     self.queue.put(None)
                     break
                 docs.append(more)
+            taken = len(docs)
             if self.queue_dropped:
                 dropped, self.queue_dropped = self.queue_dropped, 0
                 notice = new_event("sisguard.agent", category=["host"], type=["info"],
@@ -151,6 +173,7 @@ class Agent:
                 notice["sisguard"] = {"spool": {"dropped": lost, "where": "write"}}
                 docs.append(notice)
             self._store(docs)
+            self._settled_add(taken)   # stored, or counted as lost: sync() may go on
 
     def _store(self, docs: list[Document]) -> None:
         """Append to the spool. A document that cannot be encoded is replaced there by a

@@ -23,6 +23,13 @@ naming the sensor, the reason and the offending field is stored under its sequen
 number instead (``agent/serialize.py``), and the rest of the append goes on. ``dataset`` is always
 valid text; it is read back as bytes and escaped, so that no row can stop a read.
 
+A full file system (``SQLITE_FULL``) is overflow too: the spool frees its disk reserve
+(``spool.db.reserve``, see ``agent/spool_reserve.py``), lowers its bound to 90 % of what
+fitted, and drops its oldest events, counted, as above. Events it could not store even
+then are counted (in the heartbeat's ``spool_dropped`` at once) and reported by the next
+``spool_dropped`` event that fits. An ack whose delete finds no room even then is kept
+in memory: those events are not sent again, and are deleted once there is room.
+
 Startup recovery: SQLite replays its WAL; a database that cannot be opened is fatal
 (the agent says which file and why) rather than silently replaced.
 """
@@ -39,8 +46,13 @@ from typing import Any
 
 from agent.ecs import Document, new_event
 from agent.serialize import MAX_DOCUMENT_BYTES, DocumentError, encode_document, error_document
+from agent.spool_reserve import DiskReserve, disk_full
 from common.errors import SisguardError
+from common.logs import get_logger
 from common.text import escape_bytes, os_text
+
+log = get_logger("sisguard.agent.spool")
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -77,7 +89,8 @@ class SpoolDepth:
 class Spool:
     def __init__(self, path: Path, *, agent_id: str, max_bytes: int = 512 * 1024 * 1024,
                  synchronous: str = "FULL", max_document_bytes: int = MAX_DOCUMENT_BYTES,
-                 on_replaced: Callable[[Document], None] | None = None) -> None:
+                 on_replaced: Callable[[Document], None] | None = None,
+                 reserve_bytes: int = 1024 * 1024) -> None:
         self.path = path
         self.max_document_bytes = max_document_bytes
         self.on_replaced = on_replaced   # told of each sensor_error put in a document's place
@@ -97,8 +110,12 @@ class Spool:
             raise SpoolError(f"{path}: cannot open the spool: {e}") from e
         self._bytes, self._count = int(row[0]), int(row[1])
         self._dropped = self._meta("dropped")
+        self._unsaved = 0   # events that found no room even after dropping: reported later
+        self._undeleted: list[tuple[int, int]] = []   # acked, not yet deleted (disk full)
         self._lock = threading.Lock()
         self.changed = threading.Condition()
+        self._reserve = DiskReserve(path.with_name(path.name + ".reserve"), reserve_bytes)
+        self._reserve.ensure()
 
     def _meta(self, key: str) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -118,25 +135,84 @@ class Spool:
         if not documents:
             return 0
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                rows, added = self._encode(documents, self._next_seq(), now_ns)
-                self._db.executemany(
-                    "INSERT INTO events (seq, time_ns, dataset, document, size)"
-                    " VALUES (?,?,?,?,?)", rows)
-                self._bytes += added
-                self._count += len(rows)
-                last = int(rows[-1][0])
-                if self._bytes > self.max_bytes:
-                    last = self._make_room(now_ns)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._reload_counts()
-                raise
+                last = self._append(documents, now_ns)
+            except sqlite3.OperationalError as e:
+                if not disk_full(e):
+                    raise
+                last = self._append_on_full_disk(documents, now_ns)
         with self.changed:
             self.changed.notify_all()
         return last
+
+    def _append(self, documents: Sequence[Document], now_ns: int | None) -> int:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._unsaved:
+                documents = [*documents, self._unsaved_notice()]
+            if not documents:
+                self._db.execute("ROLLBACK")
+                return 0
+            rows, added = self._encode(documents, self._next_seq(), now_ns)
+            self._db.executemany(
+                "INSERT INTO events (seq, time_ns, dataset, document, size)"
+                " VALUES (?,?,?,?,?)", rows)
+            self._bytes += added
+            self._count += len(rows)
+            last = int(rows[-1][0])
+            if self._bytes > self.max_bytes:
+                last = self._make_room(now_ns)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:   # SQLite may have rolled back already (SQLITE_FULL)
+                self._db.execute("ROLLBACK")
+            self._reload_counts()
+            raise
+        self._unsaved = 0
+        return last
+
+    def _append_on_full_disk(self, documents: Sequence[Document], now_ns: int | None) -> int:
+        """The file system is full. The disk reserve is kept for acks (a spool that cannot
+        delete can never drain). Here: truncate the WAL, lower the bound to 90 % of what
+        fitted, drop the oldest events to it, counted, and try once more; what still finds
+        no room is counted, and reported by the next append that fits."""
+        cap = max(1, int(self._bytes * 0.9))
+        if cap < self.max_bytes:
+            log.warning("spool file system full: spool bound lowered", path=str(self.path),
+                        max_bytes=cap, configured=self.max_bytes)
+            self.max_bytes = cap
+        try:
+            if self._count:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._make_room(now_ns)   # oldest first, counted, before anything new
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    self._reload_counts()
+                    raise
+            return self._append(documents, now_ns)
+        except sqlite3.OperationalError as e:
+            if not disk_full(e):
+                raise
+        self._unsaved += len(documents)
+        log.error("spool file system full: events dropped", path=str(self.path),
+                  events=len(documents), unreported=self._unsaved)
+        return 0
+
+    def _unsaved_notice(self) -> Document:
+        """Inside the append's transaction: the count joins the persisted total."""
+        self._dropped += self._unsaved
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped', ?)", (self._dropped,))
+        notice = new_event("sisguard.agent", category=["host"], type=["info"],
+                           action="spool_dropped")
+        notice["message"] = (f"spool file system full: dropped {self._unsaved} events "
+                             "that found no room")
+        notice["sisguard"] = {"spool": {"dropped": self._unsaved, "where": "disk",
+                                        "dropped_total": self._dropped,
+                                        "max_bytes": self.max_bytes}}
+        return notice
 
     def _encode(self, documents: Sequence[Document], seq: int,
                 now_ns: int | None) -> tuple[list[tuple[int, int, str, bytes, int]], int]:
@@ -204,11 +280,15 @@ class Spool:
     def _reload_counts(self) -> None:
         row = self._db.execute("SELECT COALESCE(SUM(size),0), COUNT(*) FROM events").fetchone()
         self._bytes, self._count = int(row[0]), int(row[1])
+        self._dropped = self._meta("dropped")
 
     def read_after(self, seq: int, *, limit: int, max_bytes: int) -> list[SpooledEvent]:
         """Events with a sequence number above ``seq``, oldest first, within the limits
         (at least one event is returned if any is there, whatever its size)."""
         with self._lock:
+            for lo, hi in sorted(self._undeleted):   # acked but not deleted: start after
+                if lo <= seq + 1 <= hi:
+                    seq = hi
             cursor = self._db.execute(
                 "SELECT seq, time_ns, CAST(dataset AS BLOB), document, size FROM events"
                 " WHERE seq > ?"
@@ -216,6 +296,8 @@ class Spool:
             out: list[SpooledEvent] = []
             total = 0
             for s, t, d, doc, size in cursor:
+                if any(lo <= s <= hi for lo, hi in self._undeleted):
+                    continue   # acked: the collector has it
                 if out and total + size > max_bytes:
                     break
                 out.append(SpooledEvent(int(s), int(t), escape_bytes(bytes(d or b"")),
@@ -228,28 +310,66 @@ class Spool:
 
         Not fsynced: a delete lost in a power cut only means a resend, which the
         collector recognises as a duplicate. Appends stay as durable as configured.
+        On a full disk a delete may fail even after the reserve is freed: the range is
+        then kept in memory, skipped by ``read_after`` (the shipper goes on instead of
+        resending it for ever) and deleted with the next ack that finds room.
         """
         with self._lock:
+            if self._undeleted and self._undeleted[-1][1] + 1 == first:   # acks come in order
+                self._undeleted[-1] = (self._undeleted[-1][0], last)
+            else:
+                self._undeleted.append((first, last))
+            deleted = 0
             self._db.execute("PRAGMA synchronous=OFF")
             try:
-                return self._delete(first, last)
+                while self._undeleted:
+                    lo, hi = self._undeleted[0]
+                    try:
+                        deleted += self._delete(lo, hi)
+                    except sqlite3.OperationalError as e:
+                        if not disk_full(e):
+                            raise
+                        if self._reserve.release():
+                            continue   # room for the delete now
+                        log.error("spool file system full: acked events kept until there "
+                                  "is room to delete them", path=str(self.path),
+                                  ranges=len(self._undeleted))
+                        break
+                    self._undeleted.pop(0)
             finally:
                 self._db.execute(f"PRAGMA synchronous={self.synchronous}")
+            if deleted and not self._undeleted:
+                self._reserve.ensure()   # after a full disk: take the reserve back
+            if self._unsaved and deleted:   # room again: say what found none, now
+                try:
+                    self._append([], None)
+                except sqlite3.OperationalError as e:
+                    if not disk_full(e):
+                        raise
+        return deleted
 
     def _delete(self, first: int, last: int) -> int:
         self._db.execute("BEGIN IMMEDIATE")
-        row = self._db.execute(
-            "SELECT COALESCE(SUM(size),0), COUNT(*) FROM events WHERE seq BETWEEN ? AND ?",
-            (first, last)).fetchone()
-        self._db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
-        self._db.execute("COMMIT")
+        try:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(size),0), COUNT(*) FROM events WHERE seq BETWEEN ? AND ?",
+                (first, last)).fetchone()
+            self._db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
         self._bytes -= int(row[0])
         self._count -= int(row[1])
         return int(row[1])
 
     def depth(self) -> SpoolDepth:
         with self._lock:
-            return SpoolDepth(self._count, self._bytes, self._dropped, self._next_seq() - 1)
+            # dropped: also those not yet reported by an event (no room for it yet): the
+            # heartbeat carries them to the collector meanwhile
+            return SpoolDepth(self._count, self._bytes, self._dropped + self._unsaved,
+                              self._next_seq() - 1)
 
 
 def read_depth(path: Path) -> dict[str, Any]:

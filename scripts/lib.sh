@@ -32,8 +32,11 @@ ensure_venv() {
   echo "$want" > "$stamp"
 }
 
-# Debian packages the tests use: real sshd, sudo, useradd, rsyslog.
-APT_PACKAGES=(openssh-server openssh-client sshpass sudo passwd rsyslog procps python3-venv rpm rpm2cpio cpio)
+# Debian packages the tests use: real sshd, sudo, useradd, rsyslog; nftables cuts the
+# network for the fault matrix (tests/faults/test_network_cut.py); python3-venv, rpm,
+# rpm2cpio and cpio install and inspect the packages (tests/packaging).
+APT_PACKAGES=(openssh-server openssh-client sshpass sudo passwd rsyslog procps nftables
+              python3-venv rpm rpm2cpio cpio)
 
 ensure_system_packages() {
   local missing=()

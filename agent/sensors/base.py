@@ -51,6 +51,10 @@ class SensorContext:
     health: SensorHealth
     state_dir: Path                  # a directory of its own for persistent state
     report_error: Callable[[str, dict[str, Any]], None]  # emits an agent health event
+    # wait (at most the seconds given) until every document emitted so far is in the spool,
+    # or counted as dropped; False on timeout. A sensor calls it before it commits state
+    # that says "reported" (FIM's baseline), so that a crash cannot lose the report.
+    sync: Callable[[float], bool] = field(default=lambda timeout: True)
 
 
 class Sensor(ABC):

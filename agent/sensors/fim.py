@@ -40,6 +40,9 @@ from agent.trust import UntrustedPath, check_path
 from common.logs import get_logger
 
 log = get_logger("sisguard.agent.fim")
+# how long a baseline commit waits for the spool to take the events it goes with; past
+# that (a stalled spool writer) it commits anyway rather than stall the sensor
+SYNC_TIMEOUT = 5.0
 
 __all__ = ["DATASET", "FimConfig", "FimSensor", "open_reconciler"]
 
@@ -204,12 +207,24 @@ class FimSensor(Sensor):
                     ready.append((path, p))
                     del self._pending[path]
         assert self.reconciler is not None
-        for path, p in ready:
-            try:
-                self.reconciler.check(path, old_path=p.old_path)
-            except Exception as e:   # a daemon never dies on one bad event
-                self.context.health.count_error(f"{type(e).__name__}: {e}")
-                log.exception("fim check failed", path=path)
+        if not ready:
+            return
+        r = self.reconciler
+        # the baseline rows of these changes are committed only once their events are in
+        # the spool: an agent killed in between reports them again at its startup scan
+        try:
+            with r.lock, r.baseline.held() as commit:
+                for path, p in ready:
+                    try:
+                        r.check(path, old_path=p.old_path)
+                    except Exception as e:   # a daemon never dies on one bad event
+                        self.context.health.count_error(f"{type(e).__name__}: {e}")
+                        log.exception("fim check failed", path=path)
+                commit(lambda: self.context.sync(SYNC_TIMEOUT))
+        except Exception as e:   # the commit (its disk full): rows lost, never the events
+            self.context.health.count_error(f"baseline commit: {type(e).__name__}: {e}")
+            log.exception("fim baseline commit failed; the next scan reports these again",
+                          paths=len(ready))
 
     # inotify trouble
     def _overflow(self) -> None:
@@ -251,8 +266,10 @@ class FimSensor(Sensor):
     def _scan(self, wp: WatchPath, reason: str, top: str | None = None) -> None:
         assert self.reconciler is not None
         try:
-            stats = Scanner(self.reconciler, self._stop, progress=True).scan(
-                wp, reason=reason, top=top)
+            with self.reconciler.baseline.held() as commit:   # as in _flush
+                stats = Scanner(self.reconciler, self._stop, progress=True).scan(
+                    wp, reason=reason, top=top)
+                commit(lambda: self.context.sync(SYNC_TIMEOUT))
         except Exception as e:
             self.context.health.count_error(f"scan {wp.root}: {type(e).__name__}: {e}")
             log.exception("fim scan failed", path=wp.root)

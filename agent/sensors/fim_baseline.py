@@ -17,12 +17,13 @@ One connection, shared by the sensor's threads under a lock; WAL so that
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,14 +142,47 @@ class Baseline:
             self.db.execute(_INSERT, to_row(state))
 
     def put_many(self, states: Iterable[FileState]) -> None:
-        with self.lock:
-            self.db.execute("BEGIN")
-            try:
-                self.db.executemany(_INSERT, (to_row(s) for s in states))
-            except BaseException:
+        with self.lock, self._transaction():
+            self.db.executemany(_INSERT, (to_row(s) for s in states))
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction, or a part of the one ``held`` keeps open."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+            raise
+        self.db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[Callable[[Callable[[], object]], None]]:
+        """Keep the writes made inside uncommitted; the caller commits them with the
+        function it gets, passing what must happen first (the agent's spool taking the
+        events these writes go with). A crash before that commit loses the rows, so the
+        next scan reports the change again, rather than the report being lost for good."""
+        with self.lock:
+            began = not self.db.in_transaction
+            if began:
+                self.db.execute("BEGIN")
+
+        def commit(first: Callable[[], object]) -> None:
+            first()
+            with self.lock:
+                if began and self.db.in_transaction:
+                    self.db.execute("COMMIT")
+
+        try:
+            yield commit
+        finally:
+            with self.lock:   # not committed (an error, or no commit called): keep nothing
+                if began and self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
 
     def delete(self, paths: Iterable[str]) -> None:
         with self.lock:
@@ -238,19 +272,13 @@ class Baseline:
         compressed with zlib; consumed one at a time, in one transaction)."""
         low, high = _range(root)
         n = 0
-        with self.lock:
-            self.db.execute("BEGIN")
-            try:
-                self.db.execute("DELETE FROM approved WHERE path = ? OR (path >= ? AND path < ?)",
-                                (os.fsencode(root), low, high))
-                for s, content in entries:
-                    self.db.execute("INSERT OR REPLACE INTO approved VALUES (?,?,?,?,?,?,?,?)",
-                                    (os.fsencode(s.path), s.type, s.mode, s.uid, s.gid,
-                                     s.hashes.get("sha256"), _os_blob(s.target_path),
-                                     content))
-                    n += 1
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+        with self.lock, self._transaction():
+            self.db.execute("DELETE FROM approved WHERE path = ? OR (path >= ? AND path < ?)",
+                            (os.fsencode(root), low, high))
+            for s, content in entries:
+                self.db.execute("INSERT OR REPLACE INTO approved VALUES (?,?,?,?,?,?,?,?)",
+                                (os.fsencode(s.path), s.type, s.mode, s.uid, s.gid,
+                                 s.hashes.get("sha256"), _os_blob(s.target_path),
+                                 content))
+                n += 1
         return n

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sqlite3
 import stat
 import threading
 from collections.abc import Callable
@@ -99,7 +100,7 @@ class Reconciler:
                     self.baseline.delete([path])
                 return None
             if old is None:
-                self.baseline.put(cur)
+                self._remember(cur)
                 self.report("created", wp, cur, None, [], detected_by=detected_by)
                 if cur.type == "dir":
                     self.scan_new_dir(path, detected_by)
@@ -108,10 +109,18 @@ class Reconciler:
             action = classify(changed)
             if old.type == "dir" and cur.type != "dir":
                 self._forget_tree(path, detected_by, report=True)
-            self.baseline.put(cur)
+            self._remember(cur)
             if action is not None:
                 self.report(action, wp, cur, old, changed, detected_by=detected_by)
             return action
+
+    def _remember(self, state: FileState) -> None:
+        """Record ``state``; a baseline that cannot take it (its disk full) costs the
+        baseline entry, never the report: the next scan reports the change again."""
+        try:
+            self.baseline.put(state)
+        except sqlite3.Error as e:
+            self.health.count_error(f"baseline {state.path}: {e}")
 
     def deleted(self, path: str, old: FileState, *, detected_by: str) -> None:
         """``path`` is gone: report it and, for a directory, everything it held."""
@@ -197,7 +206,7 @@ class Reconciler:
         if cur.type == "file" and content_changed:
             try:
                 self._enrich(doc, wp, cur, old_path or cur.path)
-            except OSError as e:
+            except (OSError, sqlite3.Error) as e:   # sqlite3: the copy store's disk full
                 self.health.count_error(f"enrich {cur.path}: {e}")
         self.emit(doc)
         if wp.protect is Protect.RESTORE:

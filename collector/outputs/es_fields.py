@@ -109,7 +109,7 @@ SISGUARD_FIELDS: dict[str, str] = {
     "sisguard.inventory.shell": K,
     # agent health, spool
     "sisguard.spool.dropped": L, "sisguard.spool.dropped_total": L,
-    "sisguard.spool.max_bytes": L, "sisguard.sensor.name": K,
+    "sisguard.spool.max_bytes": L, "sisguard.spool.where": K, "sisguard.sensor.name": K,
     # sensor_error details: why, and how much was lost (process floods, inotify overflows)
     "sisguard.sensor.reason": K, "sisguard.sensor.overflows": L,
     "sisguard.sensor.overflows_total": L, "sisguard.sensor.overruns": L,
