@@ -57,6 +57,7 @@ class ShipperStats:
     events_acked: int = 0
     events_rejected: int = 0
     last_error: str = ""
+    last_ack_unix: float = 0.0   # time.time() of the last ack (0: none yet)
 
 
 class Shipper(threading.Thread):
@@ -180,6 +181,7 @@ class Shipper(threading.Thread):
         if span is None:
             return
         self.spool.ack(*span)
+        self.stats.last_ack_unix = time.time()
         self.stats.events_acked += ack.accepted + ack.duplicates
         if ack.rejected:
             self.stats.events_rejected += len(ack.rejected)
