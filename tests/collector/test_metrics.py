@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import socket
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry, Counter
 
 from collector.config import load_config
@@ -16,7 +21,7 @@ from collector.metrics import MAX_LABEL_SETS, OTHER, IngestMeter, _bounded, pars
 from collector.metrics_http import MetricsServer
 from collector.outputs.base import Kind, Record
 from common.errors import ConfigError, SisguardError
-from tests.harness import wait_for
+from tests.harness import REPO, wait_for
 
 
 @pytest.fixture
@@ -129,3 +134,37 @@ def test_metrics_config_off_by_default_and_strict(tmp_path: Path) -> None:
     path.write_text("metrics:\n  max_connections: 0\n")
     with pytest.raises(ConfigError, match="max_connections"):
         load_config(path, {})
+
+
+ALERT_RULES = REPO / "deploy" / "prometheus" / "sisguard-alerts.yml"
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    data = yaml.safe_load(ALERT_RULES.read_text())
+    return [rule for group in data["groups"] for rule in group["rules"]]
+
+
+def referenced_metrics() -> set[str]:
+    """The sisguard_* series the shipped alerting rules ask for."""
+    return {name for rule in alert_rules()
+            for name in re.findall(r"\bsisguard_[a-z_]+", rule["expr"])}
+
+
+def test_shipped_alerting_rules_are_well_formed() -> None:
+    rules = alert_rules()
+    names = {r["alert"] for r in rules}
+    for wanted in ("SisguardCollectorDown", "SisguardOutputOutage", "SisguardDeadLettersRising",
+                   "SisguardAgentsOffline", "SisguardAckLatencyHigh"):
+        assert wanted in names
+    for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"]
+        expr = rule["expr"]
+        assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}")
+    assert "sisguard_output_outage_seconds" in referenced_metrics()
+    promtool = shutil.which("promtool")
+    if promtool:   # Debian's prometheus package: optional here, checked when present
+        result = subprocess.run([promtool, "check", "rules", str(ALERT_RULES)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr

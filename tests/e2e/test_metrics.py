@@ -7,6 +7,7 @@ port (server TLS: no client certificate needed) and on the events port (mutual T
 
 from __future__ import annotations
 
+import re
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.collector.test_metrics import referenced_metrics
 from tests.harness import REPO, Agent, Collector, free_port, wait_for
 from tests.search import SearchNode
 
@@ -101,6 +103,10 @@ def test_counters_move_when_events_flow(collector_factory: Callable[..., Collect
     series = ("sisguard_agent_spool_dropped", (("agent_id", agent.agent_id),))
     wait_for(lambda: series in scrape(port), timeout=20,
              message="the agent's spool drops in /metrics")
+    # every series the shipped alerting rules ask for is one the collector exports
+    exported = {re.sub(r"_(bucket|count|sum|total)$", "", name) for name, _ in after}
+    exported |= {name for name, _ in after}
+    assert referenced_metrics() <= exported, referenced_metrics() - exported
     assert _health(collector) == SERVING
     assert _health(collector, service="sisguard.v1.Ingest") == SERVING
     assert _health(collector, events_port=True, agent=agent) == SERVING
