@@ -2,12 +2,14 @@
 
 Not prometheus_client's ``start_http_server``: its threading server starts one thread per
 connection without a bound. Here at most ``max_connections`` requests are served at once
-(one more is closed at once, never queued) and each socket has a timeout, so a slow or
-flooding client costs at most those few threads, never the collector's gRPC budgets.
+(one more is closed at once, never queued); a socket is let go when silent for
+``timeout`` seconds and every connection ends within twice that, so a slow or flooding
+client costs at most those few threads (and timers), never the collector's gRPC budgets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socket
 import socketserver
@@ -23,8 +25,25 @@ log = get_logger("sisguard.collector.metrics")
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: MetricsServer
-    timeout = 5.0          # a socket timeout: a slow client is let go
+    timeout = 5.0          # a socket timeout: a silent client is let go
     protocol_version = "HTTP/1.0"   # one request per connection
+
+    def setup(self) -> None:
+        super().setup()
+        # and a deadline for the whole connection: a client that trickles a byte now
+        # and then never meets the socket timeout, it meets this
+        self._deadline = threading.Timer(2 * self.timeout, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _cut(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != "/metrics":

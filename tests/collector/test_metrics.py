@@ -76,6 +76,25 @@ def test_slow_clients_hold_at_most_the_budget_and_are_let_go(server: MetricsServ
     assert "sisguard_test_things_total" in text
 
 
+def test_a_trickling_client_meets_the_connection_deadline(server: MetricsServer) -> None:
+    """A byte every 0.3 s never trips the 1 s socket timeout; the 2 s deadline ends it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        def cut() -> bool:
+            try:
+                s.sendall(b"X")
+            except OSError:
+                return True
+            s.settimeout(0.3)
+            try:
+                return s.recv(100) == b""
+            except TimeoutError:
+                return False
+            except OSError:
+                return True
+
+        wait_for(cut, timeout=10, interval=0.0, message="the trickling client cut off")
+
+
 def _try_get(port: int) -> str | None:
     try:
         return _get(port)
