@@ -281,6 +281,7 @@ class Collector:
         stats: Any = getattr(self.detector, "stats", None)
         return {
             "listen": self.config.listen, "port": self.port, "enroll_port": self.enroll_port,
+            "storing": not self.storing_blocked(),   # what the gRPC health service says
             "ingest": {"batches": ingest.batches, "events": ingest.events,
                        "rejected": ingest.rejected, "output_outage_since": ingest.outage_since},
             "pipeline": {name: vars(c) for name, c in self.pipeline.counters.items()},
