@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collector", action="append", help="override the enrolled collectors")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("status", help="identity and spool depth")
+    p = sub.add_parser("status", help="identity, spool depth and, while the agent runs, "
+                                      "its collector, last ack and sensors")
     p.add_argument("--state-dir", default="/var/lib/sisguard-agent")
     p.set_defaults(func=_status)
 

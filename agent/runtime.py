@@ -26,6 +26,7 @@ from agent.sensors import REGISTRY, Sensor, SensorContext
 from agent.sensors.base import SensorHealth
 from agent.shipper import Shipper, ShipperSettings
 from agent.spool import Spool
+from agent.status import STATUS_EVERY, StatusWriter, iso, read_status
 from common.logs import get_logger
 from common.process import serve_until_signalled
 from common.text import is_valid_text, os_text
@@ -87,6 +88,8 @@ class Agent:
         self._stopping = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="spool-writer",
                                         daemon=True)
+        self.status = StatusWriter(self.state_dir, self.status_report,
+                                   period=min(STATUS_EVERY, config.heartbeat_interval))
 
     # sensors -> queue
     def _emit(self, document: Document, timeout: float = 2.0) -> None:
@@ -224,6 +227,31 @@ class Agent:
                      for h in self.health.values()],
         )
 
+    def status_report(self) -> dict[str, Any]:
+        """What ``sisguard-agent status`` shows of the running agent (agent/status.py)."""
+        depth = self.spool.depth()
+        oldest = self.spool.read_after(0, limit=1, max_bytes=1)
+        age = (round(max(0.0, time.time() - oldest[0].time_ns / 1e9), 1) if oldest
+               else None)
+        stats = self.shipper.stats
+        sensors = []
+        for h in self.health.values():
+            with h.lock:
+                sensors.append({"name": h.name, "mode": h.mode, "events": h.events,
+                                "errors": h.errors, "last_error": h.last_error,
+                                "details": dict(h.details)})
+        return {
+            "agent_id": self.identity.agent_id,
+            "collector": stats.connected_to or None,
+            "last_ack": iso(stats.last_ack_unix) if stats.last_ack_unix else None,
+            "last_error": stats.last_error, "connects": stats.connects,
+            "events_acked": stats.events_acked, "events_rejected": stats.events_rejected,
+            "spool": {"events": depth.events, "bytes": depth.bytes, "dropped": depth.dropped,
+                      "last_seq": depth.last_seq, "oldest_unacked_age_seconds": age},
+            "interval_seconds": self.config.heartbeat_interval,
+            "sensors": sensors,
+        }
+
     def start(self) -> None:
         self._writer.start()
         started = new_event("sisguard.agent", category=["host"], type=["start"],
@@ -234,6 +262,7 @@ class Agent:
             sensor.start()
             log.info("sensor started", sensor=sensor.name, mode=self.health[sensor.name].mode)
         self.shipper.start()
+        self.status.start()
         log.info("agent running", agent_id=self.identity.agent_id,
                  collectors=list(self.shipper.collectors), state_dir=str(self.state_dir))
 
@@ -245,6 +274,10 @@ class Agent:
         def left(share: float) -> float:
             return max(0.0, min(share, deadline - time.monotonic()))
 
+        self.status.stop()
+        self.status.join(timeout=left(1.0))
+        with contextlib.suppress(OSError):
+            (self.state_dir / "status.json").unlink()   # not running: no status
         for sensor in self.sensors:
             sensor.stop()
         for sensor in self.sensors:
@@ -295,4 +328,6 @@ def state_summary(state_dir: Path) -> dict[str, Any]:
                                "ca_fingerprint": identity.ca_fingerprint}
     spool = state_dir / "spool.db"
     summary["spool"] = read_depth(spool) if spool.exists() else None
+    # the running agent's own report (agent/status.py); null when it is not running
+    summary["running"] = read_status(state_dir)
     return summary

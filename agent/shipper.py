@@ -62,6 +62,7 @@ class ShipperStats:
     events_truncated: int = 0  # too large for the collector: long fields cut
     events_replaced: int = 0   # ... and still too large: sent as a sensor_error
     last_error: str = ""
+    last_ack_unix: float = 0.0   # time.time() of the last ack (0: none yet)
 
 
 class Shipper(threading.Thread):
@@ -185,6 +186,7 @@ class Shipper(threading.Thread):
         if span is None:
             return
         self.spool.ack(*span)
+        self.stats.last_ack_unix = time.time()
         self.stats.events_acked += ack.accepted + ack.duplicates
         if ack.rejected:
             self.stats.events_rejected += len(ack.rejected)

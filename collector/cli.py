@@ -281,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--es-ca")
     p.add_argument("--archive", choices=["on", "off"], default=None,
                    help="keep the JSONL archive (default: on unless Elasticsearch is set)")
+    p.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (default: "
+                        "off; no authentication: bind to a private address)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("kibana", help="Kibana data views, searches and dashboard")

@@ -112,6 +112,19 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics over HTTP (collector/metrics.py); off unless ``listen`` is set."""
+
+    listen: str | None = None          # HOST:PORT serving /metrics, e.g. 127.0.0.1:9464
+    max_connections: int = 4           # scrapes served at once; one more is closed
+    timeout: Duration = Duration(5.0)  # a client slower than this is let go
+    max_agent_series: int = 5000       # per-agent series (beyond: the totals only)
+
+    def __post_init__(self) -> None:
+        _positive(self)
+
+
+@dataclass(frozen=True)
 class PkiConfig:
     crl_path: Path | None = None           # default: DATA_DIR/pki/crl.pem (may be shared)
     revocation_poll: Duration = Duration(2.0)
@@ -151,6 +164,7 @@ class CollectorConfig:
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     pki: PkiConfig = field(default_factory=PkiConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def archive_enabled(self) -> bool:

@@ -30,6 +30,7 @@ def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         "elasticsearch": {k: v for k, v in es.items() if v is not None},
         "rules": {"paths": args.rules} if args.rules else None,
         "archive": archive,
+        "metrics": {"listen": args.metrics} if getattr(args, "metrics", None) else None,
         "log_level": args.log_level,
     }
 

@@ -10,14 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from collector.admission import DeadlineWatch, EnrollGate, StreamGate
 from collector.config import CollectorConfig, EnrollmentConfig, LimitsConfig
 from collector.enroll import EnrollmentService
-from collector.ingest import IngestService, Limits
+from collector.health_service import StorageHealth, add_health
+from collector.ingest import Limits
+from collector.metrics import IngestMeter, MeteredIngest, serve_metrics
+from collector.metrics_http import MetricsServer
 from collector.monitor import Monitor
 from collector.outputs.archive import JsonlArchive
-from collector.outputs.base import Output, Record
+from collector.outputs.base import Output, OutputUnavailable, Record
 from collector.pipeline import Detector, Pipeline, Validate
 from collector.pki import CertificateAuthority
 from collector.renewal import AgentRenewer, configured_ca, ensure_server_certificate
@@ -173,8 +177,11 @@ class Collector:
                                max_seq_rate=limits.max_seq_rate)
         self.sequence = SequenceMarks(self.data.root / "sequence.json",
                                       ingest_limits.sequence_policy())
-        self.ingest = IngestService(
-            store=self.store, pipeline=self.pipeline, outputs=self.outputs,
+        # metrics: a registry of our own (never prometheus_client's global one)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.meter = IngestMeter(self.registry)
+        self.ingest = MeteredIngest(
+            meter=self.meter, store=self.store, pipeline=self.pipeline, outputs=self.outputs,
             limits=ingest_limits, stopping=self.stopping, admission=self.streams,
             revocations=self.revocations, renewer=AgentRenewer(self.ca, self.store),
             sequence=self.sequence,
@@ -191,8 +198,11 @@ class Collector:
                                             deadline=enrollment.deadline,
                                             pressure_deadline=enrollment.deadline_under_pressure,
                                             pressure_at=max(1, enrollment.threads // 2))
+        self.health = StorageHealth(lambda: not self.stopping.is_set()
+                                    and not self.storing_blocked())
         self.server: grpc.Server | None = None
         self.enroll_server: grpc.Server | None = None
+        self.metrics_server: MetricsServer | None = None
         self.monitor: Monitor | None = None
         self.port = 0
         self.enroll_port = 0
@@ -213,6 +223,7 @@ class Collector:
             options=events_server_options(limits), maximum_concurrent_rpcs=limits.max_streams,
         )
         pb_grpc.add_IngestServicer_to_server(self.ingest, server)
+        add_health(server, self.health)
         self.port = _bind(server, self.config.listen,
                           server_credentials(self.data, require_client_cert=True, certs=certs),
                           what="events", flag="--listen")
@@ -224,6 +235,8 @@ class Collector:
             options=enroll_server_options(enrollment),
             maximum_concurrent_rpcs=enrollment.max_concurrent,
         )
+        # the health service here too: a checker needs no agent certificate on this port
+        add_health(enroll_server, self.health)
         enroll_listen = self.config.enroll_listen or enroll_address(self.config.listen)
         self.enroll_port = _bind(enroll_server, enroll_listen,
                                  server_credentials(self.data, require_client_cert=False,
@@ -241,19 +254,34 @@ class Collector:
             health=self.health_snapshot, health_path=self.data.health,
         )
         self.monitor.start()
+        if self.config.metrics.listen:
+            self.metrics_server = serve_metrics(self, self.registry)
         log.info("collector listening", listen=self.config.listen, port=self.port,
                  enroll_port=self.enroll_port, outputs=[o.name for o in self.outputs])
         return self.port
 
     def _publish_everywhere(self, records: list[Record]) -> None:
         for output in self.outputs:
-            output.publish(records)
+            try:
+                output.publish(records)
+            except OutputUnavailable:
+                self.meter.failed(output.name)
+                raise
+            self.meter.succeeded(output.name)
+        self.meter.stored(records)
+
+    def storing_blocked(self) -> bool:
+        """An output cannot take batches now (an outage, or not ready since start)."""
+        if self.ingest.outage_since is not None or self.meter.outages():
+            return True
+        return any(o.health().get("ready") is False for o in self.outputs)
 
     def health_snapshot(self) -> dict[str, Any]:
         ingest = self.ingest
         stats: Any = getattr(self.detector, "stats", None)
         return {
             "listen": self.config.listen, "port": self.port, "enroll_port": self.enroll_port,
+            "storing": not self.storing_blocked(),   # what the gRPC health service says
             "ingest": {"batches": ingest.batches, "events": ingest.events,
                        "rejected": ingest.rejected, "output_outage_since": ingest.outage_since},
             "pipeline": {name: vars(c) for name, c in self.pipeline.counters.items()},
@@ -278,6 +306,8 @@ class Collector:
 
     def stop(self, grace: float = 3.0) -> None:
         self.stopping.set()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         if self.monitor is not None:
             self.monitor.stop()
         self.revocations.stop()

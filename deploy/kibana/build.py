@@ -208,6 +208,13 @@ def build(prefix: str = "sisguard") -> list[dict[str, Any]]:
                      sort=[["event.severity", "desc"], ["@timestamp", "desc"]],
                      description="Alerts, most severe first (critical 99, high 73, "
                                  "medium 47, low 21)."),
+        saved_search("sisguard-agent-health", "sisguard: agent health", EVENTS,
+                     'event.dataset: "sisguard.agent"',
+                     ["host.name", "agent.id", "event.action", "message",
+                      "sisguard.agent.status", "sisguard.spool.dropped",
+                      "sisguard.sensor.name", "error.message"],
+                     description="The agents' own events: started, stopped, offline, "
+                                 "spool drops, sensor errors."),
     ]
     over_time = visualization(
         "sisguard-alerts-over-time", "sisguard: alerts over time by severity", ALERTS,

@@ -103,6 +103,7 @@ def test_the_objects_the_issue_asks_for() -> None:
             'event.category: "authentication" and event.outcome: "failure"',
         "sisguard-new-listening-ports": 'event.action: "listen_opened"',
         "sisguard-alerts-by-severity": 'event.kind: "alert"',
+        "sisguard-agent-health": 'event.dataset: "sisguard.agent"',
     }
     alerts = _by_id(objects, "sisguard-alerts-by-severity")
     assert alerts["attributes"]["sort"][0] == ["event.severity", "desc"]
