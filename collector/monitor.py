@@ -74,13 +74,13 @@ class Monitor(threading.Thread):
         self.health = health
         self.health_path = health_path
         self.period = period
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
-        while not self._stop.wait(self.period):
+        while not self._halt.wait(self.period):
             try:
                 self.check_agents(time.time())
             except Exception:  # a background job never dies
