@@ -27,15 +27,15 @@ def _positive(owner: object) -> None:
 class LimitsConfig:
     """The events server (mutual TLS): per-message, per-agent and per-connection limits."""
 
-    max_message_bytes: Size = Size(4 * 1024 * 1024)
-    max_batch_events: int = 1000
-    window: int = 4
+    max_message_bytes: Size = Size(4 * 1024 * 1024)  # larger: RESOURCE_EXHAUSTED
+    max_batch_events: int = 1000          # a larger batch is refused; agents are told
+    window: int = 4                       # batches an agent may have in flight
     events_per_second: float = 50_000.0   # per agent, across all its streams
     max_streams: int = 512                # open streams, all agents together
     max_streams_per_agent: int = 2        # one, plus one while a dead one times out
     connection_idle: Duration = Duration(300.0)      # no call on it: closed
     connection_age: Duration = Duration(3600.0)      # then GOAWAY, then the grace
-    connection_age_grace: Duration = Duration(60.0)
+    connection_age_grace: Duration = Duration(60.0)  # for calls under way at GOAWAY
     handshake_timeout: Duration = Duration(20.0)     # TCP up, TLS not done: closed
     max_seq_gap: int = 10_000_000     # sequence numbers an agent may skip at first
     max_seq_rate: float = 50_000.0    # ... and that allowance's growth per second
@@ -53,10 +53,10 @@ class EnrollmentConfig:
     deadline: Duration = Duration(5.0)    # to send the request, from the call's start
     # when more than half the threads are taken by calls still waiting for their request:
     # a prompt client's request is there already, a slow-loris call is let go quickly
-    deadline_under_pressure: Duration = Duration(0.25)
+    deadline_under_pressure: Duration = Duration(0.25)  # once half the threads wait
     per_address_concurrent: int = 2       # calls in progress from one address
     per_address_per_minute: float = 30.0  # attempts from one address (token bucket)
-    per_address_burst: int = 10
+    per_address_burst: int = 10           # attempts one address may make at once
     log_window: Duration = Duration(60.0)  # refusals logged once per address per window
     max_addresses: int = 4096             # tracked sources; beyond, one shared entry
 
@@ -71,28 +71,28 @@ class ArchiveConfig:
 
 @dataclass(frozen=True)
 class ElasticsearchConfig:
-    url: tuple[str, ...] = ()
+    url: tuple[str, ...] = ()             # set it to index into Elasticsearch
     # secrets: never in a repr, a log line or (preferably) the command line; see
     # collector/credentials.py for the files and environment variables that set them
-    api_key: str | None = field(default=None, repr=False)
-    api_key_file: Path | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    password_file: Path | None = None
-    ca: Path | None = None
-    index_prefix: str = "sisguard"
-    shards: int = 1
-    replicas: int = 0
-    retention_days: int = 90
-    bulk_max_docs: int = 2000
-    request_timeout: Duration = Duration(30.0)
+    api_key: str | None = field(default=None, repr=False)  # base64 id:key (api_key_file!)
+    api_key_file: Path | None = None      # the API key from a file (never argv)
+    username: str | None = None           # basic auth, with password or password_file
+    password: str | None = field(default=None, repr=False)  # better: password_file
+    password_file: Path | None = None     # the password from a file
+    ca: Path | None = None                # the cluster's CA certificate (PEM)
+    index_prefix: str = "sisguard"        # PREFIX-{events,alerts,deadletter}-YYYY.MM.DD
+    shards: int = 1                       # of each daily index
+    replicas: int = 0                     # of each daily index
+    retention_days: int = 90              # older daily indices are deleted
+    bulk_max_docs: int = 2000             # documents in one bulk request
+    request_timeout: Duration = Duration(30.0)  # of one request to the cluster
 
 
 @dataclass(frozen=True)
 class RulesConfig:
-    paths: tuple[Path, ...] = ()
-    filters: tuple[Path, ...] = ()
-    reload: bool = True
+    paths: tuple[Path, ...] = ()          # Sigma rule files or directories
+    filters: tuple[Path, ...] = ()        # Sigma filters for local false positives
+    reload: bool = True                   # re-read changed rule files within 5 s
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class DetectionConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
-    offline_after_intervals: int = 3
+    offline_after_intervals: int = 3      # missed heartbeats before agent_offline
 
 
 @dataclass(frozen=True)
@@ -127,12 +127,12 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class PkiConfig:
     crl_path: Path | None = None           # default: DATA_DIR/pki/crl.pem (may be shared)
-    revocation_poll: Duration = Duration(2.0)
+    revocation_poll: Duration = Duration(2.0)  # re-read the shared revocation list
     agent_lifetime: Duration = Duration(90 * 86400.0)   # 1 to 397 days
     server_lifetime: Duration = Duration(397 * 86400.0)  # 30 to 825 days
-    renew_server_before: Duration = Duration(30 * 86400.0)
+    renew_server_before: Duration = Duration(30 * 86400.0)  # re-issue this long before
     # tests only: agent certificates this short (seconds), to see them renew
-    test_agent_lifetime: Duration | None = None
+    test_agent_lifetime: Duration | None = None   # tests only: seconds, to see renewal
 
     def __post_init__(self) -> None:
         day = 86400.0
@@ -151,11 +151,11 @@ class PkiConfig:
 
 @dataclass(frozen=True)
 class CollectorConfig:
-    data_dir: Path = Path("/var/lib/sisguard-collector")
+    data_dir: Path = Path("/var/lib/sisguard-collector")  # CA, tokens, agents, archive
     listen: str = "0.0.0.0:4443"          # events, mutual TLS
     enroll_listen: str | None = None       # enrollment, server TLS; default: listen port + 1
-    log_level: str = "info"
-    print_alerts: bool = False
+    log_level: str = "info"               # debug, info, warning, error
+    print_alerts: bool = False            # alerts also as JSON lines on stdout
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     enrollment: EnrollmentConfig = field(default_factory=EnrollmentConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)

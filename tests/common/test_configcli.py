@@ -67,8 +67,8 @@ def test_config_show_prints_every_key_with_defaults_and_masks_secrets(tmp_path: 
                     "  retention_days: 30\n")
     out = cli("collector", "config", "show", "--config", str(path)).stdout
     assert "hunter2" not in out
-    assert "\n  password: \"********\"  # default: null\n" in out
-    assert "  retention_days: 30  # default: 90" in out
+    assert "\n  password: \"********\"  # better: password_file; default: null\n" in out
+    assert "  retention_days: 30  # older daily indices are deleted; default: 90" in out
     assert "listen: 0.0.0.0:4443  # events, mutual TLS" in out
     defaults = cli("agent", "config", "show", "--defaults").stdout
     assert "  max_bytes: 512MiB  # disk bound; oldest dropped first, counted" in defaults
