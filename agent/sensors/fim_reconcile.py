@@ -158,6 +158,20 @@ class Reconciler:
             for child in children:
                 self.enforce(old_wp, child.path)
 
+    def renamed_while_away(self, old_path: str, old: FileState, cur: FileState) -> bool:
+        """A reconciliation scan found ``old_path`` gone and ``cur`` new with its inode and
+        hash (a rename made while the agent was stopped): reported as ``renamed`` with
+        both paths. False (nothing done) when ``cur`` is not wanted or is known already."""
+        with self.lock:
+            wp = self.rules.wanted(cur.path, is_dir=False)
+            if wp is None or self.baseline.get(cur.path) is not None:
+                return False
+            self._rename_one(old_path, old, cur.path, cur, wp, "scan")
+            old_wp = self.rules.root_of(old_path)
+            if old_wp is not None and old_wp.protect is Protect.RESTORE:
+                self.enforce(old_wp, old_path)
+            return True
+
     def _rename_one(self, old_path: str, old: FileState, path: str, cur: FileState,
                     wp: WatchPath, detected_by: str) -> None:
         changed = [c for c in compare(old, cur) if c != "inode"]

@@ -28,6 +28,10 @@ from agent.sensors.fim_reconcile import Reconciler
 from agent.sensors.fim_state import FileState
 
 BATCH = 2000
+# new files a reconciliation scan holds back until its sweep, so that one matching a
+# vanished baseline entry (same inode, same hash) is reported as `renamed`; past this
+# many they are reported as they are found (created, and the old path deleted)
+MAX_HELD_CREATES = 50_000
 _Results = list["FileState | OSError"]
 _Pending = tuple[list[tuple[str, os.stat_result]], list["Future[list[Result]]"]]
 
@@ -107,6 +111,7 @@ class Scanner:
         self.stop = stop
         self.progress = progress
         self._tree: Tree | None = None   # the root being walked, open while it is
+        self._held: dict[tuple[int, str], FileState] = {}   # new files, by _rename_key
 
     def scan(self, wp: WatchPath, *, reason: str, top: str | None = None,
              recursive: bool | None = None, throttled: bool = True) -> ScanStats:
@@ -122,6 +127,7 @@ class Scanner:
         progress = Progress(stats, out)
         started = time.monotonic()
         seen: set[str] = set()
+        self._held = {}
         chunk: list[tuple[str, os.stat_result]] = []
         pool = self._workers() if initial else None
         # the helpers end with the scan, also when it fails
@@ -162,6 +168,7 @@ class Scanner:
             elif top == root:
                 self.r.baseline.mark_initialized(root)
             stats.completed = True
+        self._release_held(stats)   # also when stopped: a new file is never lost
         stats.seconds = time.monotonic() - started
         return stats
 
@@ -270,8 +277,21 @@ class Scanner:
                                  again.st_ino) != (st.st_mtime_ns, st.st_ctime_ns,
                                                    st.st_size, st.st_ino):
                 return   # changing under us: the real-time path or the next scan has it
+            key = _rename_key(state)
+            if (old is None and key is not None and key not in self._held
+                    and len(self._held) < MAX_HELD_CREATES):
+                self._held[key] = state   # created, or the far end of a rename: the sweep
+                return                    # tells
             if self.r.record(path, state, detected_by="scan") is not None:
                 stats.changes += 1
+
+    def _release_held(self, stats: ScanStats) -> None:
+        """New files no vanished entry claimed: reported as created."""
+        held, self._held = self._held, {}
+        for state in held.values():
+            with self.r.lock:
+                if self.r.record(state.path, state, detected_by="scan") is not None:
+                    stats.changes += 1
 
     def _sweep(self, top: str, recursive: bool, seen: set[str], stats: ScanStats) -> None:
         """Baseline entries that the walk did not find are gone."""
@@ -284,9 +304,17 @@ class Scanner:
                 if self.r.reader.exists(path):
                     continue
                 old = self.r.baseline.get(path)
-                if old is not None:
-                    self.r.deleted(path, old, detected_by="scan")
+                if old is None:
+                    continue
+                key = _rename_key(old)
+                new = self._held.get(key) if key is not None else None
+                if key is not None and new is not None and self.r.renamed_while_away(
+                        path, old, new):
+                    del self._held[key]
                     stats.changes += 1
+                    continue
+                self.r.deleted(path, old, detected_by="scan")
+                stats.changes += 1
 
     def _walk(self, wp: WatchPath, top: str, recursive: bool, stats: ScanStats
               ) -> Iterator[tuple[str, os.stat_result]]:
@@ -347,3 +375,10 @@ class Scanner:
                 stats.errors += 1
                 r.health.count_error(f"scan {directory}: {e}")
                 continue
+
+
+def _rename_key(state: FileState) -> tuple[int, str] | None:
+    """What a file keeps through a rename: its inode and content (regular files with a
+    hash only; without the hash an inode reused by a new file would pass for a rename)."""
+    digest = state.value("hash") if state.type == "file" else None
+    return (state.inode, digest) if digest else None
