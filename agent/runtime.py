@@ -23,8 +23,10 @@ from agent.memory import release_heap
 from agent.renewal import Renewal
 from agent.sensors import REGISTRY, Sensor, SensorContext
 from agent.sensors.base import SensorHealth
+from agent.sensors.fim_config import FimConfig, with_web_roots
 from agent.shipper import Shipper, ShipperSettings
 from agent.spool import Spool
+from agent.webroots import Discovery, Poller, discover, log_discovery
 from common.logs import get_logger
 from common.process import serve_until_signalled
 from sisguard.v1 import sisguard_pb2 as pb
@@ -48,6 +50,18 @@ class Agent:
         self.queue_dropped = 0
         self.health: dict[str, SensorHealth] = {}
         self.sensors: list[Sensor] = []
+        self.web: Discovery | None = None   # what the web server configs name
+        self._web_poller: Poller | None = None
+        self._fim_config: FimConfig | None = sensor_configs.get("fim")  # before discovery
+        if self._fim_config is not None and config.web_roots == "auto":
+            self.web = discover(config.web_server_configs)
+            log_discovery(self.web, reason="start")
+            sensor_configs = {**sensor_configs, "fim": with_web_roots(
+                self._fim_config, (r.path for r in self.web.roots))}
+            self._web_poller = Poller(config.web_server_configs,
+                                      float(config.web_roots_poll), self.web,
+                                      self._web_changed)
+        self._contexts: dict[str, SensorContext] = {}
         for name in config.sensors:
             cls, _ = REGISTRY[name]
             health = SensorHealth(name)
@@ -56,7 +70,10 @@ class Agent:
                                     state_dir=self.state_dir / "sensors" / name,
                                     report_error=self._report_error(name))
             context.state_dir.mkdir(parents=True, exist_ok=True)
+            self._contexts[name] = context
             self.sensors.append(cls(sensor_configs[name], context))
+        if self.web is not None:
+            self.health["fim"].details.update(self.web.details())
         s = config.shipper
         self.shipper = Shipper(
             spool=self.spool,
@@ -74,6 +91,24 @@ class Agent:
         self._stopping = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="spool-writer",
                                         daemon=True)
+
+    def _web_changed(self, found: Discovery) -> None:
+        """The web server configs changed: FIM restarts on the new set of roots (its
+        baseline stays; the restart's reconciliation scan reports what changed)."""
+        assert self._fim_config is not None
+        self.web = found
+        health = self.health["fim"]
+        health.details.update(found.details())
+        config = with_web_roots(self._fim_config, (r.path for r in found.roots))
+        for i, sensor in enumerate(self.sensors):
+            if sensor.name != "fim" or sensor.config == config or self._stopping.is_set():
+                continue
+            sensor.stop()
+            sensor.join(timeout=10)
+            cls, _ = REGISTRY["fim"]
+            self.sensors[i] = replacement = cls(config, self._contexts["fim"])
+            replacement.start()
+            log.info("fim restarted on the web roots found", roots=len(found.roots))
 
     # sensors -> queue
     def _emit(self, document: Document) -> None:
@@ -162,10 +197,14 @@ class Agent:
             sensor.start()
             log.info("sensor started", sensor=sensor.name, mode=self.health[sensor.name].mode)
         self.shipper.start()
+        if self._web_poller is not None:
+            self._web_poller.start()
         log.info("agent running", agent_id=self.identity.agent_id,
                  collectors=list(self.shipper.collectors), state_dir=str(self.state_dir))
 
     def stop(self) -> None:
+        if self._web_poller is not None:
+            self._web_poller.stop()
         for sensor in self.sensors:
             sensor.stop()
         for sensor in self.sensors:
