@@ -41,12 +41,15 @@ class AgentConfig:
     # per-sensor settings, checked against each sensor's own config class
     sensor: dict[str, Any] = field(default_factory=dict)
     # auto: watch the web roots the nginx/Apache configs name (those that exist); off
-    web_roots: str = "auto"
+    # (YAML reads a bare `off` as false: taken as "off")
+    web_roots: Any = "auto"
     web_server_configs: tuple[str, ...] = DEFAULT_CONFIGS  # main files ("nginx:PATH" ok)
     web_roots_poll: Duration = Duration(60.0)   # re-read the configs this often
 
     def __post_init__(self) -> None:
-        if self.web_roots not in MODES:
+        if self.web_roots is False:
+            object.__setattr__(self, "web_roots", "off")
+        if not isinstance(self.web_roots, str) or self.web_roots not in MODES:
             raise ConfigError(f"web_roots: {self.web_roots!r} (allowed: {', '.join(MODES)})",
                               location=Location("<config>"))
 

@@ -72,8 +72,6 @@ class Agent:
             context.state_dir.mkdir(parents=True, exist_ok=True)
             self._contexts[name] = context
             self.sensors.append(cls(sensor_configs[name], context))
-        if self.web is not None:
-            self.health["fim"].details.update(self.web.details())
         s = config.shipper
         self.shipper = Shipper(
             spool=self.spool,
@@ -97,8 +95,6 @@ class Agent:
         baseline stays; the restart's reconciliation scan reports what changed)."""
         assert self._fim_config is not None
         self.web = found
-        health = self.health["fim"]
-        health.details.update(found.details())
         config = with_web_roots(self._fim_config, (r.path for r in found.roots))
         for i, sensor in enumerate(self.sensors):
             if sensor.name != "fim" or sensor.config == config or self._stopping.is_set():
@@ -183,9 +179,16 @@ class Agent:
             interval_seconds=int(self.config.heartbeat_interval),
             sensors=[pb.SensorHealth(name=h.name, events=h.events, errors=h.errors,
                                      mode=h.mode, last_error=h.last_error,
-                                     details=dict(h.details))
+                                     details=self._details(h))
                      for h in self.health.values()],
         )
+
+    def _details(self, health: SensorHealth) -> dict[str, str]:
+        details = dict(health.details)
+        web = self.web
+        if health.name == "fim" and web is not None:   # what the web configs named
+            details.update(web.details())
+        return details
 
     def start(self) -> None:
         self._writer.start()
