@@ -185,6 +185,7 @@ def test_web_roots_and_logs_found_alone_webshell_alerted_rename_while_stopped(
 heartbeat_interval: 1s
 sensors: [fim]
 web_roots: auto
+web_roots_poll: 1s
 web_server_configs: ["nginx:{site.nginx_conf}", "apache:{site.apache_conf}"]
 """)
     (site.apache_root / "uploads" / "shell.txt").write_text(
@@ -244,3 +245,18 @@ web_server_configs: ["nginx:{site.nginx_conf}", "apache:{site.apache_conf}"]
              message=f"{SCRIPT_RULE} for the renamed {new}")
     assert _fim(collector, "created", new) == [] and _fim(collector, "deleted", old) == []
     assert len(_fim(collector, "renamed", new)) == 1
+
+    # a site enabled later: the configs are re-read and its root watched
+    proc = agent.proc   # the restarted agent's
+    assert proc is not None
+    offset = len(proc.since(0).encode())
+    extra = site.base / "www" / "new-site"
+    extra.mkdir()
+    write(site.base / "nginx" / "sites-enabled" / "new", f"server {{ listen 127.0.0.1:1; "
+          f"server_name new.test; root {extra}; }}\n")
+    wait_for(lambda: '"fim ready"' in proc.since(offset), timeout=30,
+             message="FIM restarted on the new web root")
+    page = extra / "cmd.jsp"
+    page.write_text("<% Runtime.getRuntime().exec(request.getParameter(\"c\")); %>\n")
+    wait_for(lambda: _alerts(collector, SCRIPT_RULE, page), timeout=15,
+             message=f"{SCRIPT_RULE} for {page} in the root found on re-read")
