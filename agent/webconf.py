@@ -1,8 +1,9 @@
 """What the nginx and Apache parsers share: what they find, and a bounded config reader.
 
 Web server configurations are root's, but they are still input: a config a local user
-could have written (not owned by root or by us, or writable by group/others) is not read,
-nor one that is not a regular file; every file is opened non-blocking and read within a
+could have written or swapped (not owned by root or by us, writable by group/others, a
+link another user owns, in a directory others may write) is not read, nor one that is
+not a regular file; every file is opened non-blocking and read within a
 cap; includes are bounded in depth, in files and in glob matches, and a cycle is an error.
 Problems are collected (``file:line: message``), never raised: one bad file costs itself.
 """
@@ -107,6 +108,10 @@ class ConfigReader:
         if len(found.files) >= limits.max_files:
             found.error(where, f"include {path}: over {limits.max_files} config files")
             return None
+        problem = _untrusted_place(path)
+        if problem is not None:
+            found.error(where, f"{path}: {problem}: not read")
+            return None
         try:
             # sites-enabled/* are links to sites-available: followed (root's tree), but
             # never a FIFO or device, never blocking on one
@@ -139,10 +144,32 @@ class ConfigReader:
         return data, key
 
 
+def _trusted_owner(st: os.stat_result) -> bool:
+    return st.st_uid in (0, os.geteuid())
+
+
+def _untrusted_place(path: str) -> str | None:
+    """Why ``path`` may have been put there by someone else: a link another user owns, or
+    a directory (where the name is, or where the link leads) others may write in (then
+    they could swap the file, or add one an include glob picks up)."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode) and not _trusted_owner(st):
+            return f"a link owned by uid {st.st_uid}"
+        for directory in dict.fromkeys((os.path.dirname(os.path.abspath(path)),
+                                        os.path.dirname(os.path.realpath(path)))):
+            dst = os.stat(directory)
+            if not _trusted_owner(dst) or dst.st_mode & 0o022:
+                return f"in {directory}, which uid {dst.st_uid} owns or others may write"
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
 def _untrusted(st: os.stat_result, max_bytes: int) -> str | None:
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
-    if st.st_uid not in (0, os.geteuid()):
+    if not _trusted_owner(st):
         return f"owned by uid {st.st_uid}, not root"
     if st.st_mode & 0o022:
         return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"

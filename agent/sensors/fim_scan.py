@@ -31,7 +31,7 @@ BATCH = 2000
 # new files a reconciliation scan holds back until its sweep, so that one matching a
 # vanished baseline entry (same inode, same hash) is reported as `renamed`; past this
 # many they are reported as they are found (created, and the old path deleted)
-MAX_HELD_CREATES = 50_000
+MAX_HELD_CREATES = 10_000
 _Results = list["FileState | OSError"]
 _Pending = tuple[list[tuple[str, os.stat_result]], list["Future[list[Result]]"]]
 
