@@ -190,7 +190,8 @@ web_server_configs: ["nginx:{site.nginx_conf}", "apache:{site.apache_conf}"]
 """)
     (site.apache_root / "uploads" / "shell.txt").write_text(
         "<?php echo shell_exec($_REQUEST['c']); ?>\n")
-    agent = agent_factory(collector, "--config", str(config))   # no path given
+    agent = agent_factory(collector, "--config", str(config),   # no path given
+                          "--web-roots", "auto")
     assert agent.proc is not None
     text = agent.proc.since(0)
     found = [json.loads(line) for line in text.splitlines()
