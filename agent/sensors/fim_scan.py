@@ -111,7 +111,8 @@ class Scanner:
         self.stop = stop
         self.progress = progress
         self._tree: Tree | None = None   # the root being walked, open while it is
-        self._held: dict[tuple[int, str], FileState] = {}   # new files, by _rename_key
+        # new files (and their device), by _rename_key
+        self._held: dict[tuple[int, str], tuple[FileState, int]] = {}
 
     def scan(self, wp: WatchPath, *, reason: str, top: str | None = None,
              recursive: bool | None = None, throttled: bool = True) -> ScanStats:
@@ -280,15 +281,15 @@ class Scanner:
             key = _rename_key(state)
             if (old is None and key is not None and key not in self._held
                     and len(self._held) < MAX_HELD_CREATES):
-                self._held[key] = state   # created, or the far end of a rename: the sweep
-                return                    # tells
+                self._held[key] = (state, st.st_dev)   # created, or the far end of a
+                return                                 # rename: the sweep tells
             if self.r.record(path, state, detected_by="scan") is not None:
                 stats.changes += 1
 
     def _release_held(self, stats: ScanStats) -> None:
         """New files no vanished entry claimed: reported as created."""
         held, self._held = self._held, {}
-        for state in held.values():
+        for state, _ in held.values():
             with self.r.lock:
                 if self.r.record(state.path, state, detected_by="scan") is not None:
                     stats.changes += 1
@@ -308,13 +309,28 @@ class Scanner:
                     continue
                 key = _rename_key(old)
                 new = self._held.get(key) if key is not None else None
-                if key is not None and new is not None and self.r.renamed_while_away(
-                        path, old, new):
+                if (key is not None and new is not None and self._device_of(path) == new[1]
+                        and self.r.renamed_while_away(path, old, new[0])):
                     del self._held[key]
                     stats.changes += 1
                     continue
                 self.r.deleted(path, old, detected_by="scan")
                 stats.changes += 1
+
+    def _device_of(self, gone: str) -> int | None:
+        """The device a vanished path was on: that of the nearest directory above it that
+        is still there (a file is on its directory's file system; rename(2) never crosses
+        one). The baseline keeps no device; an inode number alone is per file system."""
+        directory = os.path.dirname(gone)
+        for _ in range(64):
+            st = self.r.reader.lstat(directory)
+            if st is not None:
+                return st.st_dev if stat.S_ISDIR(st.st_mode) else None
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                return None
+            directory = parent
+        return None
 
     def _walk(self, wp: WatchPath, top: str, recursive: bool, stats: ScanStats
               ) -> Iterator[tuple[str, os.stat_result]]:
