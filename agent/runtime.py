@@ -62,6 +62,8 @@ class Agent:
                                       float(config.web_roots_poll), self.web,
                                       self._web_changed)
         self._contexts: dict[str, SensorContext] = {}
+        self._sensors_lock = threading.Lock()   # the FIM restart on new web roots
+        self._closing = False
         for name in config.sensors:
             cls, _ = REGISTRY[name]
             health = SensorHealth(name)
@@ -96,15 +98,16 @@ class Agent:
         assert self._fim_config is not None
         self.web = found
         config = with_web_roots(self._fim_config, (r.path for r in found.roots))
-        for i, sensor in enumerate(self.sensors):
-            if sensor.name != "fim" or sensor.config == config or self._stopping.is_set():
-                continue
-            sensor.stop()
-            sensor.join(timeout=10)
-            cls, _ = REGISTRY["fim"]
-            self.sensors[i] = replacement = cls(config, self._contexts["fim"])
-            replacement.start()
-            log.info("fim restarted on the web roots found", roots=len(found.roots))
+        with self._sensors_lock:   # stop() waits for a restart under way
+            for i, sensor in enumerate(self.sensors):
+                if sensor.name != "fim" or sensor.config == config or self._closing:
+                    continue
+                sensor.stop()
+                sensor.join(timeout=10)
+                cls, _ = REGISTRY["fim"]
+                self.sensors[i] = replacement = cls(config, self._contexts["fim"])
+                replacement.start()
+                log.info("fim restarted on the web roots found", roots=len(found.roots))
 
     # sensors -> queue
     def _emit(self, document: Document) -> None:
@@ -206,6 +209,8 @@ class Agent:
                  collectors=list(self.shipper.collectors), state_dir=str(self.state_dir))
 
     def stop(self) -> None:
+        with self._sensors_lock:
+            self._closing = True
         if self._web_poller is not None:
             self._web_poller.stop()
         for sensor in self.sensors:
