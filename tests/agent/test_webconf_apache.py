@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from agent.webconf_apache import arguments, parse_apache
 
 APACHE2_CONF = """\
@@ -146,3 +150,14 @@ def test_a_huge_file_and_an_endless_line(tmp_path: Path) -> None:
 
 def test_arguments_keep_quoted_spaces_and_escaped_quotes() -> None:
     assert arguments('"/srv/a b" c "d \\"e\\""') == ["/srv/a b", "c", 'd "e"']
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_bytes_as_a_config_never_raise(tmp_path_factory: pytest.TempPathFactory,
+                                           data: bytes) -> None:
+    conf = tmp_path_factory.mktemp("fuzz") / "apache2.conf"
+    conf.write_bytes(data)
+    found = parse_apache(str(conf))
+    assert all(r.path.startswith("/") for r in found.roots)
+    assert len(found.errors) <= 100

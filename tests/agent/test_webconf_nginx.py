@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.webconf import Limits
 from agent.webconf_nginx import TokenError, parse_nginx, tokens
@@ -168,3 +170,26 @@ def test_deep_braces_and_bad_syntax_cost_only_their_file(tmp_path: Path) -> None
     found = parse_nginx(str(conf))
     assert [r.path for r in found.roots] == ["/srv/ok"]
     assert len(found.errors) == 2, found.errors
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list('ab /;{}#"\'\\\n$*\t')), max_size=200))
+def test_any_text_tokenizes_or_fails_with_the_line(source: str) -> None:
+    try:
+        toks = list(tokens(source, 50))
+    except TokenError as e:
+        assert str(e).startswith("line ") or "over" in str(e)
+        return
+    assert all(len(t.value) <= 51 for t in toks)
+    assert all(1 <= t.line <= source.count("\n") + 1 for t in toks)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_bytes_as_a_config_never_raise(tmp_path_factory: pytest.TempPathFactory,
+                                           data: bytes) -> None:
+    conf = tmp_path_factory.mktemp("fuzz") / "nginx.conf"
+    conf.write_bytes(data)
+    found = parse_nginx(str(conf))
+    assert len(found.roots) <= found.limits.max_found
+    assert all(r.path.startswith("/") for r in found.roots)
