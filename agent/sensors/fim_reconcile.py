@@ -207,7 +207,11 @@ class Reconciler:
                changed: list[str], *, detected_by: str, old_path: str | None = None) -> None:
         doc = fim_event(action, new=cur, old=old, changed=changed, old_path=old_path,
                         detected_by=detected_by)
-        content_changed = action == "created" or {"hash", "size", "ctime"} & set(changed)
+        # a rename that changes the extension (upload.jpg -> upload.php) makes the same
+        # bytes something else to the web server: checked as if new
+        content_changed = (action == "created" or {"hash", "size", "ctime"} & set(changed)
+                           or (action == "renamed" and old_path is not None
+                               and _extension(old_path) != _extension(cur.path)))
         if cur.type == "file" and content_changed:
             try:
                 self._enrich(doc, wp, cur, old_path or cur.path)
@@ -323,3 +327,7 @@ class Reconciler:
                                 stack.append(child)
         except OSError as e:
             self.health.count_error(f"after protection, {path}: {e}")
+
+
+def _extension(path: str) -> str:
+    return os.path.splitext(path)[1].lower()

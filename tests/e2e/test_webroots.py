@@ -244,6 +244,10 @@ web_server_configs: ["nginx:{site.nginx_conf}", "apache:{site.apache_conf}"]
     assert renamed[0]["sisguard"]["fim"]["detected_by"] == "scan"
     wait_for(lambda: _alerts(collector, SCRIPT_RULE, new), timeout=15,
              message=f"{SCRIPT_RULE} for the renamed {new}")
+    # never content-checked as .txt (it was there before the first scan): checked now
+    assert renamed[0]["sisguard"]["content"]["categories"] == ["webshell"]
+    wait_for(lambda: _alerts(collector, SIGNATURE_RULE, new), timeout=15,
+             message=f"{SIGNATURE_RULE} for the renamed {new}")
     assert _fim(collector, "created", new) == [] and _fim(collector, "deleted", old) == []
     assert len(_fim(collector, "renamed", new)) == 1
 

@@ -351,15 +351,18 @@ def test_a_rename_made_while_stopped_is_one_renamed_event(make_sensor: SensorFac
                                                            www: Path) -> None:
     (www / "upload").mkdir()
     (www / "upload" / "shell.txt").write_text("<?php system($_GET['cmd']); ?>\n")
-    sensor, _ = make_sensor({"paths": [{"path": str(www), "tags": ["web_root"]}]})
+    watched = {"paths": [{"path": str(www), "tags": ["web_root"], "content_checks": True}]}
+    sensor, _ = make_sensor(watched)
     stop(sensor)
     os.rename(www / "upload" / "shell.txt", www / "upload" / "shell.php")
     # a different file that only shares a hash with a deleted one is no rename (made
     # first, so that it cannot reuse the deleted file's inode)
     (www / "copy.txt").write_text("a\n")
     (www / "sub" / "a.txt").unlink()
-    _, stub2 = make_sensor({"paths": [{"path": str(www), "tags": ["web_root"]}]})
+    _, stub2 = make_sensor(watched)
     renamed = stub2.wait("renamed", www / "upload" / "shell.php")
+    # the same bytes, now a script to the web server: content-checked as if new
+    assert renamed["sisguard"]["content"]["categories"] == ["webshell"]
     stub2.wait("created", www / "copy.txt")
     stub2.wait("deleted", www / "sub" / "a.txt")
     assert renamed["sisguard"]["fim"]["before"]["path"] == str(www / "upload" / "shell.txt")
