@@ -48,10 +48,16 @@ class Discovery:
                 "web_configs": _listed(list(self.configs))}
 
 
-def _listed(items: list[str], limit: int = 20) -> str:
-    shown_items = [shown(i) for i in items[:limit]]
+def _listed(items: list[str], limit: int = 20, max_chars: int = 2000) -> str:
+    """``N: a, b, ...``: the first ``limit`` items, at most ``max_chars`` in all (a
+    heartbeat stays small whatever the paths)."""
+    if not items:
+        return "0"
+    text = ", ".join(shown(i) for i in items[:limit])
+    if len(text) > max_chars:
+        text = text[:max_chars] + "..."
     more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
-    return f"{len(items)}: {', '.join(shown_items)}{more}" if items else "0"
+    return f"{len(items)}: {text}{more}"
 
 
 def server_kind(path: str) -> str | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from agent.config import load_config
 from agent.sensors.fim_config import FimConfig, WatchPath, with_web_roots
+from agent.webconf import WebRoot
 from agent.webroots import Discovery, Poller, discover, server_kind, web_logs
 from common.yamlconf import from_dict
 
@@ -31,6 +32,15 @@ def test_discover_reads_both_servers_and_skips_absent_ones(tmp_path: Path) -> No
     assert found.errors == ("/x/unknown.conf: neither nginx nor apache (prefix it nginx: "
                             "or apache:)",)
     assert found.details()["web_roots"] == f"2: {tmp_path}/www/a, {tmp_path}/www/b"
+
+
+def test_heartbeat_details_stay_small_whatever_the_paths() -> None:
+    roots = tuple(WebRoot("/srv/" + "x" * 4000 + str(i), "nginx", None, "root", "f:1")
+                  for i in range(200))
+    details = Discovery(roots=roots).details()
+    assert details["web_roots"].startswith("200: /srv/xxx")
+    assert details["web_roots"].endswith("... (+180 more)")
+    assert len(details["web_roots"]) < 2100 and details["web_logs"] == "0"
 
 
 def test_server_kind() -> None:
