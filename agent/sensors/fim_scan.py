@@ -111,8 +111,9 @@ class Scanner:
         self.stop = stop
         self.progress = progress
         self._tree: Tree | None = None   # the root being walked, open while it is
-        # new files (and their device), by _rename_key
+        # new files (and their device), by _rename_key; new directories, after them
         self._held: dict[tuple[int, str], tuple[FileState, int]] = {}
+        self._held_dirs: list[FileState] = []
 
     def scan(self, wp: WatchPath, *, reason: str, top: str | None = None,
              recursive: bool | None = None, throttled: bool = True) -> ScanStats:
@@ -128,7 +129,7 @@ class Scanner:
         progress = Progress(stats, out)
         started = time.monotonic()
         seen: set[str] = set()
-        self._held = {}
+        self._held, self._held_dirs = {}, []
         chunk: list[tuple[str, os.stat_result]] = []
         pool = self._workers() if initial else None
         # the helpers end with the scan, also when it fails
@@ -279,43 +280,54 @@ class Scanner:
                                                    st.st_size, st.st_ino):
                 return   # changing under us: the real-time path or the next scan has it
             key = _rename_key(state)
-            if (old is None and key is not None and key not in self._held
-                    and len(self._held) < MAX_HELD_CREATES):
+            room = len(self._held) + len(self._held_dirs) < MAX_HELD_CREATES
+            if old is None and room and key is not None and key not in self._held:
                 self._held[key] = (state, st.st_dev)   # created, or the far end of a
                 return                                 # rename: the sweep tells
+            if old is None and room and state.type == "dir":
+                self._held_dirs.append(state)   # its files are walked (and held) next;
+                return                          # recorded after them, it reports no copy
             if self.r.record(path, state, detected_by="scan") is not None:
                 stats.changes += 1
 
     def _release_held(self, stats: ScanStats) -> None:
-        """New files no vanished entry claimed: reported as created."""
+        """New files no vanished entry claimed, then new directories: reported as
+        created (a directory's entries are in the baseline by then: not reported twice)."""
         held, self._held = self._held, {}
-        for state, _ in held.values():
+        dirs, self._held_dirs = self._held_dirs, []
+        for state in [s for s, _ in held.values()] + dirs:
             with self.r.lock:
                 if self.r.record(state.path, state, detected_by="scan") is not None:
                     stats.changes += 1
 
     def _sweep(self, top: str, recursive: bool, seen: set[str], stats: ScanStats) -> None:
-        """Baseline entries that the walk did not find are gone."""
+        """Baseline entries that the walk did not find are gone: renamed first (a file
+        that moved while the agent was stopped, also with its directory), then the rest
+        deleted, parents first."""
         candidates = [top, *self.r.baseline.paths_under(top)]
-        for path in sorted(candidates):
-            if path in seen or (not recursive and path != top
-                                and os.path.dirname(path) != top):
-                continue
+        gone = [path for path in sorted(candidates)
+                if path not in seen and (recursive or path == top
+                                         or os.path.dirname(path) == top)]
+        if self._held:
+            for path in gone:
+                with self.r.lock:
+                    old = self.r.baseline.get(path)
+                    key = _rename_key(old) if old is not None else None
+                    new = self._held.get(key) if key is not None else None
+                    if (old is None or key is None or new is None
+                            or self.r.reader.exists(path) or self._device_of(path) != new[1]):
+                        continue
+                    if self.r.renamed_while_away(path, old, new[0]):
+                        del self._held[key]
+                        stats.changes += 1
+        for path in gone:
             with self.r.lock:
                 if self.r.reader.exists(path):
                     continue
                 old = self.r.baseline.get(path)
-                if old is None:
-                    continue
-                key = _rename_key(old)
-                new = self._held.get(key) if key is not None else None
-                if (key is not None and new is not None and self._device_of(path) == new[1]
-                        and self.r.renamed_while_away(path, old, new[0])):
-                    del self._held[key]
+                if old is not None:
+                    self.r.deleted(path, old, detected_by="scan")
                     stats.changes += 1
-                    continue
-                self.r.deleted(path, old, detected_by="scan")
-                stats.changes += 1
 
     def _device_of(self, gone: str) -> int | None:
         """The device a vanished path was on: that of the nearest directory above it that

@@ -371,3 +371,21 @@ def test_a_rename_made_while_stopped_is_one_renamed_event(make_sensor: SensorFac
     assert not stub2.fim("created", www / "upload" / "shell.php"), stub2.summary()
     assert not stub2.fim("deleted", www / "upload" / "shell.txt"), stub2.summary()
     assert len(stub2.fim()) == 3, stub2.summary()
+
+
+def test_a_directory_renamed_while_stopped_keeps_its_files_as_renamed(
+        make_sensor: SensorFactory, www: Path) -> None:
+    (www / "sub" / "b.php").write_text("<?php echo 1; ?>\n")
+    sensor, _ = make_sensor({"paths": [str(www)]})
+    stop(sensor)
+    os.rename(www / "sub", www / "moved")
+    _, stub2 = make_sensor({"paths": [str(www)]})
+    for name in ("a.txt", "b.php"):
+        doc = stub2.wait("renamed", www / "moved" / name)
+        assert doc["sisguard"]["fim"]["before"]["path"] == str(www / "sub" / name)
+    stub2.wait("created", www / "moved")
+    stub2.wait("deleted", www / "sub")
+    # a directory has no hash to match it by: created + deleted; its files moved once
+    assert sorted(stub2.summary()) == sorted([
+        ("renamed", str(www / "moved" / "a.txt")), ("renamed", str(www / "moved" / "b.php")),
+        ("created", str(www / "moved")), ("deleted", str(www / "sub"))])
