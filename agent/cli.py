@@ -40,6 +40,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "sensors": args.sensors.split(",") if args.sensors else None,
         "sensor": sensor or None,
         "log_level": args.log_level,
+        "web_roots": getattr(args, "web_roots", None),
     }
 
 
@@ -96,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="append", help="path for file integrity (repeatable)")
     p.add_argument("--web-root", action="append",
                    help="a web root: watched, tagged web_root, content-checked (repeatable)")
+    p.add_argument("--web-roots", choices=("auto", "off"), default=None,
+                   help="watch the web roots the nginx/Apache configs name (default: auto)")
     p.add_argument("--sensors", default=None, help="comma-separated subset, e.g. fim,process")
     p.add_argument("--collector", action="append", help="override the enrolled collectors")
     p.set_defaults(func=_run)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.webroots import DEFAULT_CONFIGS, MODES
 from common.errors import ConfigError, Location
 from common.yamlconf import Duration, Size, from_dict, load_mapping
 
@@ -39,6 +40,18 @@ class AgentConfig:
     shipper: ShipperConfig = field(default_factory=ShipperConfig)  # batches to the collector
     # per-sensor settings, checked against each sensor's own config class
     sensor: dict[str, Any] = field(default_factory=dict)
+    # auto: watch the web roots the nginx/Apache configs name (those that exist); off
+    # (YAML reads a bare `off` as false: taken as "off")
+    web_roots: Any = "auto"
+    web_server_configs: tuple[str, ...] = DEFAULT_CONFIGS  # main files ("nginx:PATH" ok)
+    web_roots_poll: Duration = Duration(60.0)   # re-read the configs this often
+
+    def __post_init__(self) -> None:
+        if self.web_roots is False:
+            object.__setattr__(self, "web_roots", "off")
+        if not isinstance(self.web_roots, str) or self.web_roots not in MODES:
+            raise ConfigError(f"web_roots: {self.web_roots!r} (allowed: {', '.join(MODES)})",
+                              location=Location("<config>"))
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> tuple[AgentConfig, dict[str, Any]]:

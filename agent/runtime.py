@@ -24,9 +24,11 @@ from agent.memory import release_heap
 from agent.renewal import Renewal
 from agent.sensors import REGISTRY, Sensor, SensorContext
 from agent.sensors.base import SensorHealth
+from agent.sensors.fim_config import FimConfig, with_web_roots
 from agent.shipper import Shipper, ShipperSettings
 from agent.spool import Spool
 from agent.status import STATUS_EVERY, StatusWriter, iso, read_status
+from agent.webroots import Discovery, Poller, discover, log_discovery
 from common.logs import get_logger
 from common.process import serve_until_signalled
 from common.text import is_valid_text, os_text
@@ -61,6 +63,20 @@ class Agent:
         self._settle = threading.Condition()
         self.health: dict[str, SensorHealth] = {}
         self.sensors: list[Sensor] = []
+        self.web: Discovery | None = None   # what the web server configs name
+        self._web_poller: Poller | None = None
+        self._fim_config: FimConfig | None = sensor_configs.get("fim")  # before discovery
+        if self._fim_config is not None and config.web_roots == "auto":
+            self.web = discover(config.web_server_configs)
+            log_discovery(self.web, reason="start")
+            sensor_configs = {**sensor_configs, "fim": with_web_roots(
+                self._fim_config, (r.path for r in self.web.roots))}
+            self._web_poller = Poller(config.web_server_configs,
+                                      float(config.web_roots_poll), self.web,
+                                      self._web_changed)
+        self._contexts: dict[str, SensorContext] = {}
+        self._sensors_lock = threading.Lock()   # the FIM restart on new web roots
+        self._closing = False
         for name in config.sensors:
             cls, _ = REGISTRY[name]
             health = SensorHealth(name)
@@ -70,6 +86,7 @@ class Agent:
                                     report_error=self._report_error(name),
                                     sync=self.sync)
             context.state_dir.mkdir(parents=True, exist_ok=True)
+            self._contexts[name] = context
             self.sensors.append(cls(sensor_configs[name], context))
         s = config.shipper
         self.shipper = Shipper(
@@ -90,6 +107,23 @@ class Agent:
                                         daemon=True)
         self.status = StatusWriter(self.state_dir, self.status_report,
                                    period=min(STATUS_EVERY, config.heartbeat_interval))
+
+    def _web_changed(self, found: Discovery) -> None:
+        """The web server configs changed: FIM restarts on the new set of roots (its
+        baseline stays; the restart's reconciliation scan reports what changed)."""
+        assert self._fim_config is not None
+        self.web = found
+        config = with_web_roots(self._fim_config, (r.path for r in found.roots))
+        with self._sensors_lock:   # stop() waits for a restart under way
+            for i, sensor in enumerate(self.sensors):
+                if sensor.name != "fim" or sensor.config == config or self._closing:
+                    continue
+                sensor.stop()
+                sensor.join(timeout=10)
+                cls, _ = REGISTRY["fim"]
+                self.sensors[i] = replacement = cls(config, self._contexts["fim"])
+                replacement.start()
+                log.info("fim restarted on the web roots found", roots=len(found.roots))
 
     # sensors -> queue
     def _emit(self, document: Document, timeout: float = 2.0) -> None:
@@ -223,7 +257,7 @@ class Agent:
             sensors=[pb.SensorHealth(name=h.name, events=h.events, errors=h.errors,
                                      mode=_text(h.mode), last_error=_text(h.last_error),
                                      details={_text(k): _text(v)
-                                              for k, v in list(h.details.items())[:64]})
+                                              for k, v in list(self._details(h).items())[:64]})
                      for h in self.health.values()],
         )
 
@@ -252,6 +286,13 @@ class Agent:
             "sensors": sensors,
         }
 
+    def _details(self, health: SensorHealth) -> dict[str, str]:
+        details = dict(health.details)
+        web = self.web
+        if health.name == "fim" and web is not None:   # what the web configs named
+            details.update(web.details())
+        return details
+
     def start(self) -> None:
         self._writer.start()
         started = new_event("sisguard.agent", category=["host"], type=["start"],
@@ -263,6 +304,8 @@ class Agent:
             log.info("sensor started", sensor=sensor.name, mode=self.health[sensor.name].mode)
         self.shipper.start()
         self.status.start()
+        if self._web_poller is not None:
+            self._web_poller.start()
         log.info("agent running", agent_id=self.identity.agent_id,
                  collectors=list(self.shipper.collectors), state_dir=str(self.state_dir))
 
@@ -278,6 +321,10 @@ class Agent:
         self.status.join(timeout=left(1.0))
         with contextlib.suppress(OSError):
             (self.state_dir / "status.json").unlink()   # not running: no status
+        with self._sensors_lock:
+            self._closing = True
+        if self._web_poller is not None:
+            self._web_poller.stop()
         for sensor in self.sensors:
             sensor.stop()
         for sensor in self.sensors:

@@ -34,9 +34,10 @@ ensure_venv() {
 
 # Debian packages the tests use: real sshd, sudo, useradd, rsyslog; nftables cuts the
 # network for the fault matrix (tests/faults/test_network_cut.py); python3-venv, rpm,
-# rpm2cpio and cpio install and inspect the packages (tests/packaging).
+# rpm2cpio and cpio install and inspect the packages (tests/packaging); nginx and apache2
+# are the web servers whose configurations the agent reads (tests/e2e/test_webroots.py).
 APT_PACKAGES=(openssh-server openssh-client sshpass sudo passwd rsyslog procps nftables
-              python3-venv rpm rpm2cpio cpio)
+              python3-venv rpm rpm2cpio cpio nginx apache2)
 
 ensure_system_packages() {
   local missing=()

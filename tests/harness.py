@@ -204,8 +204,10 @@ class Agent:
             self.enroll()
         log = self.state_dir / "agent.log"
         offset = log.stat().st_size if log.exists() else 0
+        # hermetic: the host's own nginx/Apache configs are not read unless a test asks
+        hermetic = [] if "--web-roots" in self.args else ["--web-roots", "off"]
         self.proc = Proc([sys.executable, "-m", "agent.cli", "run", "--state-dir",
-                          str(self.state_dir), *self.args], log)
+                          str(self.state_dir), *hermetic, *self.args], log)
         self.proc.start()
         proc = self.proc
 

@@ -23,7 +23,8 @@ import fnmatch
 import functools
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,30 @@ class FimConfig:
 
     def interval(self, wp: WatchPath) -> float:
         return float(wp.scan_interval if wp.scan_interval is not None else self.scan_interval)
+
+
+WEB_ROOT_TAG = "web_root"
+
+
+def with_web_roots(config: FimConfig, roots: Iterable[str]) -> FimConfig:
+    """``config`` watching the discovered web ``roots`` too (existing directories only),
+    each tagged ``web_root`` with content checks. Explicit config wins: a path given in
+    the config keeps its settings; one equal to or inside a web root gains the tag (and
+    content checks, when it was given as a bare path, as ``--watch`` gives it)."""
+    found = [os.path.abspath(r) for r in roots]
+    found = [r for r in dict.fromkeys(found) if os.path.isdir(r)]
+    paths: list[WatchPath] = []
+    for wp in config.watch_paths:
+        inside = any(wp.root == r or wp.root.startswith(r.rstrip("/") + "/") for r in found)
+        if inside and WEB_ROOT_TAG not in wp.tags:
+            bare = wp == WatchPath(path=wp.path)
+            wp = replace(wp, tags=(*wp.tags, WEB_ROOT_TAG),
+                         content_checks=True if bare else wp.content_checks)
+        paths.append(wp)
+    explicit = {wp.root for wp in paths}
+    paths += [WatchPath(path=Path(r), content_checks=True, tags=(WEB_ROOT_TAG,))
+              for r in found if r not in explicit]
+    return replace(config, paths=tuple(paths))
 
 
 def _watch_path(entry: Any, index: int) -> WatchPath:

@@ -167,6 +167,20 @@ class Reconciler:
             for child in children:
                 self.enforce(old_wp, child.path)
 
+    def renamed_while_away(self, old_path: str, old: FileState, cur: FileState) -> bool:
+        """A reconciliation scan found ``old_path`` gone and ``cur`` new with its inode and
+        hash (a rename made while the agent was stopped): reported as ``renamed`` with
+        both paths. False (nothing done) when ``cur`` is not wanted or is known already."""
+        with self.lock:
+            wp = self.rules.wanted(cur.path, is_dir=False)
+            if wp is None or self.baseline.get(cur.path) is not None:
+                return False
+            self._rename_one(old_path, old, cur.path, cur, wp, "scan")
+            old_wp = self.rules.root_of(old_path)
+            if old_wp is not None and old_wp.protect is Protect.RESTORE:
+                self.enforce(old_wp, old_path)
+            return True
+
     def _rename_one(self, old_path: str, old: FileState, path: str, cur: FileState,
                     wp: WatchPath, detected_by: str) -> None:
         changed = [c for c in compare(old, cur) if c != "inode"]
@@ -202,7 +216,11 @@ class Reconciler:
                changed: list[str], *, detected_by: str, old_path: str | None = None) -> None:
         doc = fim_event(action, new=cur, old=old, changed=changed, old_path=old_path,
                         detected_by=detected_by)
-        content_changed = action == "created" or {"hash", "size", "ctime"} & set(changed)
+        # a rename that changes the extension (upload.jpg -> upload.php) makes the same
+        # bytes something else to the web server: checked as if new
+        content_changed = (action == "created" or {"hash", "size", "ctime"} & set(changed)
+                           or (action == "renamed" and old_path is not None
+                               and _extension(old_path) != _extension(cur.path)))
         if cur.type == "file" and content_changed:
             try:
                 self._enrich(doc, wp, cur, old_path or cur.path)
@@ -318,3 +336,7 @@ class Reconciler:
                                 stack.append(child)
         except OSError as e:
             self.health.count_error(f"after protection, {path}: {e}")
+
+
+def _extension(path: str) -> str:
+    return os.path.splitext(path)[1].lower()

@@ -28,6 +28,10 @@ from agent.sensors.fim_reconcile import Reconciler
 from agent.sensors.fim_state import FileState
 
 BATCH = 2000
+# new files a reconciliation scan holds back until its sweep, so that one matching a
+# vanished baseline entry (same inode, same hash) is reported as `renamed`; past this
+# many they are reported as they are found (created, and the old path deleted)
+MAX_HELD_CREATES = 10_000
 _Results = list["FileState | OSError"]
 _Pending = tuple[list[tuple[str, os.stat_result]], list["Future[list[Result]]"]]
 
@@ -107,6 +111,9 @@ class Scanner:
         self.stop = stop
         self.progress = progress
         self._tree: Tree | None = None   # the root being walked, open while it is
+        # new files (and their device), by _rename_key; new directories, after them
+        self._held: dict[tuple[int, str], tuple[FileState, int]] = {}
+        self._held_dirs: list[FileState] = []
 
     def scan(self, wp: WatchPath, *, reason: str, top: str | None = None,
              recursive: bool | None = None, throttled: bool = True) -> ScanStats:
@@ -122,6 +129,7 @@ class Scanner:
         progress = Progress(stats, out)
         started = time.monotonic()
         seen: set[str] = set()
+        self._held, self._held_dirs = {}, []
         chunk: list[tuple[str, os.stat_result]] = []
         pool = self._workers() if initial else None
         # the helpers end with the scan, also when it fails
@@ -162,6 +170,7 @@ class Scanner:
             elif top == root:
                 self.r.baseline.mark_initialized(root)
             stats.completed = True
+        self._release_held(stats)   # also when stopped: a new file is never lost
         stats.seconds = time.monotonic() - started
         return stats
 
@@ -270,16 +279,48 @@ class Scanner:
                                  again.st_ino) != (st.st_mtime_ns, st.st_ctime_ns,
                                                    st.st_size, st.st_ino):
                 return   # changing under us: the real-time path or the next scan has it
+            key = _rename_key(state)
+            room = len(self._held) + len(self._held_dirs) < MAX_HELD_CREATES
+            if old is None and room and key is not None and key not in self._held:
+                self._held[key] = (state, st.st_dev)   # created, or the far end of a
+                return                                 # rename: the sweep tells
+            if old is None and room and state.type == "dir":
+                self._held_dirs.append(state)   # its files are walked (and held) next;
+                return                          # recorded after them, it reports no copy
             if self.r.record(path, state, detected_by="scan") is not None:
                 stats.changes += 1
 
+    def _release_held(self, stats: ScanStats) -> None:
+        """New files no vanished entry claimed, then new directories: reported as
+        created (a directory's entries are in the baseline by then: not reported twice)."""
+        held, self._held = self._held, {}
+        dirs, self._held_dirs = self._held_dirs, []
+        for state in [s for s, _ in held.values()] + dirs:
+            with self.r.lock:
+                if self.r.record(state.path, state, detected_by="scan") is not None:
+                    stats.changes += 1
+
     def _sweep(self, top: str, recursive: bool, seen: set[str], stats: ScanStats) -> None:
-        """Baseline entries that the walk did not find are gone."""
+        """Baseline entries that the walk did not find are gone: renamed first (a file
+        that moved while the agent was stopped, also with its directory), then the rest
+        deleted, parents first."""
         candidates = [top, *self.r.baseline.paths_under(top)]
-        for path in sorted(candidates):
-            if path in seen or (not recursive and path != top
-                                and os.path.dirname(path) != top):
-                continue
+        gone = [path for path in sorted(candidates)
+                if path not in seen and (recursive or path == top
+                                         or os.path.dirname(path) == top)]
+        if self._held:
+            for path in gone:
+                with self.r.lock:
+                    old = self.r.baseline.get(path)
+                    key = _rename_key(old) if old is not None else None
+                    new = self._held.get(key) if key is not None else None
+                    if (old is None or key is None or new is None
+                            or self.r.reader.exists(path) or self._device_of(path) != new[1]):
+                        continue
+                    if self.r.renamed_while_away(path, old, new[0]):
+                        del self._held[key]
+                        stats.changes += 1
+        for path in gone:
             with self.r.lock:
                 if self.r.reader.exists(path):
                     continue
@@ -287,6 +328,21 @@ class Scanner:
                 if old is not None:
                     self.r.deleted(path, old, detected_by="scan")
                     stats.changes += 1
+
+    def _device_of(self, gone: str) -> int | None:
+        """The device a vanished path was on: that of the nearest directory above it that
+        is still there (a file is on its directory's file system; rename(2) never crosses
+        one). The baseline keeps no device; an inode number alone is per file system."""
+        directory = os.path.dirname(gone)
+        for _ in range(64):
+            st = self.r.reader.lstat(directory)
+            if st is not None:
+                return st.st_dev if stat.S_ISDIR(st.st_mode) else None
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                return None
+            directory = parent
+        return None
 
     def _walk(self, wp: WatchPath, top: str, recursive: bool, stats: ScanStats
               ) -> Iterator[tuple[str, os.stat_result]]:
@@ -347,3 +403,10 @@ class Scanner:
                 stats.errors += 1
                 r.health.count_error(f"scan {directory}: {e}")
                 continue
+
+
+def _rename_key(state: FileState) -> tuple[int, str] | None:
+    """What a file keeps through a rename: its inode and content (regular files with a
+    hash only; without the hash an inode reused by a new file would pass for a rename)."""
+    digest = state.value("hash") if state.type == "file" else None
+    return (state.inode, digest) if digest else None
