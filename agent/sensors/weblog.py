@@ -61,13 +61,14 @@ class WebLogPath:
     server: str = ""                  # nginx | apache | "" (from the format)
 
     def __post_init__(self) -> None:
+        # TypeError: from_dict turns it into a ConfigError at this mapping's line
         try:
             compile_format(self.format)
         except FormatError as e:
-            raise ConfigError(f"weblog path {self.path}: format {self.format!r}: {e}") from e
+            raise TypeError(f"path {self.path}: format {self.format!r}: {e}") from e
         if self.server not in SERVERS:
-            raise ConfigError(f"weblog path {self.path}: server {self.server!r} is not one "
-                              "of nginx, apache")
+            raise TypeError(f"path {self.path}: server {self.server!r} is not one of "
+                            "nginx, apache")
 
 
 @dataclass(frozen=True)

@@ -159,9 +159,11 @@ def compile_format_string(spec: str, *, name: str = "") -> LineFormat:
 def _parse_json(line: str) -> Fields | None:
     """nginx ``escape=json`` lines: an object whose keys are nginx variable names (with or
     without ``$``); values become text (invalid bytes escaped)."""
+    if not line.startswith("{"):
+        return None
     try:
         data = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # a line of 64 Ki "{" nests too deep
         return None
     if not isinstance(data, dict):
         return None
