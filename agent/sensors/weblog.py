@@ -213,6 +213,15 @@ class WebLogSensor(Sensor):
             self.handle_line(entry, raw, seen)
         return len(lines)
 
+    def read_available(self) -> int:
+        """Read every log once to its end, now (in the caller's thread); save offsets.
+        Returns the lines read."""
+        with self._lock:
+            logs = list(self._logs.values())
+        read = sum(max(self._poll(entry), 0) for entry in logs)
+        self._save_state()
+        return read
+
     def _loop(self) -> None:
         denied: dict[Path, int] = {}
         logs: list[_Log] = []
@@ -233,11 +242,9 @@ class WebLogSensor(Sensor):
                     self._save_state()
                 if self._stop.wait(self.config.poll_interval):
                     break
+            self.read_available()  # what arrived while stopping
             with self._lock:
                 logs = list(self._logs.values())
-            for entry in logs:  # what arrived while stopping
-                self._poll(entry)
-            self._save_state()
         except Exception as e:
             self.context.report_error(f"weblog sensor stopped: {type(e).__name__}: {e}", {})
             log.exception("weblog loop failed")

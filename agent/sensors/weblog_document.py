@@ -11,7 +11,6 @@ digits. A line that does not parse still gives a document with ``event.original`
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import socket
 from typing import Any
 
@@ -88,11 +87,7 @@ class DocumentBuilder:
     def _is_ip(self, text: str) -> bool:
         known = self._ips.get(text)
         if known is None:
-            try:
-                ipaddress.ip_address(text)
-                known = True
-            except ValueError:
-                known = False
+            known = _is_address(text)
             if len(self._ips) > 4096:
                 self._ips.clear()
             self._ips[text] = known
@@ -206,6 +201,17 @@ class DocumentBuilder:
         if extension:
             url["extension"] = extension
         doc["url"] = url
+
+
+def _is_address(text: str) -> bool:
+    """An IPv4 or IPv6 address (what Elasticsearch's ``ip`` type takes)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+            return True
+        except (OSError, ValueError):  # ValueError: an embedded NUL
+            continue
+    return False
 
 
 def _extension(path: str) -> str:

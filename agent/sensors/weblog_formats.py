@@ -6,7 +6,7 @@ or one of the names in ``NAMED_FORMATS`` (``combined``, ``common``, ``vhost_comb
 regular expression in which every variable is followed by a literal, and matches
 anything but that literal's first character (``[^ ]*`` before a space, ``[^\\]]*``
 before ``]``) or, between double quotes, a quoted string with backslash escapes
-(``(?:[^"\\\\]|\\\\.)*``). Each step has one way to go, so a match or a failure costs
+(``[^"\\\\]*(?:\\\\.[^"\\\\]*)*``). Each step has one way to go, so a match or a failure costs
 time linear in the line (no catastrophic backtracking, whatever the line holds).
 
 ``parse`` returns the fields under canonical names (``FIELD_NAMES``), or None when the
@@ -55,7 +55,7 @@ NAMED_FORMATS = {
     "vhost_combined": '%v:%p %h %l %u %t "%r" %>s %O "%{Referer}i" "%{User-Agent}i"',
 }
 SPECIAL_FORMATS = ("json", "nginx_error", "apache_error")
-QUOTED = r'((?:[^"\\]|\\.)*)'
+QUOTED = r'([^"\\]*(?:\\.[^"\\]*)*)'  # "unrolled": one way to match, linear
 IGNORED = "_"          # a variable we do not use: matched, not kept
 MAX_FORMAT = 4096
 MAX_FIELDS = 64
@@ -118,10 +118,12 @@ def _tokens(spec: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def compile_format_string(spec: str, *, name: str = "") -> LineFormat:
-    """A format string with nginx or Apache variables, as a linear-time parser."""
+    """A format string with nginx or Apache variables, as a linear-time parser of one
+    line without its newline (single-character classes: the regex engine's fast path)."""
     server, tokens = _tokens(spec)
     parts: list[str] = []
     groups: list[str] = []
+    quick: list[int] = []  # the parts that are quoted fields
     for i, (kind, text) in enumerate(tokens):
         if kind == "lit":
             parts.append(re.escape(text))
@@ -134,24 +136,28 @@ def compile_format_string(spec: str, *, name: str = "") -> LineFormat:
             raise FormatError(f"variable {len(groups) + 1} is followed by another variable "
                               "with nothing between them: put a literal between the two")
         apache_time = server == "apache" and text == "time"
+        # a named group for the first variable of each name; others are not kept
+        group = "(" if text == IGNORED or text in groups else f"(?P<{text}>"
         if apache_time:  # %t writes its own brackets
-            parts.append(r"\[([^\]\n]*)\]")
+            parts.append(rf"\[{group}[^\]]*)\]")
         elif after is None:
-            parts.append(r"([^\n]*)")
+            parts.append(rf"{group}.*)")
         elif before.endswith('"') and after[1].startswith('"'):
-            parts.append(QUOTED)
+            parts.append(group + QUOTED[1:])
+            quick.append(len(parts) - 1)
         else:
-            parts.append(f"([^{re.escape(after[1][0])}\\n]*)")
+            parts.append(f"{group}[^{re.escape(after[1][0])}]*)")
         groups.append(text)
-    regex = re.compile("".join(parts))
-    keep = [(i + 1, g) for i, g in enumerate(groups) if g != IGNORED]
+    exact = re.compile("".join(parts))
+    # a line with no backslash has no escaped quote: a quoted field is then [^"]*, which
+    # the regex engine runs about twice as fast as the escape-aware form
+    for i in quick:
+        parts[i] = parts[i].replace(QUOTED[1:], '[^"]*)')
+    fast = re.compile("".join(parts))
 
     def parse(line: str) -> Fields | None:
-        m = regex.match(line)
-        if m is None:
-            return None
-        values = m.groups()
-        return {g: values[i - 1] for i, g in keep}
+        m = (exact if "\\" in line else fast).match(line)
+        return None if m is None else m.groupdict()
 
     return LineFormat(name or "custom", server, parse)
 
