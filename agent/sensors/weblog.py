@@ -32,11 +32,11 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from agent.ecs import timestamp
 from agent.sensors.base import Sensor, SensorContext
-from agent.sensors.logfollow import FileFollower
+from agent.sensors.logfollow import MAX_LINE, FileFollower
 from agent.sensors.weblog_document import DocumentBuilder
 from agent.sensors.weblog_formats import FormatError, compile_format
 from common.errors import ConfigError
@@ -93,10 +93,39 @@ class WebLogConfig:
                      for p in self.paths)
 
 
+class ChunkedFollower(FileFollower):
+    """The auth sensor's follower, reading at most ``CHUNK`` bytes of a file per poll: a
+    busy web log read after a long stop (or a rotated file of gigabytes) is taken a chunk
+    at a time instead of all at once into memory; ``backlog()`` says there is more."""
+
+    CHUNK = 1024 * 1024
+
+    @staticmethod
+    def _read(f: IO[bytes], partial: bytes) -> tuple[list[bytes], bytes, int]:
+        data = f.read(ChunkedFollower.CHUNK)
+        if not data:
+            return [], partial, 0
+        data = partial + data
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if len(tail) > MAX_LINE:  # a runaway line: cut it rather than grow forever
+            lines.append(tail)
+            tail = b""
+        return [line + b"\n" for line in lines], tail, len(data) - len(partial)
+
+    def backlog(self) -> bool:
+        """Whether a followed file has bytes past what was read."""
+        files = [f for f, _, _ in self.old] + ([self.file] if self.file is not None else [])
+        try:
+            return any(f.tell() < os.fstat(f.fileno()).st_size for f in files)
+        except (OSError, ValueError):
+            return False
+
+
 @dataclass
 class _Log:
     spec: WebLogPath
-    follower: FileFollower
+    follower: ChunkedFollower
     builder: DocumentBuilder
     lines: int = 0
     unparsed: int = 0
@@ -140,7 +169,7 @@ class WebLogSensor(Sensor):
             with self._lock:
                 if spec.path in self._logs or len(self._logs) >= MAX_LOGS:
                     continue
-            follower = FileFollower(spec.path, self._saved.get(str(spec.path)),
+            follower = ChunkedFollower(spec.path, self._saved.get(str(spec.path)),
                                     start_at_end=self.config.start_at == "end",
                                     grace=self.config.rotate_grace)
             follower.prime()  # "start at end" means the end as of now
@@ -240,7 +269,8 @@ class WebLogSensor(Sensor):
                     read += max(n, 0)
                 if read:
                     self._save_state()
-                if self._stop.wait(self.config.poll_interval):
+                busy = any(entry.follower.backlog() for entry in logs)  # a backlog: go on now
+                if self._stop.wait(0 if busy else self.config.poll_interval):
                     break
             self.read_available()  # what arrived while stopping
             with self._lock:

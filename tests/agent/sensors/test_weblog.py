@@ -14,7 +14,7 @@ import pytest
 from agent.config import check_config
 from agent.sensors import REGISTRY
 from agent.sensors.base import SensorContext, SensorHealth
-from agent.sensors.weblog import WebLogConfig, WebLogPath, WebLogSensor
+from agent.sensors.weblog import ChunkedFollower, WebLogConfig, WebLogPath, WebLogSensor
 from common.errors import ConfigError
 from common.yamlconf import Duration, from_dict
 from tests.harness import wait_for
@@ -63,7 +63,7 @@ def runs(tmp_path: Path) -> Iterator[list[Run]]:
 
 
 def start(runs: list[Run], tmp_path: Path, *paths: WebLogPath, **options: Any) -> Run:
-    config = WebLogConfig(paths=paths, poll_interval=Duration(0.02),
+    config = WebLogConfig(paths=paths, poll_interval=Duration(options.pop("poll", 0.02)),
                           rotate_grace=Duration(0.5), **options)
     run = Run(tmp_path / "state", config)
     run.sensor.start()
@@ -180,3 +180,22 @@ def test_config_is_strict_and_says_where(tmp_path: Path) -> None:
     problems = check_config(path)
     assert problems and "no variable" in str(problems[0])
     assert problems[0].location is not None and problems[0].location.line == 5
+
+
+def test_a_backlog_is_read_a_chunk_at_a_time(tmp_path: Path, runs: list[Run],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ChunkedFollower, "CHUNK", 4096)
+    log = tmp_path / "access.log"
+    append(log, *(line(n) for n in range(500)))  # ~60 KiB: 15 chunks
+    follower = ChunkedFollower(log, None, start_at_end=False, grace=0.0)
+    first = follower.poll()
+    assert 0 < sum(map(len, first)) <= 4096 and follower.backlog()
+    got = list(first)
+    while follower.backlog():
+        got.extend(follower.poll())
+    follower.close()
+    assert b"".join(got) == log.read_bytes()
+    # the sensor goes on without waiting while there is a backlog, and loses nothing
+    run = start(runs, tmp_path, WebLogPath(log), start_at="beginning", poll=30.0)
+    wait_for(lambda: len(run.numbers()) >= 500 or None, timeout=20, message="the backlog")
+    assert run.numbers() == list(range(500))
