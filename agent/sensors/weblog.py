@@ -129,6 +129,7 @@ class _Log:
     builder: DocumentBuilder
     lines: int = 0
     unparsed: int = 0
+    problem: str = ""
 
 
 class WebLogSensor(Sensor):
@@ -237,6 +238,12 @@ class WebLogSensor(Sensor):
         except OSError as e:
             self.context.health.count_error(f"{entry.spec.path}: {e}")
             return 0
+        problem = entry.follower.problem
+        if problem != entry.problem:
+            entry.problem = problem
+            if problem:
+                self.context.report_error(f"web log not followed: {problem}",
+                                          {"file.path": str(entry.spec.path)})
         seen = timestamp()
         for raw in lines:
             self.handle_line(entry, raw, seen)
