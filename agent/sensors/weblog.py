@@ -249,14 +249,19 @@ class WebLogSensor(Sensor):
             self.handle_line(entry, raw, seen)
         return len(lines)
 
-    def read_available(self) -> int:
-        """Read every log once to its end, now (in the caller's thread); save offsets.
-        Returns the lines read."""
+    def read_available(self, *, to_end: bool = True) -> int:
+        """Read every log now, in the caller's thread: to its end, or (``to_end=False``)
+        one chunk; save the offsets. Returns the lines read."""
         with self._lock:
             logs = list(self._logs.values())
-        read = sum(max(self._poll(entry), 0) for entry in logs)
+        total = 0
+        while True:
+            read = sum(max(self._poll(entry), 0) for entry in logs)
+            total += read
+            if not (to_end and read and any(e.follower.backlog() for e in logs)):
+                break
         self._save_state()
-        return read
+        return total
 
     def _loop(self) -> None:
         denied: dict[Path, int] = {}
@@ -279,7 +284,7 @@ class WebLogSensor(Sensor):
                 busy = any(entry.follower.backlog() for entry in logs)  # a backlog: go on now
                 if self._stop.wait(0 if busy else self.config.poll_interval):
                     break
-            self.read_available()  # what arrived while stopping
+            self.read_available(to_end=False)  # what arrived while stopping
             with self._lock:
                 logs = list(self._logs.values())
         except Exception as e:
