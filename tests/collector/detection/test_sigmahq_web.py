@@ -117,3 +117,13 @@ def test_error_log_keywords_fire_for_their_server(engine: DetectionEngine) -> No
     assert "Apache Segmentation Fault" in fired(engine, apache, "apache_error")
     # the service rules are per server: an Apache error log never fires the nginx rule
     assert "Nginx Core Dump" not in fired(engine, line, "apache_error")
+
+
+def test_a_number_in_a_keyword_list_is_searched_as_text(engine: DetectionEngine) -> None:
+    # ProxyLogon's rule lists `- 200` among '|all' keywords: every one must be in the line
+    name = "ProxyLogon Reset Virtual Directories Based On IIS Log"
+    target = "/ecp/DDI/DDIService.svc/SetObject?schema=Reset&msExchEcpCanary=x&VirtualDirectory"
+    line = (f'203.0.113.9 - - [01/Dec/2026:10:00:00 +0700] "POST {target} HTTP/1.1" 200 5 '
+            '"-" "$x"')
+    assert name in fired(engine, line)
+    assert name not in fired(engine, line.replace('" 200 5 ', '" 302 5 '))
