@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from common.text import unescape
+from tests.ecs import problems
 from tests.harness import SHARED, Agent, Collector, free_port, in_ci, port_open, wait_for
+from tests.search import engine_urls, need_engine
 
 pytestmark = pytest.mark.service
 
@@ -207,3 +209,52 @@ def test_real_nginx_attacks_alert_once_and_rotation_loses_nothing(
     assert b"\\x16\\x03\\x01" in unescape(junk[0]["event"]["original"])
     errors = [e for e in events if e["event"]["type"] == ["error"]]
     assert any(e.get("url", {}).get("path") == "/static/missing.php" for e in errors), errors
+
+
+@pytest.mark.parametrize("engine", engine_urls(), ids=lambda url: url.rsplit(":", 1)[-1])
+def test_web_documents_index_into_elasticsearch_mapped_and_valid_ecs(
+        engine: str, nginx: Nginx, collector_factory: Callable[..., Collector],
+        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:
+    if not engine:
+        need_engine("SISGUARD_TEST_ES_URLS / SISGUARD_TEST_ES_URL is not set")
+    from elasticsearch import Elasticsearch, helpers
+
+    from tests.e2e.test_elasticsearch import unmapped
+    prefix = f"tweb{os.getpid()}{nginx.port}"
+    config = tmp_path / "collector.yml"
+    config.write_text(f"elasticsearch:\n  url: [{engine}]\n  index_prefix: {prefix}\n"
+                      "archive:\n  enabled: false\n")
+    collector = collector_factory("--config", str(config))
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(f"sensor:\n  weblog:\n    poll_interval: 0.1\n    paths:\n"
+                   f"      - {{path: '{nginx.access}', server: nginx}}\n"
+                   f"      - {{path: '{nginx.error}', format: nginx_error}}\n")
+    agent_factory(collector, "--sensors", "weblog", "--config", str(cfg))
+    long_query = "q=" + "%27union%20select" * 200  # a 3.6 KB URL: longer than ignore_above
+    assert nginx.get(f"/search?{long_query}", agent="sqlmap/1.7") == 200
+    assert nginx.get("/static/none.php") == 404
+    nginx.raw(b"\x16\x03\x01\xff\r\n\r\n")
+    es = Elasticsearch(engine, request_timeout=30)
+    index = f"{prefix}-events-*"
+    try:
+        def count(query: dict[str, Any]) -> int:
+            es.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
+            return int(es.count(index=index, ignore_unavailable=True, allow_no_indices=True,
+                                query=query)["count"])
+
+        wait_for(lambda: count({"term": {"event.dataset": "sisguard.web"}}) >= 4 or None,
+                 timeout=30, message="web documents indexed")
+        assert count({"term": {"url.original": f"/search?{long_query}"}}) == 1
+        assert count({"term": {"user_agent.original": "sqlmap/1.7"}}) == 1
+        assert count({"term": {"http.response.status_code": 404}}) == 1
+        assert count({"term": {"event.type": "error"}}) >= 1
+        docs = [h["_source"] for h in helpers.scan(es, index=index)
+                if h["_source"]["event"]["dataset"] == "sisguard.web"]
+        assert {p for d in docs for p in problems(d)} == set()
+        assert {f for d in docs for f in unmapped(d)} == set(), "fields missing from template"
+    finally:
+        es.indices.delete(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
+        for kind in ("events", "alerts", "deadletter"):
+            es.options(ignore_status=404).indices.delete_index_template(
+                name=f"{prefix}-{kind}")
+        es.close()

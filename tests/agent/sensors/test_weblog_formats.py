@@ -187,3 +187,14 @@ def test_long_hostile_lines_parse_in_one_pass(fmt: str) -> None:
     builder = DocumentBuilder(compiled, path="/x")
     for line in hostile:
         builder.document(line, compiled.parse(line))
+
+
+def test_documents_are_valid_ecs() -> None:
+    from tests.ecs import problems
+    docs = [doc_for("combined", COMBINED), doc_for("combined", "junk"),
+            doc_for("nginx_error", '2026/12/01 22:15:26 [error] 31#31: *9 open() "/a" failed, '
+                    'client: 192.0.2.1, server: portal, request: "GET /a HTTP/1.1"'),
+            doc_for("json", json.dumps({"remote_addr": "::1", "request": "GET / HTTP/1.1",
+                                        "status": "200", "request_time": "0.1",
+                                        "content_type": "text/html"}))]
+    assert [p for d in docs for p in problems(d)] == []
