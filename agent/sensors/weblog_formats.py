@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from common.text import os_text
+from common.text import os_text, unescape
 
 # canonical field names every format produces
 FIELD_NAMES = ("client", "ident", "user", "time", "time_iso", "request", "method", "uri",
@@ -170,7 +170,14 @@ def _parse_json(line: str) -> Fields | None:
     try:
         data = json.loads(line)
     except (ValueError, RecursionError):  # a line of 64 Ki "{" nests too deep
-        return None
+        if "\\x" not in line:
+            return None
+        # nginx writes bytes >= 0x80 raw: our \xHH escapes of invalid UTF-8 are no JSON
+        # escapes; parse the original bytes, escape each value instead
+        try:
+            data = json.loads(unescape(line).decode("utf-8", "surrogateescape"))
+        except (ValueError, RecursionError):
+            return None
     if not isinstance(data, dict):
         return None
     fields: Fields = {}

@@ -74,6 +74,12 @@ def test_nginx_json_log() -> None:
     assert doc["destination"] == {"domain": "api.example"}
     assert doc["sisguard"]["web"]["server"] == "nginx"
     assert doc_for("json", "[1, 2]")["sisguard"]["web"]["parse_error"] is True
+    # nginx's escape=json passes bytes >= 0x80 through: invalid UTF-8 in a JSON line
+    raw = b'{"request": "GET /a\xff\xfe.php HTTP/1.1", "http_user_agent": "\\\\x41\xc3"}'
+    doc = doc_for("json", escape_bytes(raw))
+    assert doc["url"]["path"] == "/a\\xff\\xfe.php" and doc["url"]["extension"] == "php"
+    assert unescape(doc["user_agent"]["original"]) == b"\\x41\xc3"
+    assert unescape(doc["event"]["original"]) == raw
 
 
 def test_nginx_and_apache_format_strings() -> None:
