@@ -33,7 +33,7 @@ ensure_venv() {
 }
 
 # Debian packages the tests use: real sshd, sudo, useradd, rsyslog.
-APT_PACKAGES=(openssh-server openssh-client sshpass sudo passwd rsyslog procps python3-venv rpm rpm2cpio cpio nginx-light)
+APT_PACKAGES=(openssh-server openssh-client sshpass sudo passwd rsyslog procps python3-venv rpm rpm2cpio cpio nginx-light apache2)
 
 ensure_system_packages() {
   local missing=()

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,30 @@ def require(ok: object, reason: str) -> None:
         pytest.skip(reason)
 
 
-class Nginx:
+class WebServer:
+    port: int
+
+    def get(self, target: str, *, agent: str = "Mozilla/5.0 (test)") -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.putrequest("GET", target, skip_accept_encoding=True)
+            conn.putheader("User-Agent", agent)
+            conn.endheaders()
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    def raw(self, data: bytes) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            while s.recv(4096):
+                pass
+
+
+class Nginx(WebServer):
     def __init__(self, root: Path, binary: str) -> None:
         self.dir = root
         self.binary = binary
@@ -76,25 +100,6 @@ http {{
         wait_for(lambda: port_open(self.port), timeout=10,
                  message=f"nginx on {self.port}: {(root / 'nginx.out').read_text()}")
 
-    def get(self, target: str, *, agent: str = "Mozilla/5.0 (test)") -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.putrequest("GET", target, skip_accept_encoding=True)
-            conn.putheader("User-Agent", agent)
-            conn.endheaders()
-            response = conn.getresponse()
-            response.read()
-            return response.status
-        finally:
-            conn.close()
-
-    def raw(self, data: bytes) -> None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
-            s.sendall(data)
-            s.shutdown(socket.SHUT_WR)
-            while s.recv(4096):
-                pass
-
     def reopen(self) -> None:
         subprocess.run([self.binary, "-c", str(self.conf), "-p", str(self.dir), "-s",
                         "reopen"], check=True, capture_output=True, timeout=10)
@@ -120,6 +125,72 @@ def nginx(tmp_path: Path) -> Iterator[Nginx]:
         yield server
     finally:
         server.stop()
+
+
+class Apache(WebServer):
+    """Debian's apache2 with a minimal config of its own (workers as nobody: Apache
+    refuses to serve as root), combined access log and an error log at info."""
+
+    def __init__(self, root: Path, binary: str) -> None:
+        self.port = free_port()
+        self.access = root / "logs" / "access.log"
+        self.error = root / "logs" / "error.log"
+        (root / "logs").mkdir(parents=True)
+        (root / "www").mkdir()
+        (root / "www" / "index.html").write_text("<h1>portal</h1>\n")
+        modules = "/usr/lib/apache2/modules"
+        conf = root / "httpd.conf"
+        conf.write_text(f"""ServerRoot {root}
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
+LoadModule dir_module {modules}/mod_dir.so
+User nobody
+Group nogroup
+Listen 127.0.0.1:{self.port}
+ServerName portal.test
+PidFile {root}/httpd.pid
+Mutex file:{root}
+DefaultRuntimeDir {root}
+ErrorLog {self.error}
+LogLevel info
+LogFormat "%h %l %u %t \\"%r\\" %>s %b \\"%{{Referer}}i\\" \\"%{{User-Agent}}i\\"" combined
+CustomLog {self.access} combined
+DocumentRoot {root}/www
+DirectoryIndex index.html
+<Directory {root}/www>
+  Require all granted
+</Directory>
+""")
+        self.out = open(root / "apache.out", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([binary, "-f", str(conf), "-DFOREGROUND"],
+                                     stdout=self.out, stderr=subprocess.STDOUT)
+        wait_for(lambda: port_open(self.port), timeout=10,
+                 message=f"apache2 on {self.port}: {(root / 'apache.out').read_text()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.out.close()
+
+
+@pytest.fixture
+def apache() -> Iterator[Apache]:
+    binary = shutil.which("apache2") or ("/usr/sbin/apache2"
+                                         if os.path.exists("/usr/sbin/apache2") else None)
+    require(binary, "apache2 missing: apt-get install apache2")
+    assert binary is not None
+    public = Path(tempfile.mkdtemp(prefix="sisguard-apache-"))  # its workers run as nobody
+    public.chmod(0o755)
+    server = Apache(public, binary)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(public, ignore_errors=True)
 
 
 def web_events(collector: Collector) -> list[dict[str, Any]]:
@@ -258,3 +329,44 @@ def test_web_documents_index_into_elasticsearch_mapped_and_valid_ecs(
             es.options(ignore_status=404).indices.delete_index_template(
                 name=f"{prefix}-{kind}")
         es.close()
+
+
+def test_real_apache_attacks_alert_and_its_error_log_is_read(
+        apache: Apache, collector_factory: Callable[..., Collector],
+        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:
+    require(SIGMA_WEB.is_dir(), f"SigmaHQ web rules missing at {SIGMA_WEB}")
+    collector = collector_factory("--rules", str(SIGMA_WEB))
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(f"""sensor:
+  weblog:
+    poll_interval: 0.1
+    paths:
+      - {{path: '{apache.access}', format: combined, server: apache}}
+      - {{path: '{apache.error}', format: apache_error}}
+""")
+    agent_factory(collector, "--sensors", "weblog", "--config", str(cfg))
+    assert apache.get("/?page=../../../etc/passwd") == 200
+    # Apache writes a quote in a header as \" : the quoted field must not end there
+    assert apache.get("/", agent='Nikto/2.5.0 "evil" 200 1') == 200
+    assert apache.get("/nothere.php") == 404
+    wanted = {"Path Traversal Exploitation Attempts",
+              "Suspicious User-Agents Related To Recon Tools"}
+
+    def names() -> list[str]:
+        return [a["rule"]["name"] for a in collector.alerts()]
+
+    wait_for(lambda: wanted <= set(names()) or None, timeout=30,
+             message=f"SigmaHQ web alerts (have {names()})")
+
+    def missing_file() -> list[dict[str, Any]]:
+        return [e for e in web_events(collector) if e["event"]["type"] == ["error"]
+                and "nothere.php" in e.get("message", "")]
+
+    (error,) = wait_for(missing_file, timeout=30, message="the error-log line")
+    assert error["source"]["ip"] == "127.0.0.1" and error["log"]["level"] == "info"
+    assert error["sisguard"]["web"]["server"] == "apache"
+    nikto = next(e for e in web_events(collector)
+                 if e.get("user_agent", {}).get("original", "").startswith("Nikto"))
+    assert nikto["user_agent"]["original"] == 'Nikto/2.5.0 \\"evil\\" 200 1'
+    assert nikto["http"]["response"]["status_code"] == 200
+    assert {n: names().count(n) for n in wanted} == dict.fromkeys(wanted, 1)
