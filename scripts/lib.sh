@@ -34,10 +34,11 @@ ensure_venv() {
 
 # Debian packages the tests use: real sshd, sudo, useradd, rsyslog; nftables cuts the
 # network for the fault matrix (tests/faults/test_network_cut.py); python3-venv, rpm,
-# rpm2cpio and cpio install and inspect the packages (tests/packaging); nginx and apache2
-# are the web servers whose configurations the agent reads (tests/e2e/test_webroots.py).
+# rpm2cpio and cpio install and inspect the packages (tests/packaging); nginx (light) and
+# apache2 are the web servers whose configurations and logs the agent reads
+# (tests/e2e/test_webroots.py, tests/e2e/test_weblog*.py).
 APT_PACKAGES=(openssh-server openssh-client sshpass sudo passwd rsyslog procps nftables
-              python3-venv rpm rpm2cpio cpio nginx apache2)
+              python3-venv rpm rpm2cpio cpio nginx nginx-light apache2)
 
 ensure_system_packages() {
   local missing=()

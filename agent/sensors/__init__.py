@@ -13,6 +13,7 @@ from agent.sensors.fim import FimConfig, FimSensor
 from agent.sensors.inventory import InventoryConfig, InventorySensor
 from agent.sensors.network import NetworkConfig, NetworkSensor
 from agent.sensors.process import ProcessConfig, ProcessSensor
+from agent.sensors.weblog import WebLogConfig, WebLogSensor
 
 REGISTRY: dict[str, tuple[type[Sensor], type]] = {}
 
@@ -28,5 +29,6 @@ register("process", ProcessSensor, ProcessConfig)
 register("network", NetworkSensor, NetworkConfig)
 register("auth", AuthSensor, AuthConfig)
 register("inventory", InventorySensor, InventoryConfig)
+register("weblog", WebLogSensor, WebLogConfig)  # not in the default sensors list
 
 __all__ = ["REGISTRY", "Sensor", "SensorContext", "register"]

@@ -7,24 +7,51 @@ file is read to its end and kept open ``grace`` seconds in case the writer has n
 reopened yet, then the new file is read from its start. A truncation (``copytruncate``) is
 noticed, before reading, by the size falling below the offset or the first bytes
 changing. On resume, a file whose inode changed is looked for among its rotated siblings
-(``auth.log.1``, ...) by inode and head hash, and finished first.
+(``auth.log.1``, ...) by inode and head hash, and finished first. A path that is a
+symbolic link, a FIFO or a device is never opened (``problem`` says so).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from agent.saferead import NotRegular, kind_of
 from common.logs import get_logger
 
 log = get_logger("sisguard.agent.logfollow")
 
 HEAD_BYTES = 256   # the "fingerprint" of a file: a hash of (up to) its first 256 bytes
 MAX_LINE = 64 * 1024
+
+
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+
+
+def open_log(path: Path) -> IO[bytes]:
+    """Open a log to follow: never through a symbolic link (whoever can write the log's
+    directory could point it at /etc/shadow), never a FIFO or device (which would block
+    or never end): ``NotRegular`` for those."""
+    try:
+        fd = os.open(path, _OPEN)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotRegular(str(path), "symlink") from e
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegular(str(path), kind_of(mode))
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 
 def _head(f: IO[bytes], size: int) -> tuple[int, str]:
@@ -52,14 +79,22 @@ class FileFollower:
         self._start_at_end = start_at_end and saved is None
         self._first = True
         self._head_bytes = b""
+        self.problem = ""  # why the path is not followed now (a symlink, a FIFO), or ""
 
     # -- opening -----------------------------------------------------------------------
     def _open_current(self) -> bool:
         try:
-            f = open(self.path, "rb")  # noqa: SIM115 - kept open while following
+            f = open_log(self.path)
         except FileNotFoundError:
             self._first = False  # a file that appears later is read from its start
             return False
+        except NotRegular as e:  # as if absent (a rotated file is still read), and said
+            if self.problem != str(e):
+                log.warning("log not followed", path=str(self.path), error=str(e))
+            self.problem = str(e)
+            self._first = False
+            return False
+        self.problem = ""
         st = os.fstat(f.fileno())
         self.file, self.offset, self.buffer, self._head_bytes = f, 0, b"", b""
         if self._first:
@@ -109,7 +144,10 @@ class FileFollower:
             except OSError:
                 continue
             if st.st_ino == saved.get("inode") and st.st_dev == saved.get("dev"):
-                f = open(candidate, "rb")  # noqa: SIM115
+                try:
+                    f = open_log(candidate)
+                except OSError:
+                    continue
                 if st.st_size >= int(saved.get("offset", 0)) and self._head_matches(
                         f, st.st_size, saved):
                     return f

@@ -163,6 +163,9 @@ class ConditionCompiler:
         value = node.value
         if isinstance(value, SigmaExpansion):
             return any_of([self._leaf(type(node)(*_with_value(node, v))) for v in value.values])
+        if isinstance(node, ConditionValueExpression) and isinstance(value, SigmaNumber):
+            # a number in a keyword list (SigmaHQ's `- 200`) is searched as its text
+            return self._leaf(ConditionValueExpression(SigmaString(str(value.number))))
         if isinstance(node, ConditionValueExpression):
             raise UnsupportedConstruct(f"keyword value {type(value).__name__}",
                                        "keywords must be strings")

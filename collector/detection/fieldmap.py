@@ -68,6 +68,28 @@ _AUTH = {
     "Computer": "host.hostname",
 }
 
+# SigmaHQ's web server taxonomy (W3C extended log names). SigmaHQ's rules write the whole
+# request target under cs-uri-query (e.g. '/wp-admin/' or '../../etc/' there), so it is
+# url.original (path and query); cs-uri-stem is the path alone.
+_WEB = {
+    "cs-method": "http.request.method",
+    "cs-uri-query": "url.original",
+    "cs-uri-stem": "url.path",
+    "cs-uri": "url.original",
+    "sc-status": "http.response.status_code",
+    "cs-user-agent": "user_agent.original",
+    "c-useragent": "user_agent.original",
+    "cs-referer": "http.request.referrer",
+    "cs-referrer": "http.request.referrer",
+    "c-ip": "source.ip",
+    "cs-host": "destination.domain",
+    "cs-username": "user.name",
+    "cs-content-type": "http.request.mime_type",
+    "cs-version": "http.version",
+    "sc-bytes": "http.response.body.bytes",
+    "Computer": "host.hostname",
+}
+
 # Keyed by the rule's category, or else its service.
 FIELD_MAPS: Mapping[str, Mapping[str, str]] = {
     "process_creation": _PROCESS,
@@ -79,6 +101,9 @@ FIELD_MAPS: Mapping[str, Mapping[str, str]] = {
     "auth": _AUTH,
     "sshd": _AUTH,
     "sudo": _AUTH,
+    "webserver": _WEB,
+    "apache": _WEB,
+    "nginx": _WEB,
 }
 
 # Rules that name only a product get the union (first definition wins).

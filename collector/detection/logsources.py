@@ -2,9 +2,9 @@
 
 A Sigma rule names a log source (``product``, ``category``, ``service``). Our events say
 what they are with ``event.dataset``, ``event.type``, ``event.action`` and, for the auth
-dataset, ``process.name`` (docs/events.md). ``LOGSOURCES`` below ties the two together;
-the engine indexes rules by these keys so an event is only tried against rules whose log
-source it satisfies.
+dataset, ``process.name``, for the web dataset ``sisguard.web.server`` (docs/events.md).
+``LOGSOURCES`` below ties the two together; the engine indexes rules by these keys so an
+event is only tried against rules whose log source it satisfies.
 """
 
 from __future__ import annotations
@@ -33,6 +33,17 @@ def _auth(program: str | None) -> Callable[[EventKind], bool]:
     return lambda k: k.dataset == "sisguard.auth" and (program is None or k.program == program)
 
 
+def _web_access(k: EventKind) -> bool:
+    """``category: webserver``: every access-log line, parsed or not (the keywords of a
+    rule still match an unparsed line's ``event.original``)."""
+    return k.dataset == "sisguard.web" and "error" not in k.types
+
+
+def _web_server(server: str) -> Callable[[EventKind], bool]:
+    """``service: apache|nginx``: that server's logs (SigmaHQ's read the error log)."""
+    return lambda k: k.dataset == "sisguard.web" and k.program == server
+
+
 def _dataset(name: str) -> Callable[[EventKind], bool]:
     return lambda k: k.dataset == name
 
@@ -50,12 +61,16 @@ LOGSOURCES: Mapping[LogsourceKey, Callable[[EventKind], bool]] = {
     ("linux", None, "auth"): _auth(None),
     ("linux", None, "sshd"): _auth("sshd"),
     ("linux", None, "sudo"): _auth("sudo"),
+    ("linux", "webserver", None): _web_access,
+    ("linux", None, "apache"): _web_server("apache"),
+    ("linux", None, "nginx"): _web_server("nginx"),
     # Our own datasets, for rules written against sisguard documents directly.
     ("sisguard", None, "fim"): _dataset("sisguard.fim"),
     ("sisguard", None, "process"): _dataset("sisguard.process"),
     ("sisguard", None, "network"): _dataset("sisguard.network"),
     ("sisguard", None, "auth"): _dataset("sisguard.auth"),
     ("sisguard", None, "inventory"): _dataset("sisguard.inventory"),
+    ("sisguard", None, "web"): _dataset("sisguard.web"),
     ("sisguard", None, "agent"): _dataset("sisguard.agent"),
 }
 
@@ -93,7 +108,17 @@ def event_kind(event: Mapping[str, Any]) -> EventKind:
         proc = event.get("process")
         program = _text(proc.get("name")) if isinstance(proc, dict) else _text(
             event.get("process.name"))
+    elif dataset == "sisguard.web":
+        program = _server_of(event)
     return EventKind(dataset, action, types, program)
+
+
+def _server_of(event: Mapping[str, Any]) -> str:
+    ours = event.get("sisguard")
+    web = ours.get("web") if isinstance(ours, dict) else None
+    if isinstance(web, dict):
+        return _text(web.get("server"))
+    return _text(event.get("sisguard.web.server"))
 
 
 _ABSENT = object()
@@ -127,6 +152,8 @@ def kind_key(event: Mapping[str, Any]) -> Hashable | None:
         program = _text(proc.get("name")) if isinstance(proc, dict) else _text(
             event.get("process.name"))
         return (dataset, action, types, program)
+    if dataset == "sisguard.web":
+        return (dataset, action, types, _server_of(event))
     return (dataset, action, types)
 
 

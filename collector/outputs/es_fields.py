@@ -64,6 +64,11 @@ ECS_FIELDS: dict[str, str] = {
     # packages
     "package.name": K, "package.version": K, "package.architecture": K,
     "package.type": K, "package.size": L, "package.installed": D, "package.description": K,
+    # web (sisguard.web)
+    "url.original": K, "url.path": K, "url.query": K, "url.extension": K,
+    "http.request.method": K, "http.request.referrer": K, "http.request.mime_type": K,
+    "http.response.status_code": L, "http.response.body.bytes": L, "http.version": K,
+    "user_agent.original": K,
     # log, error
     "log.file.path": K, "log.level": K, "log.syslog.appname": K, "log.syslog.hostname": K,
     "log.syslog.procid": K,
@@ -101,6 +106,9 @@ SISGUARD_FIELDS: dict[str, str] = {
     # auth
     "sisguard.auth.method": K, "sisguard.auth.invalid_user": B, "sisguard.auth.repeated": L,
     "sisguard.auth.tty": K, "sisguard.auth.reason": K, "sisguard.auth.attempts": L,
+    # web
+    "sisguard.web.format": K, "sisguard.web.server": K, "sisguard.web.parse_error": B,
+    "sisguard.web.truncated": B, "sisguard.web.bad_request_line": B,
     # process, network, inventory
     "sisguard.process.gone_before_read": B, "sisguard.network.initial": B,
     "sisguard.process.hash_error": K, "sisguard.process.found_by": K,
@@ -135,7 +143,8 @@ ALL_FIELDS: dict[str, str] = {**ECS_FIELDS, **SISGUARD_FIELDS}
 IGNORE_ABOVE = 1024
 # ... except these, where long values are the point
 LONG_KEYWORDS = {"event.original": 32766, "process.command_line": 32766,
-                 "process.parent.command_line": 32766, "sisguard.alert.event_ids": 1024}
+                 "process.parent.command_line": 32766, "sisguard.alert.event_ids": 1024,
+                 "url.original": 32766, "url.query": 32766, "user_agent.original": 8191}
 # text fields with a keyword sub-field for aggregations
 TEXT_WITH_KEYWORD = {"message", "error.message"}
 # searched as text too (ECS multi-fields)
