@@ -109,7 +109,7 @@ def test_any_document_round_trips_or_is_replaced_and_nothing_wedges(
         last = spool.append(docs)
         stored = _stored(spool)
         assert len(stored) == len(docs) and last == len(docs)
-        for seq, (original, doc) in enumerate(zip(originals, stored, strict=True), start=1):
+        for seq, (original, doc) in enumerate(zip(originals, stored), start=1):
             assert doc["event"]["sequence"] == seq and doc["event"]["id"] == f"a-{seq}"
             try:
                 json.dumps(original, allow_nan=False, ensure_ascii=False).encode()
