@@ -112,7 +112,7 @@ class Scanner:
         self.progress = progress
         self._tree: Tree | None = None   # the root being walked, open while it is
         # new files (and their device), by _rename_key; new directories, after them
-        self._held: dict[tuple[int, str], tuple[FileState, int]] = {}
+        self._held: dict[tuple[int, int, str], tuple[FileState, int]] = {}
         self._held_dirs: list[FileState] = []
 
     def scan(self, wp: WatchPath, *, reason: str, top: str | None = None,
@@ -405,8 +405,10 @@ class Scanner:
                 continue
 
 
-def _rename_key(state: FileState) -> tuple[int, str] | None:
-    """What a file keeps through a rename: its inode and content (regular files with a
-    hash only; without the hash an inode reused by a new file would pass for a rename)."""
+def _rename_key(state: FileState) -> tuple[int, int, str] | None:
+    """What a file keeps through a rename(2): its inode, its mtime and its content
+    (regular files with a hash only). File systems reuse a freed inode at once, so
+    ``rm a; touch b`` gives ``b`` the inode (and, when both are empty, the hash) that ``a``
+    had: only the mtime, which a rename keeps and a new file does not, tells them apart."""
     digest = state.value("hash") if state.type == "file" else None
-    return (state.inode, digest) if digest else None
+    return (state.inode, state.mtime_ns, digest) if digest else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +18,8 @@ from agent.sensors.base import SensorContext, SensorHealth
 from agent.sensors.fim import FimSensor
 from agent.sensors.fim_config import FimConfig
 from agent.sensors.fim_inotify import IN_Q_OVERFLOW
+from agent.sensors.fim_scan import _rename_key
+from agent.sensors.fim_state import FileState
 from common.yamlconf import from_dict
 from tests.harness import wait_for
 
@@ -371,6 +375,20 @@ def test_a_rename_made_while_stopped_is_one_renamed_event(make_sensor: SensorFac
     assert not stub2.fim("created", www / "upload" / "shell.php"), stub2.summary()
     assert not stub2.fim("deleted", www / "upload" / "shell.txt"), stub2.summary()
     assert len(stub2.fim()) == 3, stub2.summary()
+
+
+def test_a_new_file_in_a_freed_inode_is_no_rename() -> None:
+    """File systems hand a freed inode to the next file (``rm a; touch b`` while the agent
+    is stopped: b has a's inode and, both empty, its hash; seen in a full test run). A
+    rename keeps the mtime, a new file does not: only a match of all three is a rename."""
+    made = FileState(path="/w/a.txt", type="file", size=0, mode=0o644, uid=0, gid=0,
+                     owner="root", group="root", mtime_ns=1_000_000_000,
+                     ctime_ns=1_000_000_000, inode=42,
+                     hashes={"sha256": hashlib.sha256(b"").hexdigest()})
+    moved = dataclasses.replace(made, path="/w/b.txt", ctime_ns=2_000_000_000)
+    reused = dataclasses.replace(moved, mtime_ns=2_000_000_000)
+    assert _rename_key(made) == _rename_key(moved)          # rename(2): same key
+    assert _rename_key(made) != _rename_key(reused)         # a new file, a reused inode
 
 
 def test_a_directory_renamed_while_stopped_keeps_its_files_as_renamed(
