@@ -216,7 +216,8 @@ def make_bundle(product: Product, wheels: Path, out: Path, *, release: str) -> P
         stage = Path(tmp) / name
         stage_product(product, wheels, stage, arch=None, release=release)
         target = out / f"{name}.tar.gz"
-        with tarfile.open(target, "w:gz") as tar:
+        # the wheels are compressed already: a light gzip level costs seconds, not minutes
+        with tarfile.open(target, "w:gz", compresslevel=1) as tar:
             tar.add(stage, arcname=name, filter=_root_owned)
     return target
 
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "dist")
     parser.add_argument("--arch", default="x86_64,aarch64")
     parser.add_argument("--no-packages", action="store_true", help="bundles only")
+    parser.add_argument("--no-bundles", action="store_true", help="packages only")
     parser.add_argument("--only", choices=["agent", "collector"], default=None)
     parser.add_argument("--release", default="1",
                         help="the package release (bump it to rebuild the same version)")
@@ -289,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             own = (build_agent_wheel if short == "agent" else build_collector_wheel)(
                 Path(tmp) / "own")
             gather_wheels(product, own, archs, wheels)
-            bundle = make_bundle(product, wheels, out, release=args.release)
-            say(f"{bundle} ({bundle.stat().st_size / 1e6:.1f} MB)")
+            if not args.no_bundles:
+                bundle = make_bundle(product, wheels, out, release=args.release)
+                say(f"{bundle} ({bundle.stat().st_size / 1e6:.1f} MB)")
             if not args.no_packages:
                 for package in make_packages(product, wheels, out, archs,
                                              release=args.release):

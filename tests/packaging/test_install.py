@@ -54,7 +54,10 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return Path(os.environ["SISGUARD_TEST_DIST"])
     need("go")
     out = tmp_path_factory.mktemp("dist")
-    sh(REPO / "scripts" / "bundle", "--out", out)
+    # the bundles for both architectures (checked below); packages for this machine's,
+    # which are installed (both formats, both products)
+    sh(REPO / "scripts" / "bundle", "--out", out, "--no-packages")
+    sh(REPO / "scripts" / "bundle", "--out", out, "--arch", "x86_64", "--no-bundles")
     return out
 
 
@@ -63,7 +66,7 @@ def dist_release2(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same version rebuilt (release 2): an upgrade for dpkg."""
     out = tmp_path_factory.mktemp("dist2")
     sh(REPO / "scripts" / "bundle", "--out", out, "--arch", "x86_64", "--only", "agent",
-       "--release", "2")
+       "--release", "2", "--no-bundles")
     return out
 
 

@@ -22,7 +22,8 @@ import pytest
 
 from tests.harness import REPO, Agent, Collector, Proc, free_port_pair, wait_for
 
-IDLE = float(os.environ.get("SISGUARD_TEST_SIGNAL_IDLE", "30"))
+# long enough for every thread to block in its idle wait (the old hang needed no more)
+IDLE = float(os.environ.get("SISGUARD_TEST_SIGNAL_IDLE", "12"))
 EXIT_WITHIN = 10.0
 
 
