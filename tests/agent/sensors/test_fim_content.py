@@ -62,6 +62,25 @@ def test_diacritics_matter_and_ordinary_pages_are_clean(checker: ContentChecker)
     assert checker.check("các cuộc họp".encode(), "html") is None
 
 
+@pytest.mark.parametrize("page", [
+    "<html><body><h1>Hacked by xXx Team</h1></body></html>",
+    "<center>H4CK3D  BY  Ghost</center>",
+    "<p>0wn3d by n00b - greetz to all</p>",
+    "<h2>Trang web đã bị hack bởi nhóm X</h2>",
+    "<marquee>DEFACED!!!</marquee>",
+])
+def test_defacement_banners(checker: ContentChecker, page: str) -> None:
+    for form in ("NFC", "NFD"):
+        match = checker.check(unicodedata.normalize(form, page).encode(), "html")
+        assert match is not None and "defacement" in match.categories, (form, page)
+
+
+def test_ordinary_ownership_lines_are_no_defacement(checker: ContentChecker) -> None:
+    page = ("<footer>This portal is owned by the Department of Information and "
+            "Communications. Cổng thông tin thuộc sở hữu của Sở TT&TT.</footer>")
+    assert checker.check(page.encode(), "html") is None
+
+
 def test_signature_file_errors_name_the_place() -> None:
     text = "signatures:\n  - name: ok.one\n    category: spam\n    terms: [x]\n" \
            "  - name: bad.regex\n    category: spam\n    regex: ['(']\n"
