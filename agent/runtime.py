@@ -25,6 +25,7 @@ from agent.renewal import Renewal
 from agent.sensors import REGISTRY, Sensor, SensorContext
 from agent.sensors.base import SensorHealth
 from agent.sensors.fim_config import FimConfig, with_web_roots
+from agent.sensors.weblog import WebLogSensor, discovered_paths
 from agent.shipper import Shipper, ShipperSettings
 from agent.spool import Spool
 from agent.status import STATUS_EVERY, StatusWriter, iso, read_status
@@ -66,11 +67,13 @@ class Agent:
         self.web: Discovery | None = None   # what the web server configs name
         self._web_poller: Poller | None = None
         self._fim_config: FimConfig | None = sensor_configs.get("fim")  # before discovery
-        if self._fim_config is not None and config.web_roots == "auto":
+        if config.web_roots == "auto" and ("fim" in sensor_configs
+                                           or "weblog" in sensor_configs):
             self.web = discover(config.web_server_configs)
             log_discovery(self.web, reason="start")
-            sensor_configs = {**sensor_configs, "fim": with_web_roots(
-                self._fim_config, (r.path for r in self.web.roots))}
+            if self._fim_config is not None:
+                sensor_configs = {**sensor_configs, "fim": with_web_roots(
+                    self._fim_config, (r.path for r in self.web.roots))}
             self._web_poller = Poller(config.web_server_configs,
                                       float(config.web_roots_poll), self.web,
                                       self._web_changed)
@@ -88,6 +91,8 @@ class Agent:
             context.state_dir.mkdir(parents=True, exist_ok=True)
             self._contexts[name] = context
             self.sensors.append(cls(sensor_configs[name], context))
+        if self.web is not None:
+            self._follow_web_logs(self.web)
         s = config.shipper
         self.shipper = Shipper(
             spool=self.spool,
@@ -111,8 +116,10 @@ class Agent:
     def _web_changed(self, found: Discovery) -> None:
         """The web server configs changed: FIM restarts on the new set of roots (its
         baseline stays; the restart's reconciliation scan reports what changed)."""
-        assert self._fim_config is not None
         self.web = found
+        self._follow_web_logs(found)
+        if self._fim_config is None:
+            return
         config = with_web_roots(self._fim_config, (r.path for r in found.roots))
         with self._sensors_lock:   # stop() waits for a restart under way
             for i, sensor in enumerate(self.sensors):
@@ -124,6 +131,13 @@ class Agent:
                 self.sensors[i] = replacement = cls(config, self._contexts["fim"])
                 replacement.start()
                 log.info("fim restarted on the web roots found", roots=len(found.roots))
+
+    def _follow_web_logs(self, found: Discovery) -> None:
+        """The access and error logs the web server configs name: followed by the weblog
+        sensor when it runs (a log it follows already, configured or found, is kept)."""
+        for sensor in self.sensors:
+            if isinstance(sensor, WebLogSensor):
+                sensor.add_logs(discovered_paths(found.logs))
 
     # sensors -> queue
     def _emit(self, document: Document, timeout: float = 2.0) -> None:

@@ -39,6 +39,7 @@ from agent.sensors.base import Sensor, SensorContext
 from agent.sensors.logfollow import MAX_LINE, FileFollower
 from agent.sensors.weblog_document import DocumentBuilder
 from agent.sensors.weblog_formats import FormatError, compile_format
+from agent.webconf import WebLog
 from common.errors import ConfigError
 from common.logs import get_logger
 from common.text import escape_bytes
@@ -69,6 +70,33 @@ class WebLogPath:
         if self.server not in SERVERS:
             raise TypeError(f"path {self.path}: server {self.server!r} is not one of "
                             "nginx, apache")
+
+
+def discovered_paths(logs: Iterable[WebLog]) -> list[WebLogPath]:
+    """The logs the web server configs name (``agent/webroots.py``) as paths to follow:
+    a format a config defines by name is taken as its string; a log whose format is
+    unknown or does not compile is left out, and said so in the log."""
+    paths: list[WebLogPath] = []
+    for found in logs:
+        hint = found.format
+        server = found.server if found.server in SERVERS else ""
+        if hint in ("combined", "common", "vhost_combined"):
+            fmt = hint
+        elif hint == "nginx:json":
+            fmt = "json"
+        elif hint in ("nginx:error", "apache:error"):
+            fmt = hint.replace(":", "_")
+        elif found.format_string:
+            fmt = found.format_string
+        else:
+            log.info("web log not followed: its format is not known", path=found.path,
+                     format=hint)
+            continue
+        try:
+            paths.append(WebLogPath(Path(found.path), fmt, found.vhost or "", server))
+        except TypeError as e:
+            log.warning("web log not followed", path=found.path, error=str(e))
+    return paths
 
 
 @dataclass(frozen=True)

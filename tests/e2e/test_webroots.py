@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import REPO, Agent, Collector, cli, free_port, in_ci, wait_for
+from tests.harness import REPO, SHARED, Agent, Collector, cli, free_port, in_ci, wait_for
 
 AgentFactory = Callable[..., Agent]
 MODULES = Path("/usr/lib/apache2/modules")
@@ -265,3 +265,36 @@ web_server_configs: ["nginx:{site.nginx_conf}", "apache:{site.apache_conf}"]
     page.write_text("<% Runtime.getRuntime().exec(request.getParameter(\"c\")); %>\n")
     wait_for(lambda: _alerts(collector, SCRIPT_RULE, page), timeout=15,
              message=f"{SCRIPT_RULE} for {page} in the root found on re-read")
+
+
+def test_logs_found_in_the_configs_are_followed_and_sigmahq_web_rules_fire(
+        site: Site, collector_factory: Callable[..., Collector], agent_factory: AgentFactory,
+        tmp_path: Path) -> None:
+    """No log path given: the weblog sensor follows what nginx's config names, and a SQL
+    injection sent to the real nginx raises the SigmaHQ web rule."""
+    collector = collector_factory("--rules", str(SHARED / "data" / "sigma" / "web"))
+    config = write(tmp_path / "agent.yml", f"""\
+sensors: [weblog]
+web_roots: auto
+web_server_configs: ["nginx:{site.nginx_conf}"]
+""")
+    agent = agent_factory(collector, "--config", str(config), "--web-roots", "auto")
+    assert agent.proc is not None
+    access = str(site.logs / "portal-access.log")
+    wait_for(lambda: '"weblog following"' in agent.proc.since(0) if agent.proc else None,
+             timeout=10, message="the found logs followed")
+    assert access in agent.proc.since(0)
+
+    def web(path: str) -> list[dict[str, Any]]:
+        return [e for e in collector.events() if e["event"]["dataset"] == "sisguard.web"
+                and e.get("url", {}).get("path") == path]
+
+    wait_for(lambda: _get(site.nginx_port, "/index.html?id=1'%20or%20'1'='1") == 200,
+             timeout=10, message="nginx answers")
+    event = wait_for(lambda: web("/index.html"), timeout=20, message="the request's event")[0]
+    assert "'1'='1" in event["url"]["query"]
+    assert event["destination"]["domain"] == "portal.test"
+    assert event["http"]["response"]["status_code"] == 200
+    wait_for(lambda: [a for a in collector.alerts()
+                      if a["rule"]["name"] == "SQL Injection Strings In URI"],
+             timeout=20, message="the SigmaHQ SQL injection alert")

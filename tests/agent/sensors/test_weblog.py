@@ -14,7 +14,14 @@ import pytest
 from agent.config import check_config
 from agent.sensors import REGISTRY
 from agent.sensors.base import SensorContext, SensorHealth
-from agent.sensors.weblog import ChunkedFollower, WebLogConfig, WebLogPath, WebLogSensor
+from agent.sensors.weblog import (
+    ChunkedFollower,
+    WebLogConfig,
+    WebLogPath,
+    WebLogSensor,
+    discovered_paths,
+)
+from agent.webconf import WebLog
 from common.errors import ConfigError
 from common.yamlconf import Duration, from_dict
 from tests.harness import wait_for
@@ -199,3 +206,24 @@ def test_a_backlog_is_read_a_chunk_at_a_time(tmp_path: Path, runs: list[Run],
     run = start(runs, tmp_path, WebLogPath(log), start_at="beginning", poll=30.0)
     wait_for(lambda: len(run.numbers()) >= 500 or None, timeout=20, message="the backlog")
     assert run.numbers() == list(range(500))
+
+
+def test_logs_the_web_configs_name_become_paths_to_follow() -> None:
+    """What agent/webroots.py found (format hints) as weblog paths; unknown formats and
+    format strings that cannot be parsed are left out."""
+    found = [
+        WebLog("/l/a.log", "access", "combined", "nginx", "portal.test", "/e/n.conf"),
+        WebLog("/l/j.log", "access", "nginx:json", "nginx", None, "/e/n.conf"),
+        WebLog("/l/e.log", "error", "apache:error", "apache", None, "/e/a.conf"),
+        WebLog("/l/c.log", "access", "apache:mine", "apache", "intra.test", "/e/a.conf",
+               '%h %l %u %t "%r" %>s %b'),
+        WebLog("/l/x.log", "access", "nginx:undefined", "nginx", None, "/e/n.conf"),
+        WebLog("/l/bad.log", "access", "nginx:bad", "nginx", None, "/e/n.conf", "$a$b"),
+    ]
+    paths = {str(p.path): p for p in discovered_paths(found)}
+    assert set(paths) == {"/l/a.log", "/l/j.log", "/l/e.log", "/l/c.log"}
+    assert (paths["/l/a.log"].format, paths["/l/a.log"].vhost,
+            paths["/l/a.log"].server) == ("combined", "portal.test", "nginx")
+    assert paths["/l/j.log"].format == "json"
+    assert paths["/l/e.log"].format == "apache_error"
+    assert paths["/l/c.log"].format == '%h %l %u %t "%r" %>s %b'
