@@ -176,11 +176,17 @@ class Collector:
 
 
 def read_jsonl(directory: Path, prefix: str) -> Iterator[dict[str, Any]]:
+    """The complete lines of the archive files, read while the collector appends to
+    them. A line that does not parse is passed over this time (seen once in a full run,
+    a fragment starting mid-line, and gone on the next read): the callers poll, and what
+    they finally count is read again."""
     for path in sorted(directory.glob(f"{prefix}*.jsonl")):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.endswith("\n"):
-                    yield json.loads(line)
+        data = path.read_bytes()
+        for line in data[:data.rfind(b"\n") + 1].splitlines():
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
 
 
 @dataclass
