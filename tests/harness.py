@@ -177,16 +177,14 @@ class Collector:
 
 def read_jsonl(directory: Path, prefix: str) -> Iterator[dict[str, Any]]:
     """The complete lines of the archive files, read while the collector appends to
-    them. A line that does not parse is passed over this time (seen once in a full run,
-    a fragment starting mid-line, and gone on the next read): the callers poll, and what
-    they finally count is read again."""
+    them: one snapshot of each file, cut after its last newline. (Iterating an open file
+    instead passed over a line's first part at the end of the data, then read its rest,
+    appended meanwhile, as a line of its own: a fragment that did not parse, seen once
+    in a full run.)"""
     for path in sorted(directory.glob(f"{prefix}*.jsonl")):
         data = path.read_bytes()
         for line in data[:data.rfind(b"\n") + 1].splitlines():
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
+            yield json.loads(line)
 
 
 @dataclass
