@@ -160,10 +160,13 @@ class FileFollower:
             self._open_current()
 
     # -- reading -----------------------------------------------------------------------
-    @staticmethod
-    def _read(f: IO[bytes], partial: bytes) -> tuple[list[bytes], bytes, int]:
+    def _read_size(self) -> int:
+        """Bytes one read may take: to the end here; a subclass may bound it."""
+        return -1
+
+    def _read(self, f: IO[bytes], partial: bytes) -> tuple[list[bytes], bytes, int]:
         """Complete lines from f's position on, the new partial tail, bytes consumed."""
-        data = f.read()
+        data = f.read(self._read_size())
         if not data:
             return [], partial, 0
         data = partial + data

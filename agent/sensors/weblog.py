@@ -32,11 +32,11 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from agent.ecs import timestamp
 from agent.sensors.base import Sensor, SensorContext
-from agent.sensors.logfollow import MAX_LINE, FileFollower
+from agent.sensors.logfollow import FileFollower
 from agent.sensors.weblog_document import DocumentBuilder
 from agent.sensors.weblog_formats import FormatError, compile_format
 from agent.webconf import WebLog
@@ -128,18 +128,8 @@ class ChunkedFollower(FileFollower):
 
     CHUNK = 1024 * 1024
 
-    @staticmethod
-    def _read(f: IO[bytes], partial: bytes) -> tuple[list[bytes], bytes, int]:
-        data = f.read(ChunkedFollower.CHUNK)
-        if not data:
-            return [], partial, 0
-        data = partial + data
-        lines = data.split(b"\n")
-        tail = lines.pop()
-        if len(tail) > MAX_LINE:  # a runaway line: cut it rather than grow forever
-            lines.append(tail)
-            tail = b""
-        return [line + b"\n" for line in lines], tail, len(data) - len(partial)
+    def _read_size(self) -> int:
+        return self.CHUNK
 
     def backlog(self) -> bool:
         """Whether a followed file has bytes past what was read."""
