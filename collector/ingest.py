@@ -23,9 +23,10 @@ from cryptography import x509
 
 from collector.admission import StreamGate
 from collector.outputs.archive import JsonlArchive
-from collector.outputs.base import Kind, Outcome, Output, OutputUnavailable, Record
+from collector.outputs.base import Output, OutputUnavailable
 from collector.pipeline import AgentIdentity, Pipeline
 from collector.pki import agent_facts, agent_id_of
+from collector.records import Kind, Outcome, Record
 from collector.renewal import AgentRenewer
 from collector.revocation import ActiveStreams, RevocationWatcher
 from collector.sequence import SequenceMarks, SequencePolicy

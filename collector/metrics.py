@@ -32,7 +32,8 @@ from prometheus_client.registry import Collector as PromCollector
 from collector.health import agent_status
 from collector.ingest import IngestService
 from collector.metrics_http import MetricsServer
-from collector.outputs.base import Kind, OutputUnavailable, Record
+from collector.outputs.base import OutputUnavailable
+from collector.records import Kind, Record
 from common.errors import SisguardError
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.health import agent_status
-from collector.outputs.base import Kind, Record
+from collector.records import Kind, Record
 from collector.store import AgentRecord, Store
 from common.logs import get_logger
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from collector.decoding import MAX_DOCUMENT_BYTES, Rejection, decode_document
-from collector.outputs.base import Kind, Record
+from collector.records import Kind, Record
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb
 

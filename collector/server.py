@@ -21,9 +21,10 @@ from collector.metrics import IngestMeter, MeteredIngest, serve_metrics
 from collector.metrics_http import MetricsServer
 from collector.monitor import Monitor
 from collector.outputs.archive import JsonlArchive
-from collector.outputs.base import Output, OutputUnavailable, Record
+from collector.outputs.base import Output, OutputUnavailable
 from collector.pipeline import Detector, Pipeline, Validate
 from collector.pki import CertificateAuthority
+from collector.records import Record
 from collector.renewal import AgentRenewer, configured_ca, ensure_server_certificate
 from collector.revocation import watcher_for
 from collector.sequence import SequenceMarks

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from collector.outputs.base import Kind, Outcome, Output, PublishResult, Record
+from collector.outputs.base import Output
 from collector.outputs.days import ingestion_day
+from collector.records import Kind, Outcome, PublishResult, Record
 from common.logs import get_logger
 
 log = get_logger("sisguard.collector.archive")

@@ -8,44 +8,14 @@ and nothing of the batch counts as stored: the agent keeps the events and resend
 
 from __future__ import annotations
 
-import enum
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from collector.records import Kind, Outcome, PublishResult, Record
 from common.errors import SisguardError
 
-
-class Kind(enum.Enum):
-    EVENT = "events"
-    ALERT = "alerts"
-
-
-class Outcome(enum.Enum):
-    STORED = "stored"
-    DUPLICATE = "duplicate"
-    DEAD_LETTERED = "dead_lettered"
-
-
-@dataclass(frozen=True)
-class Record:
-    """One document on its way out, with the id that makes re-sending harmless."""
-
-    kind: Kind
-    doc_id: str                # events: <agent id>-<seq>; alerts: from rule id + event ids
-    document: dict[str, Any]
-    agent_id: str = ""
-    seq: int = 0               # 0 for alerts
-
-
-@dataclass
-class PublishResult:
-    outcomes: list[Outcome] = field(default_factory=list)
-    reasons: dict[int, str] = field(default_factory=dict)  # index -> why dead-lettered
-
-    def count(self, outcome: Outcome) -> int:
-        return sum(1 for o in self.outcomes if o is outcome)
+__all__ = ["Kind", "Outcome", "Output", "OutputUnavailable", "PublishResult", "Record"]
 
 
 class OutputUnavailable(SisguardError):

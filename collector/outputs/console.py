@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from collector.outputs.base import Kind, Outcome, Output, PublishResult, Record
+from collector.outputs.base import Output
+from collector.records import Kind, Outcome, PublishResult, Record
 
 
 class ConsoleAlerts(Output):

@@ -16,9 +16,9 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from collector.outputs.base import Kind
 from collector.outputs.days import ingestion_day
 from collector.outputs.es_fields import properties
+from collector.records import Kind
 
 TEMPLATE_VERSION = 1
 

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from collector.outputs.archive import JsonlArchive
-from collector.outputs.base import Kind, Outcome, Record
+from collector.records import Kind, Outcome, Record
 
 
 def _record(agent: str, seq: int, day: str = "2026-11-29") -> Record:

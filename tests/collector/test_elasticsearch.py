@@ -12,8 +12,9 @@ from elasticsearch import Elasticsearch
 
 from collector.config import ElasticsearchConfig
 from collector.outputs import elasticsearch as es_output
-from collector.outputs.base import Kind, Outcome, OutputUnavailable, Record
+from collector.outputs.base import OutputUnavailable
 from collector.outputs.elasticsearch import ElasticsearchOutput
+from collector.records import Kind, Outcome, Record
 from common.yamlconf import Duration
 from tests.search import SearchNode, engine_urls, need_engine
 

@@ -56,7 +56,7 @@ def test_keyword_and_text_families_are_what_the_validator_accepts() -> None:
 
 def test_daily_index_names_follow_the_ingestion_day_not_the_agents_clock() -> None:
     names = IndexNames("sisguard")
-    from collector.outputs.base import Kind
+    from collector.records import Kind
 
     doc = {"@timestamp": "2099-12-31T23:59:59Z",
            "event": {"ingested": "2026-01-31T23:59:59.000001Z"}}

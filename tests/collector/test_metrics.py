@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter
 from collector.config import load_config
 from collector.metrics import MAX_LABEL_SETS, OTHER, IngestMeter, _bounded, parse_listen
 from collector.metrics_http import MetricsServer
-from collector.outputs.base import Kind, Record
+from collector.records import Kind, Record
 from common.errors import ConfigError, SisguardError
 from tests.harness import REPO, wait_for
 
