@@ -11,8 +11,10 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from elasticsearch import ApiError, Elasticsearch
 
 from tests.harness import REPO, free_port, in_ci
 
@@ -63,3 +65,22 @@ class SearchNode:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def searchable_count(es: Elasticsearch, index: str, query: dict[str, Any] | None = None) -> int:
+    """Documents matching ``query`` in ``index`` after a refresh.
+
+    A new or recovering index answers 503 until its primary shards are allocated; this
+    waits (up to 30 s) for them and asks again, so a count is never a spurious 0.
+    """
+    for attempt in range(3):
+        try:
+            es.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
+            return int(es.count(index=index, ignore_unavailable=True, allow_no_indices=True,
+                                query=query)["count"])
+        except ApiError as e:
+            if e.status_code != 503 or attempt == 2:
+                raise
+            es.options(ignore_status=408).cluster.health(
+                index=index, wait_for_status="yellow", timeout="30s")
+    raise AssertionError("unreachable")

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from elasticsearch import ApiError, Elasticsearch, helpers
+from elasticsearch import Elasticsearch, helpers
 
 from collector.config import ElasticsearchConfig
-from collector.outputs.base import Kind, Outcome, Record
 from collector.outputs.elasticsearch import ElasticsearchOutput
 from collector.outputs.es_fields import ALL_FIELDS
 from collector.outputs.es_indices import IndexNames, remove_expired
+from collector.records import Kind, Outcome, Record
 from tests.ecs import leaves, problems
 from tests.harness import Agent, Collector, wait_for
-from tests.search import SearchNode, engine_urls, need_engine
+from tests.search import SearchNode, engine_urls, need_engine, searchable_count
 
 pytestmark = pytest.mark.service
 AgentFactory = Callable[..., Agent]
@@ -59,18 +59,6 @@ def _collector_config(tmp_path: Path, url: str, prefix: str, *, archive: bool = 
     return path
 
 
-def _count(es: Elasticsearch, index: str, query: dict[str, Any] | None = None) -> int:
-    """Documents matching; 0 while a new or recovering index is not yet searchable."""
-    try:
-        es.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
-        return int(es.count(index=index, ignore_unavailable=True, allow_no_indices=True,
-                            query=query)["count"])
-    except ApiError as e:
-        if e.status_code == 503:  # shards not yet allocated (all shards failed)
-            return 0
-        raise
-
-
 def _write(root: Path, n: int, start: int = 0) -> None:
     for i in range(start, start + n):
         (root / f"p{i:05d}.html").write_text(f"<p>{i}</p>\n")
@@ -104,18 +92,18 @@ def test_file_events_are_searchable_and_valid_ecs(
     subprocess.run(["/bin/sh", "-c", "sleep 0.1"], check=True)  # a process start and end
     listener = socket.create_server(("127.0.0.1", 0))           # a new listening port
     index = f"{prefix}-events-*"
-    wait_for(lambda: _count(es, index, {"term": {"event.action": "listen_opened"}}),
+    wait_for(lambda: searchable_count(es, index, {"term": {"event.action": "listen_opened"}}),
              timeout=20, message="the listener reported")
     listener.close()
     created = {"term": {"event.action": "created"}}
-    wait_for(lambda: _count(es, index, created) >= 1000, timeout=60, interval=0.5,
+    wait_for(lambda: searchable_count(es, index, created) >= 1000, timeout=60, interval=0.5,
              message="1,000 created events indexed")
-    assert _count(es, index, created) == 1000
-    assert _count(es, index, {"term": {"file.path": str(www / "p00042.html")}}) == 1
-    assert _count(es, index, {"term": {"agent.id": agent.agent_id}}) >= 1000
+    assert searchable_count(es, index, created) == 1000
+    assert searchable_count(es, index, {"term": {"file.path": str(www / "p00042.html")}}) == 1
+    assert searchable_count(es, index, {"term": {"agent.id": agent.agent_id}}) >= 1000
     host = es.search(index=index, size=1)["hits"]["hits"][0]["_source"]["host"]["name"]
-    assert _count(es, index, {"term": {"host.name": host}}) >= 1000
-    wait_for(lambda: _count(es, index, {"term": {"event.dataset": "sisguard.inventory"}}),
+    assert searchable_count(es, index, {"term": {"host.name": host}}) >= 1000
+    wait_for(lambda: searchable_count(es, index, {"term": {"event.dataset": "sisguard.inventory"}}),
              timeout=30, message="inventory documents indexed")
     docs = [h["_source"] for h in helpers.scan(es, index=index)]
     datasets = {d["event"]["dataset"] for d in docs}
@@ -139,7 +127,7 @@ def test_engine_down_for_60_s_then_back_loses_and_duplicates_nothing(
         www.mkdir()
         agent = agent_factory(collector, "--sensors", "fim", "--watch", str(www))
         client = Elasticsearch(url, request_timeout=30)
-        wait_for(lambda: _count(client, f"{prefix}-events-*") >= 1, timeout=30,
+        wait_for(lambda: searchable_count(client, f"{prefix}-events-*") >= 1, timeout=30,
                  message="the agent_started event indexed")
         node.stop()
         _write(www, 250)
@@ -161,10 +149,10 @@ def test_engine_down_for_60_s_then_back_loses_and_duplicates_nothing(
         assert agent.spool()["events"] >= 500, "events must stay in the spool, unacked"
         node.start()
         created = {"term": {"event.action": "created"}}
-        wait_for(lambda: _count(client, f"{prefix}-events-*", created) >= 500, timeout=90,
+        wait_for(lambda: searchable_count(client, f"{prefix}-events-*", created) >= 500, timeout=90,
                  interval=1, message="all 500 events indexed after the outage")
         wait_for(lambda: agent.spool()["events"] == 0, timeout=30, message="spool drained")
-        assert _count(client, f"{prefix}-events-*", created) == 500
+        assert searchable_count(client, f"{prefix}-events-*", created) == 500
         hits = client.search(index=f"{prefix}-events-*", size=0, aggs={
             "dup": {"terms": {"field": "file.path", "min_doc_count": 2, "size": 10}}})
         assert hits["aggregations"]["dup"]["buckets"] == []
@@ -187,7 +175,7 @@ def test_document_refused_by_the_mapping_goes_to_dead_letter_and_rest_is_indexed
     result = output.publish(records)
     assert result.outcomes == [Outcome.STORED, Outcome.DEAD_LETTERED, Outcome.STORED]
     assert "source.ip" in result.reasons[1]
-    assert _count(es, f"{prefix}-events-*") == 2
+    assert searchable_count(es, f"{prefix}-events-*") == 2
     es.indices.refresh(index=f"{prefix}-deadletter-*")
     dead = es.search(index=f"{prefix}-deadletter-*")["hits"]["hits"]
     assert len(dead) == 1
@@ -197,7 +185,8 @@ def test_document_refused_by_the_mapping_goes_to_dead_letter_and_rest_is_indexed
     # resent after a reconnect: nothing new anywhere
     again = output.publish(records)
     assert again.outcomes == [Outcome.DUPLICATE, Outcome.DEAD_LETTERED, Outcome.DUPLICATE]
-    assert _count(es, f"{prefix}-events-*") == 2 and _count(es, f"{prefix}-deadletter-*") == 1
+    assert searchable_count(es, f"{prefix}-events-*") == 2
+    assert searchable_count(es, f"{prefix}-deadletter-*") == 1
     output.close()
 
 

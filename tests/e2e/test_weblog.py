@@ -20,7 +20,7 @@ import pytest
 from common.text import unescape
 from tests.ecs import problems
 from tests.harness import SHARED, Agent, Collector, free_port, in_ci, port_open, wait_for
-from tests.search import engine_urls, need_engine
+from tests.search import engine_urls, need_engine, searchable_count
 
 pytestmark = pytest.mark.service
 
@@ -309,9 +309,7 @@ def test_web_documents_index_into_elasticsearch_mapped_and_valid_ecs(
     index = f"{prefix}-events-*"
     try:
         def count(query: dict[str, Any]) -> int:
-            es.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
-            return int(es.count(index=index, ignore_unavailable=True, allow_no_indices=True,
-                                query=query)["count"])
+            return searchable_count(es, index, query)
 
         wait_for(lambda: count({"term": {"event.dataset": "sisguard.web"}}) >= 4 or None,
                  timeout=30, message="web documents indexed")
