@@ -165,6 +165,9 @@ class CollectorConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     pki: PkiConfig = field(default_factory=PkiConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # upstream outputs by a name of yours: {type: syslog|https|..., its own keys}
+    # (collector/outputs/registry.py checks each against its type)
+    outputs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def archive_enabled(self) -> bool:
@@ -177,7 +180,12 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> CollectorConfig
     """The YAML file (if any), then flags on top (flags win)."""
     data: dict[str, Any] = load_mapping(path) if path else {}
     merged = _merge(data, overrides)
-    return from_dict(CollectorConfig, merged, source=str(path) if path else "<flags>")
+    source = str(path) if path else "<flags>"
+    config = from_dict(CollectorConfig, merged, source=source)
+    from collector.outputs.registry import parse_outputs
+
+    parse_outputs(config.outputs, source=source)   # a wrong output fails here, at start
+    return config
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -199,5 +207,8 @@ def check_config(path: Path) -> list[ConfigError]:
         data = load_mapping(path)
     except ConfigError as e:
         return [e]
-    from_dict(CollectorConfig, data, source=str(path), errors=errors)
+    config = from_dict(CollectorConfig, data, source=str(path), errors=errors)
+    from collector.outputs.registry import parse_outputs
+
+    parse_outputs(config.outputs, source=str(path), errors=errors)
     return errors

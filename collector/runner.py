@@ -86,6 +86,11 @@ def build_outputs(config: CollectorConfig) -> list[Output]:
         outputs.append(ElasticsearchOutput(config.elasticsearch))
     if config.print_alerts:
         outputs.append(ConsoleAlerts())
+    from collector.outputs.registry import OutputContext, parse_outputs
+
+    context = OutputContext(data_dir=config.data_dir)
+    for spec in parse_outputs(config.outputs, source="outputs"):
+        outputs.append(spec.type.output(spec.name, spec.config, context))  # type: ignore[call-arg]
     return outputs
 
 
