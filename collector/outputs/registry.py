@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from collector.outputs.base import Output
+from collector.records import Record
 from common.errors import ConfigError
 from common.yamlconf import from_dict
 
@@ -47,6 +48,10 @@ class OutputContext:
 
     data_dir: Path      # the collector's data directory: an output keeps its state under
                         # data_dir / "outputs" / <name>
+    # publishes records the collector makes itself (an alert that an output dropped
+    # events, say) through the one publisher, to every output; raises OutputUnavailable
+    # while they cannot be stored. None where nothing can take them (a unit test).
+    emit: Callable[[list[Record]], None] | None = None
 
 
 @dataclass(frozen=True)
