@@ -1,4 +1,4 @@
-"""The fault matrix's table, at the end of the run (whether or not output is captured)."""
+"""The fault matrix's marker and fixtures (its table is printed by tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.matrix import ROWS, es_drop, table
+from tests.faults.matrix import es_drop
 from tests.search import engine_urls, need_engine
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a fault case that takes a minute or more")
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not ROWS:
-        return
-    terminalreporter.section("fault matrix")
-    for line in table(ROWS):
-        terminalreporter.write_line(line)
 
 
 @pytest.fixture

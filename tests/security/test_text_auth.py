@@ -21,6 +21,9 @@ from common.text import unescape
 from tests.agent.sensors.test_auth import auth_events, sshd, syslog  # noqa: F401 - fixtures
 from tests.harness import Agent, Collector, wait_for
 
+# one rsyslogd owns /dev/log at a time: the files that start one share a worker
+pytestmark = pytest.mark.xdist_group("syslog")
+
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 

@@ -18,6 +18,9 @@ import pytest
 from agent.sensors.logfollow import FileFollower
 from tests.harness import Agent, Collector, free_port, in_ci, port_open, wait_for
 
+# one rsyslogd owns /dev/log at a time: the files that start one share a worker
+pytestmark = pytest.mark.xdist_group("syslog")
+
 REPO = Path(__file__).resolve().parents[3]
 
 
