@@ -9,18 +9,20 @@ every Elasticsearch 7.10+/8/9 and OpenSearch.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from elasticsearch import Elasticsearch
+from elasticsearch import BadRequestError, Elasticsearch
 
 from collector.outputs.days import ingestion_day
 from collector.outputs.es_fields import properties
 from collector.records import Kind
 
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2   # 2: composed of the tenants component templates
+TENANT_KINDS = ("events", "alerts")
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,17 @@ class IndexNames:
             return None
 
 
-def template_body(pattern: str, *, shards: int, replicas: int) -> dict[str, Any]:
+def tenants_component(prefix: str, kind: str) -> str | None:
+    """The component template holding the per-organization aliases of ``kind``'s indices
+    (``sisguard-collector tenants sync`` fills it: collector/tenants.py); None for none."""
+    return f"{prefix}-{kind}-tenants" if kind in TENANT_KINDS else None
+
+
+def template_body(pattern: str, *, shards: int, replicas: int,
+                  composed_of: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         "index_patterns": [pattern],
+        "composed_of": list(composed_of),
         "priority": 200,
         "version": TEMPLATE_VERSION,
         "_meta": {"managed_by": "sisguard"},
@@ -72,11 +82,21 @@ def template_body(pattern: str, *, shards: int, replicas: int) -> dict[str, Any]
 
 def install_templates(client: Elasticsearch, names: IndexNames, *, shards: int,
                       replicas: int) -> None:
-    """Idempotent: PUT each composable template (same body, same result)."""
+    """Idempotent: PUT each composable template (same body, same result). The tenants
+    component templates are made empty when missing, never replaced: tenants sync owns
+    what they hold."""
     for kind, pattern in names.patterns().items():
+        component = tenants_component(names.prefix, kind)
+        if component is not None and not client.cluster.exists_component_template(
+                name=component):
+            with contextlib.suppress(BadRequestError):   # made meanwhile: keep it
+                client.cluster.put_component_template(
+                    name=component, create=True, template={"aliases": {}},
+                    meta={"managed_by": "sisguard"})
         client.indices.put_index_template(
             name=f"{names.prefix}-{kind}",
-            **template_body(pattern, shards=shards, replicas=replicas),
+            **template_body(pattern, shards=shards, replicas=replicas,
+                            composed_of=(component,) if component else ()),
         )
 
 

@@ -31,10 +31,10 @@ class CountingCA(CertificateAuthority):
     signed: list[str] = field(default_factory=list)
 
     def sign_agent(self, csr_pem: bytes, agent_id: str, *, hostname: str = "",
-                   organization: str = "") -> x509.Certificate:
+                   organization: str = "", organization_id: str = "") -> x509.Certificate:
         self.signed.append(agent_id)
         return super().sign_agent(csr_pem, agent_id, hostname=hostname,
-                                  organization=organization)
+                                  organization=organization, organization_id=organization_id)
 
 
 @dataclass
