@@ -9,13 +9,12 @@ every Elasticsearch 7.10+/8/9 and OpenSearch.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from elasticsearch import BadRequestError, Elasticsearch
+from elasticsearch import Elasticsearch
 
 from collector.outputs.days import ingestion_day
 from collector.outputs.es_fields import properties
@@ -82,21 +81,17 @@ def template_body(pattern: str, *, shards: int, replicas: int,
 
 def install_templates(client: Elasticsearch, names: IndexNames, *, shards: int,
                       replicas: int) -> None:
-    """Idempotent: PUT each composable template (same body, same result). The tenants
-    component templates are made empty when missing, never replaced: tenants sync owns
-    what they hold."""
+    """Idempotent: PUT each composable template (same body, same result). Once tenants
+    sync has made a kind's tenants component template, that kind's template is composed
+    of it (so a new daily index gets the organizations' aliases); never made here."""
     for kind, pattern in names.patterns().items():
         component = tenants_component(names.prefix, kind)
-        if component is not None and not client.cluster.exists_component_template(
-                name=component):
-            with contextlib.suppress(BadRequestError):   # made meanwhile: keep it
-                client.cluster.put_component_template(
-                    name=component, create=True, template={"aliases": {}},
-                    meta={"managed_by": "sisguard"})
+        composed = component is not None and bool(
+            client.cluster.exists_component_template(name=component))
         client.indices.put_index_template(
             name=f"{names.prefix}-{kind}",
             **template_body(pattern, shards=shards, replicas=replicas,
-                            composed_of=(component,) if component else ()),
+                            composed_of=(component,) if component and composed else ()),
         )
 
 

@@ -26,10 +26,14 @@ from collector import cli
 from collector.kibana import (
     INDEX_REF,
     TYPES,
+    KibanaTarget,
+    dump_ndjson,
     indexed_fields,
     kql_fields,
     load_ndjson,
     problems,
+    space_body,
+    tenant_objects,
 )
 from collector.outputs.es_fields import ALL_FIELDS
 from common.errors import SisguardError
@@ -273,6 +277,7 @@ class FakeKibana:
     requests: list[Recorded] = field(default_factory=list)
     status: int = 200
     answer: dict[str, Any] = field(default_factory=dict)
+    status_for: dict[str, int] = field(default_factory=dict)   # by method, over status
 
 
 @pytest.fixture
@@ -284,11 +289,13 @@ def kibana() -> Iterator[FakeKibana]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             fake.requests.append(Recorded(self.command, self.path, self.headers, body))
             payload = json.dumps(fake.answer).encode()
-            self.send_response(fake.status)
+            self.send_response(fake.status_for.get(self.command, fake.status))
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+
+        do_PUT = do_POST
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -401,3 +408,40 @@ def test_an_unreachable_kibana_and_credentials_in_the_url_are_clear_errors(
     assert cli.main(["kibana", "import", "--url", "http://u:secret@127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert "not in --url" in err and "secret" not in err
+
+
+# ------------------------------------------------------------------ tenants
+
+
+def test_an_organizations_objects_are_the_shipped_ones_on_its_aliases() -> None:
+    shipped = load_ndjson(NDJSON.read_bytes(), source=str(NDJSON))
+    extra = {"type": "index-pattern", "id": "dl", "references": [],
+             "attributes": {"title": "sisguard-deadletter-*", "timeFieldName": "@timestamp"}}
+    uses_extra = {**shipped[2], "id": "on-dl",
+                  "references": [{"type": "index-pattern", "id": "dl", "name": INDEX_REF}]}
+    aliases = {"events": "sg-events-org-syt", "alerts": "sg-alerts-org-syt"}
+    objects = tenant_objects([*shipped, extra, uses_extra], aliases, "Sở Y tế")
+    assert problems(objects) == []
+    assert sorted(o["id"] for o in objects) == sorted(o["id"] for o in shipped)
+    views = {o["id"]: o["attributes"] for o in objects if o["type"] == "index-pattern"}
+    assert {i: v["title"] for i, v in views.items()} == {
+        "sisguard-events": "sg-events-org-syt", "sisguard-alerts": "sg-alerts-org-syt"}
+    assert views["sisguard-events"]["name"] == "Sở Y tế: events"
+    assert shipped[0]["attributes"]["title"] == "sisguard-events-*"   # a copy was changed
+    assert load_ndjson(dump_ndjson(objects), source="x") == objects
+
+
+def test_a_space_is_created_or_when_it_exists_updated(kibana: FakeKibana) -> None:
+    target = KibanaTarget(kibana.url, api_key=SECRET_KEY)
+    space = space_body("sg-org-syt", "Sở Y tế")
+    assert target.put_space(space) == "created"
+    kibana.status_for = {"POST": 409}
+    assert target.put_space(space) == "updated"
+    assert [(r.method, r.path) for r in kibana.requests] == [
+        ("POST", "/api/spaces/space"), ("POST", "/api/spaces/space"),
+        ("PUT", "/api/spaces/space/sg-org-syt")]
+    assert json.loads(kibana.requests[-1].body) == space
+    assert SECRET_KEY not in repr(target)
+    kibana.status_for = {"POST": 403, "PUT": 403}
+    with pytest.raises(SisguardError, match="HTTP 403 to the creation of space 'sg-org-syt'"):
+        target.put_space(space)
