@@ -342,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the collector's YAML config (default: DATA_DIR/collector.yml), "
                         "for Elasticsearch")
     t.add_argument("--es-url", action="append", help="instead of the config's")
+    t.add_argument("--es-api-key-file", metavar="FILE",
+                   help="an administrator's API key instead of the config's credentials "
+                        "(sync needs manage_index_templates, manage on PREFIX-*, "
+                        "manage_security)")
+    t.add_argument("--es-user", help="an administrator instead of the config's credentials")
+    t.add_argument("--es-password-file", metavar="FILE",
+                   help="--es-user's password (or SISGUARD_ES_PASSWORD)")
     t.add_argument("--organization", default=None, metavar="ID", help="only this one")
     t.add_argument("--dry-run", action="store_true", help="print what would be done")
     t.add_argument("--kibana-dir", default=None, metavar="DIR",

@@ -177,7 +177,7 @@ def probe(client: Any, names: Any) -> Cluster:
     security: bool | None
     document_level = False
     try:
-        features = client.xpack.info(categories="features,license")
+        features = client.xpack.info(categories=["features", "license"])
         flags = features.get("features", {}).get("security", {})
         security = bool(flags.get("available") and flags.get("enabled"))
         licence = str(features.get("license", {}).get("type", ""))

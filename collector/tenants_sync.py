@@ -73,6 +73,14 @@ def _elasticsearch(args: argparse.Namespace) -> Any:
     config = load_config(path, {"data_dir": args.data_dir}).elasticsearch
     if args.es_url:
         config = dataclasses.replace(config, url=tuple(args.es_url))
+    if args.es_api_key_file:      # an administrator's, not the collector's
+        config = dataclasses.replace(config, api_key_file=Path(args.es_api_key_file),
+                                     api_key=None, username=None, password=None,
+                                     password_file=None)
+    elif args.es_user:
+        config = dataclasses.replace(
+            config, username=args.es_user, api_key=None, api_key_file=None, password=None,
+            password_file=Path(args.es_password_file) if args.es_password_file else None)
     if not config.url:
         raise SisguardError("no Elasticsearch: set elasticsearch.url in the config or give "
                             "--es-url")
