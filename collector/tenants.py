@@ -188,18 +188,24 @@ def probe(client: Any, names: Any) -> Cluster:
 
 
 def plan(client: Any, names: Any, organizations: Sequence[Organization], cluster: Cluster, *,
-         shards: int, replicas: int) -> tuple[list[Step], list[str]]:
-    """The steps of a sync, and notes for the operator (what is skipped, and why)."""
+         shards: int, replicas: int,
+         selected: Sequence[Organization] | None = None) -> tuple[list[Step], list[str]]:
+    """The steps of a sync, and notes for the operator (what is skipped, and why).
+
+    The component templates always hold every organization's aliases (a template is
+    replaced whole); ``selected`` limits the rest (existing indices, roles)."""
     from collector.outputs.es_indices import install_templates
 
     prefix = names.prefix
     steps: list[Step] = []
     notes: list[str] = []
+    everyone = organizations
+    organizations = everyone if selected is None else selected
     for kind in KINDS:
-        body = component_body(prefix, kind, organizations)
+        body = component_body(prefix, kind, everyone)
         steps.append(Step(
             f"component template {component_name(prefix, kind)}: "
-            f"{len(organizations)} aliases for future {prefix}-{kind}-* indices",
+            f"{len(everyone)} aliases for future {prefix}-{kind}-* indices",
             partial(client.cluster.put_component_template, name=component_name(prefix, kind),
                     **body)))
     steps.append(Step(f"index templates {prefix}-events, {prefix}-alerts, {prefix}-deadletter "

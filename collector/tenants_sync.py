@@ -34,7 +34,8 @@ from common.errors import SisguardError
 
 
 def organizations(store: Store, only: str | None) -> list[Organization]:
-    """The store's organizations (one id, one name: a conflict is an error)."""
+    """The store's organizations (one id, one name: a conflict is an error); only the
+    one whose id is ``only`` when given."""
     found = store.organizations()
     names = Counter(o.id for o in found)
     doubled = sorted(i for i, n in names.items() if n > 1)
@@ -93,6 +94,7 @@ def sync_command(args: argparse.Namespace, store: Store) -> int:
     from collector.outputs.elasticsearch import connect_client
     from collector.outputs.es_indices import IndexNames
 
+    everyone = organizations(store, None)
     orgs = organizations(store, args.organization)
     config = _elasticsearch(args)
     client = connect_client(config)
@@ -100,8 +102,8 @@ def sync_command(args: argparse.Namespace, store: Store) -> int:
     dry = "would do: " if args.dry_run else ""
     try:
         cluster = probe(client, names)
-        steps, notes = plan(client, names, orgs, cluster, shards=config.shards,
-                            replicas=config.replicas)
+        steps, notes = plan(client, names, everyone, cluster, shards=config.shards,
+                            replicas=config.replicas, selected=orgs)
         for step in steps:
             print(f"{dry}{step.what}")
             if not args.dry_run:

@@ -4,6 +4,7 @@ organization stamped on events is the collector's, never the agent's."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -132,3 +133,17 @@ def test_the_organization_on_an_event_is_the_collectors_not_the_agents() -> None
 
 def test_an_identity_without_an_id_has_the_derived_one() -> None:
     assert AgentIdentity("a1", "web1", "Sở TT&TT", "1.0").organization_id == "so-tt-tt"
+
+
+def test_a_sync_of_one_organization_keeps_every_organizations_aliases_in_the_template() -> None:
+    cluster = Cluster({"events": ["sg-events-2026.11.29"], "alerts": []}, True, False)
+    steps, _ = plan(_client(), IndexNames("sg"), [A, B], cluster, shards=1, replicas=0,
+                    selected=[A])
+    whats = [s.what for s in steps]
+    assert [w for w in whats if w.startswith("role ")] == [
+        "role sg-org-so-y-te: read sg-events-org-so-y-te, sg-alerts-org-so-y-te"]
+    assert "aliases sg-events-org-<id> (1) on 1 existing sg-events-* indices" in whats
+    [component] = [s for s in steps if s.what.startswith("component template sg-events")]
+    assert isinstance(component.run, partial)
+    assert set(component.run.keywords["template"]["aliases"]) == {
+        "sg-events-org-so-y-te", "sg-events-org-so-tt-tt"}
