@@ -16,6 +16,7 @@ from collector import cli
 from collector.config import ElasticsearchConfig
 from collector.kibana import load_ndjson, problems
 from collector.outputs.elasticsearch import ElasticsearchOutput
+from collector.outputs.es_indices import IndexNames, install_templates
 from collector.records import Kind, Outcome, Record
 from tests.search import drop_prefix, engine_urls, need_engine, searchable_count
 
@@ -53,6 +54,11 @@ def ship(output: ElasticsearchOutput, day: str, counts: dict[tuple[str, str], in
     assert output.publish(records).outcomes == [Outcome.STORED] * len(records)
 
 
+def composed_of(es: Elasticsearch, prefix: str) -> list[str]:
+    [template] = es.indices.get_index_template(name=f"{prefix}-events")["index_templates"]
+    return list(template["index_template"].get("composed_of", []))
+
+
 def ids_in(es: Elasticsearch, index: str) -> set[str]:
     es.indices.refresh(index=index)
     hits = es.search(index=index, size=100, query={"match_all": {}})["hits"]["hits"]
@@ -74,6 +80,7 @@ def test_each_organizations_alias_holds_its_documents_only_also_in_later_indices
     try:
         output.connect()
         ship(output, "2026-11-29", {HEALTH: 3, INFO: 2})
+        assert composed_of(es, prefix) == []   # no tenants component before a sync
         capsys.readouterr()
 
         assert cli.main(["tenants", "sync", "--data-dir", str(data), "--dry-run"]) == 0
@@ -90,6 +97,9 @@ def test_each_organizations_alias_holds_its_documents_only_also_in_later_indices
         other = es.get(index=f"{prefix}-events-org-{HEALTH[0]}",
                        id=f"{INFO[0]}-events-2026-11-29-0")
         assert other["found"] and other["_source"]["organization"]["id"] == INFO[0]
+        # the collector puts its templates again (after an outage): still composed
+        install_templates(es, IndexNames(prefix), shards=1, replicas=0)
+        assert composed_of(es, prefix) == [f"{prefix}-events-tenants"]
         ship(output, "2026-11-30", {HEALTH: 1, INFO: 4})   # a daily index made after sync
         for kind in ("events", "alerts"):
             health = f"{prefix}-{kind}-org-{HEALTH[0]}"
