@@ -325,54 +325,6 @@ def import_saved_objects(ndjson: bytes, *, url: str, space: str | None = None,
     return target.import_objects(ndjson, space=space)
 
 
-# --------------------------------------------------------------------------- tenants
-
-def space_body(space_id: str, organization_name: str) -> dict[str, Any]:
-    """The Kibana space of one organization (``POST /api/spaces/space``)."""
-    return {"id": space_id, "name": organization_name[:1024],
-            "description": f"sisguard: {organization_name}'s events and alerts only",
-            "disabledFeatures": []}
-
-
-def tenant_objects(objects: list[dict[str, Any]], aliases: Mapping[str, str],
-                   organization_name: str) -> list[dict[str, Any]]:
-    """The shipped saved objects for one organization's space: each data view whose title
-    is ``*-events-*`` or ``*-alerts-*`` points at that kind's alias (``aliases``: kind ->
-    alias); other data views, and what refers to them, are left out."""
-    out: list[dict[str, Any]] = []
-    kept: set[tuple[str, str]] = set()
-    for obj in objects:
-        if obj.get("type") != "index-pattern":
-            continue
-        title = str(obj.get("attributes", {}).get("title", ""))
-        kind = next((k for k in aliases if title.endswith(f"-{k}-*")), None)
-        if kind is None:
-            continue
-        copy = json.loads(json.dumps(obj))
-        copy["attributes"]["title"] = aliases[kind]
-        copy["attributes"]["name"] = f"{organization_name}: {kind}"
-        out.append(copy)
-        kept.add(("index-pattern", str(obj["id"])))
-    rest = [o for o in objects if o.get("type") != "index-pattern"]
-    changed = True
-    while changed:   # keep an object once everything it refers to is kept
-        changed = False
-        for obj in rest:
-            key = (str(obj.get("type")), str(obj.get("id")))
-            if key in kept:
-                continue
-            if all((r["type"], r["id"]) in kept for r in obj.get("references", [])):
-                out.append(json.loads(json.dumps(obj)))
-                kept.add(key)
-                changed = True
-    return out
-
-
-def dump_ndjson(objects: list[dict[str, Any]]) -> bytes:
-    return b"".join(json.dumps(o, ensure_ascii=False, sort_keys=True).encode() + b"\n"
-                    for o in objects)
-
-
 def _kibana_message(raw: bytes) -> str:
     try:
         answer = json.loads(raw)

@@ -27,15 +27,13 @@ from collector.kibana import (
     INDEX_REF,
     TYPES,
     KibanaTarget,
-    dump_ndjson,
     indexed_fields,
     kql_fields,
     load_ndjson,
     problems,
-    space_body,
-    tenant_objects,
 )
 from collector.outputs.es_fields import ALL_FIELDS
+from collector.tenants_sync import space_body
 from common.errors import SisguardError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -411,24 +409,6 @@ def test_an_unreachable_kibana_and_credentials_in_the_url_are_clear_errors(
 
 
 # ------------------------------------------------------------------ tenants
-
-
-def test_an_organizations_objects_are_the_shipped_ones_on_its_aliases() -> None:
-    shipped = load_ndjson(NDJSON.read_bytes(), source=str(NDJSON))
-    extra = {"type": "index-pattern", "id": "dl", "references": [],
-             "attributes": {"title": "sisguard-deadletter-*", "timeFieldName": "@timestamp"}}
-    uses_extra = {**shipped[2], "id": "on-dl",
-                  "references": [{"type": "index-pattern", "id": "dl", "name": INDEX_REF}]}
-    aliases = {"events": "sg-events-org-syt", "alerts": "sg-alerts-org-syt"}
-    objects = tenant_objects([*shipped, extra, uses_extra], aliases, "Sở Y tế")
-    assert problems(objects) == []
-    assert sorted(o["id"] for o in objects) == sorted(o["id"] for o in shipped)
-    views = {o["id"]: o["attributes"] for o in objects if o["type"] == "index-pattern"}
-    assert {i: v["title"] for i, v in views.items()} == {
-        "sisguard-events": "sg-events-org-syt", "sisguard-alerts": "sg-alerts-org-syt"}
-    assert views["sisguard-events"]["name"] == "Sở Y tế: events"
-    assert shipped[0]["attributes"]["title"] == "sisguard-events-*"   # a copy was changed
-    assert load_ndjson(dump_ndjson(objects), source="x") == objects
 
 
 def test_a_space_is_created_or_when_it_exists_updated(kibana: FakeKibana) -> None:

@@ -1,5 +1,6 @@
-"""collector/tenants_sync.py on the real engine: each organization's alias returns all of
-its own documents and none of another's, also in a daily index made after the sync."""
+"""collector/tenants_sync.py: on the real engine, each organization's alias returns all
+of its own documents and none of another's, also in a daily index made after the sync;
+each organization's Kibana objects are the shipped ones on its aliases."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from elasticsearch import Elasticsearch
 
 from collector import cli
 from collector.config import ElasticsearchConfig
-from collector.kibana import load_ndjson, problems
+from collector.kibana import INDEX_REF, default_file, load_ndjson, problems
 from collector.outputs.elasticsearch import ElasticsearchOutput
 from collector.outputs.es_indices import IndexNames, install_templates
 from collector.records import Kind, Outcome, Record
+from collector.tenants_sync import dump_ndjson, tenant_objects
 from tests.search import drop_prefix, engine_urls, need_engine, searchable_count
 
-pytestmark = pytest.mark.service
-
+SHIPPED = default_file()
 HEALTH = ("so-y-te", "Sở Y tế")
 INFO = ("so-tt-tt", "Sở TT&TT")          # its id derived from the name
 
@@ -65,6 +66,7 @@ def ids_in(es: Elasticsearch, index: str) -> set[str]:
     return {str(h["_source"]["organization"]["id"]) for h in hits}
 
 
+@pytest.mark.service
 def test_each_organizations_alias_holds_its_documents_only_also_in_later_indices(
         engine: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url, prefix = engine
@@ -124,3 +126,21 @@ def test_each_organizations_alias_holds_its_documents_only_also_in_later_indices
     finally:
         output.close()
         es.close()
+
+
+def test_an_organizations_objects_are_the_shipped_ones_on_its_aliases() -> None:
+    shipped = load_ndjson(SHIPPED.read_bytes(), source=str(SHIPPED))
+    extra = {"type": "index-pattern", "id": "dl", "references": [],
+             "attributes": {"title": "sisguard-deadletter-*", "timeFieldName": "@timestamp"}}
+    uses_extra = {**shipped[2], "id": "on-dl",
+                  "references": [{"type": "index-pattern", "id": "dl", "name": INDEX_REF}]}
+    aliases = {"events": "sg-events-org-syt", "alerts": "sg-alerts-org-syt"}
+    objects = tenant_objects([*shipped, extra, uses_extra], aliases, "Sở Y tế")
+    assert problems(objects) == []
+    assert sorted(o["id"] for o in objects) == sorted(o["id"] for o in shipped)
+    views = {o["id"]: o["attributes"] for o in objects if o["type"] == "index-pattern"}
+    assert {i: v["title"] for i, v in views.items()} == {
+        "sisguard-events": "sg-events-org-syt", "sisguard-alerts": "sg-alerts-org-syt"}
+    assert views["sisguard-events"]["name"] == "Sở Y tế: events"
+    assert shipped[0]["attributes"]["title"] == "sisguard-events-*"   # a copy was changed
+    assert load_ndjson(dump_ndjson(objects), source="x") == objects
