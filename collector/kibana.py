@@ -9,7 +9,8 @@ to an object in the list, and every field a data view, search or visualization n
 in our index template with a type that use can work with (a ``terms`` aggregation on a
 ``text`` field fails in Kibana only when somebody opens the dashboard).
 
-``sisguard-collector kibana import`` posts the file to ``/api/saved_objects/_import``.
+``sisguard-collector kibana import`` posts the file to ``/api/saved_objects/_import``;
+``KibanaTarget`` also makes spaces (``tenants sync``: collector/tenants_sync.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ documents:
   those two aliases (with document-level security too where the licence has it) and
   read its Kibana space;
 * a Kibana space ``PREFIX-org-<id>`` holding the shipped data views, searches and
-  dashboard, the data views pointing at the organization's aliases (collector/kibana.py).
+  dashboard, the data views pointing at the organization's aliases (tenants_sync.py).
 
 Everything is idempotent (PUT the same bodies, add the same aliases); ``plan()`` says what
 will be done before anything is, which is what ``--dry-run`` prints.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 from collections import Counter
@@ -144,6 +145,7 @@ def sync_command(args: argparse.Namespace, store: Store) -> int:
     everyone = organizations(store, None)
     orgs = organizations(store, args.organization)
     config = _elasticsearch(args)
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)   # a line per request
     client = connect_client(config)
     names = IndexNames(config.index_prefix)
     dry = "would do: " if args.dry_run else ""
