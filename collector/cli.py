@@ -1,10 +1,12 @@
-"""sisguard-collector: init, token create, run, agents list, agents revoke, kibana import."""
+"""sisguard-collector: init, token create/list, run, agents list, agents revoke, tenants sync,
+kibana import."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +86,40 @@ def _store(data_dir: str) -> Any:
 def _token_create(args: argparse.Namespace) -> int:
     store = _store(args.data_dir)
     token = store.create_token(ttl=parse_duration(args.ttl), uses=args.uses,
-                               organization=args.org)
+                               organization=args.org, organization_id=args.org_id)
     print(token)
+    return 0
+
+
+def _date(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _organization_filter(value: str | None) -> str | None:
+    from collector.tenants import check_org_id
+
+    return None if value is None else check_org_id(value, where="--organization")
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    """Tokens (never the token itself: only the start of its hash), newest first."""
+    import time
+
+    store = _store(args.data_dir)
+    now = time.time()
+    rows = [("HASH", "ORGANIZATION ID", "ORGANIZATION", "CREATED", "EXPIRES", "USES LEFT",
+             "STATE")]
+    for t in store.tokens(organization_id=_organization_filter(args.organization)):
+        state = "expired" if t.expires < now else "used up" if t.uses_left <= 0 else "usable"
+        rows.append((t.hash_prefix, t.organization.id, t.organization.name, _date(t.created),
+                     _date(t.expires), str(t.uses_left), state))
+    _table(rows)
     return 0
 
 
@@ -93,19 +127,17 @@ def _agents_list(args: argparse.Namespace) -> int:
     from collector.health import agent_status
 
     store = _store(args.data_dir)
-    rows = [("ID", "HOST", "ORGANIZATION", "VERSION", "ADDRESS", "LAST SEEN", "STATUS", "SPOOL",
-             "CERT EXPIRES")]
-    for a in store.agents():
-        seen = (dt.datetime.fromtimestamp(a.last_seen, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-                if a.last_seen else "never")
+    rows = [("ID", "HOST", "ORGANIZATION ID", "ORGANIZATION", "VERSION", "ADDRESS", "LAST SEEN",
+             "STATUS", "SPOOL", "CERT EXPIRES")]
+    for a in store.agents(organization_id=_organization_filter(args.organization)):
+        seen = _date(a.last_seen) if a.last_seen else "never"
         spool = str(a.heartbeat.get("spool_events", "")) if a.heartbeat else ""
         expires = (dt.datetime.fromtimestamp(a.cert_expires, dt.UTC).strftime("%Y-%m-%d")
                    if a.cert_expires else "")
-        rows.append((a.agent_id, a.hostname, a.organization, a.version, a.address, seen,
-                     agent_status(a, offline_after=args.offline_after), spool, expires))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        rows.append((a.agent_id, a.hostname, a.organization_id, a.organization, a.version,
+                     a.address, seen, agent_status(a, offline_after=args.offline_after), spool,
+                     expires))
+    _table(rows)
     _expiry_warnings(DataDir(Path(args.data_dir)), store)
     return 0
 
@@ -180,6 +212,12 @@ def _run(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _tenants_sync(args: argparse.Namespace) -> int:
+    from collector.tenants_sync import sync_command
+
+    return sync_command(args, _store(args.data_dir))
+
+
 def _kibana_import(args: argparse.Namespace) -> int:
     from collector.kibana import import_command
 
@@ -234,8 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", required=True)
     t.add_argument("--ttl", default="30m")
     t.add_argument("--uses", type=int, default=1)
-    t.add_argument("--org", default="default")
+    t.add_argument("--org", default="default", help="the organization's name (shown)")
+    t.add_argument("--org-id", default=None,
+                   help="its stable id, [a-z0-9-]{1,64} (default: derived from the name)")
     t.set_defaults(func=_token_create)
+    t = tsub.add_parser("list", help="tokens, newest first (the start of each one's hash)")
+    t.add_argument("--data-dir", required=True)
+    t.add_argument("--organization", default=None, metavar="ID",
+                   help="only this organization's")
+    t.set_defaults(func=_token_list)
 
     p = sub.add_parser("agents", help="enrolled agents")
     asub = p.add_subparsers(dest="agents_command", required=True)
@@ -243,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--data-dir", required=True)
     a.add_argument("--offline-after", type=float, default=3,
                    help="heartbeat intervals of silence before an agent is offline")
+    a.add_argument("--organization", default=None, metavar="ID",
+                   help="only this organization's agents")
     a.set_defaults(func=_agents_list)
     a = asub.add_parser("show", help="one agent: enrollment record and last heartbeat (JSON)")
     a.add_argument("--data-dir", required=True)
@@ -285,6 +332,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve Prometheus metrics on http://HOST:PORT/metrics (default: "
                         "off; no authentication: bind to a private address)")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("tenants", help="each organization's own view of the cluster")
+    tsub = p.add_subparsers(dest="tenants_command", required=True)
+    t = tsub.add_parser("sync", help="per-organization filtered aliases, roles and Kibana "
+                                     "spaces (idempotent; docs/tenancy.md)")
+    t.add_argument("--data-dir", required=True)
+    t.add_argument("--config", default=None,
+                   help="the collector's YAML config (default: DATA_DIR/collector.yml), "
+                        "for Elasticsearch")
+    t.add_argument("--es-url", action="append", help="instead of the config's")
+    t.add_argument("--es-api-key-file", metavar="FILE",
+                   help="an administrator's API key instead of the config's credentials "
+                        "(sync needs manage_index_templates, manage on PREFIX-*, "
+                        "manage_security)")
+    t.add_argument("--es-user", help="an administrator instead of the config's credentials")
+    t.add_argument("--es-password-file", metavar="FILE",
+                   help="--es-user's password (or SISGUARD_ES_PASSWORD)")
+    t.add_argument("--organization", default=None, metavar="ID", help="only this one")
+    t.add_argument("--dry-run", action="store_true", help="print what would be done")
+    t.add_argument("--kibana-dir", default=None, metavar="DIR",
+                   help="write each space and its saved objects here (default: "
+                        "DATA_DIR/kibana)")
+    t.add_argument("--kibana", default=None, metavar="URL",
+                   help="also make the spaces and import their objects into this Kibana")
+    t.add_argument("--kibana-api-key",
+                   help="API key (base64 or id:key); or SISGUARD_KIBANA_API_KEY")
+    t.add_argument("--kibana-user")
+    t.add_argument("--kibana-password", help="or SISGUARD_KIBANA_PASSWORD")
+    t.add_argument("--kibana-ca", help="CA certificate file for an https Kibana URL")
+    t.set_defaults(func=_tenants_sync)
 
     p = sub.add_parser("kibana", help="Kibana data views, searches and dashboard")
     ksub = p.add_subparsers(dest="kibana_command", required=True)

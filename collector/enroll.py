@@ -121,18 +121,21 @@ class EnrollmentService:
         except PkiError as e:
             self.gate.note_refused(peer, "invalid CSR")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        agent_id = self.store.add_agent(hostname=hostname, organization=organization,
+        agent_id = self.store.add_agent(hostname=hostname, organization=organization.name,
+                                        organization_id=organization.id,
                                         version=request.agent_version[:64],
                                         os=request.os[:128], serial="")
         try:
             cert = self.ca.sign_agent(request.csr_pem, agent_id, hostname=hostname,
-                                      organization=organization)
+                                      organization=organization.name,
+                                      organization_id=organization.id)
         except PkiError as e:   # checked above; kept so a change in pki cannot crash here
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         serial = format(cert.serial_number, "x")
         self.store.set_serial(agent_id, serial)
         self.signed += 1
         log.info("agent certificate signed", agent_id=agent_id, serial=serial,
-                 hostname=hostname, organization=organization, peer=peer)
+                 hostname=hostname, organization=organization.name,
+                 organization_id=organization.id, peer=peer)
         return pb.EnrollResponse(agent_id=agent_id, certificate_pem=pem(cert),
-                                 ca_pem=self.ca.cert_pem, organization=organization)
+                                 ca_pem=self.ca.cert_pem, organization=organization.name)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import grpc
@@ -144,12 +144,13 @@ class IngestService(pb_grpc.IngestServicer):
         if record is None:
             # enrolled by another collector of this CA (scale-out): the certificate,
             # which our CA signed, says who it is
-            hostname, organization = agent_facts(cert)
+            hostname, organization, organization_id = agent_facts(cert)
             if not hostname:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED,
                               f"agent {agent_id} is not enrolled here")
             self.store.import_agent(agent_id=agent_id, hostname=hostname,
-                                    organization=organization, serial=serial)
+                                    organization=organization,
+                                    organization_id=organization_id, serial=serial)
             log.info("agent known from its certificate", agent_id=agent_id,
                      hostname=hostname, organization=organization)
             record = self.store.agent(agent_id)
@@ -158,7 +159,8 @@ class IngestService(pb_grpc.IngestServicer):
         assert record is not None
         self.store.set_certificate(agent_id, serial=serial,
                                    expires=cert.not_valid_after_utc.timestamp())
-        return AgentIdentity(agent_id, record.hostname, record.organization, record.version)
+        return AgentIdentity(agent_id, record.hostname, record.organization, record.version,
+                             record.organization_id)
 
     def _revoked(self, cert: x509.Certificate, agent_id: str) -> bool:
         if self.revocations is not None:
@@ -216,8 +218,8 @@ class IngestService(pb_grpc.IngestServicer):
                 elif kind == "heartbeat":
                     self._heartbeat(agent, message.heartbeat, peer)
                 elif kind == "hello":
-                    agent = AgentIdentity(agent.agent_id, agent.hostname, agent.organization,
-                                          message.hello.agent_version or agent.version)
+                    agent = replace(
+                        agent, version=message.hello.agent_version or agent.version)
                     self.store.seen(agent.agent_id, address=peer, version=agent.version)
                 elif kind == "renew":
                     if renewed or self.renewer is None:

@@ -9,7 +9,8 @@ to an object in the list, and every field a data view, search or visualization n
 in our index template with a type that use can work with (a ``terms`` aggregation on a
 ``text`` field fails in Kibana only when somebody opens the dashboard).
 
-``sisguard-collector kibana import`` posts the file to ``/api/saved_objects/_import``.
+``sisguard-collector kibana import`` posts the file to ``/api/saved_objects/_import``;
+``KibanaTarget`` also makes spaces (``tenants sync``: collector/tenants_sync.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -215,55 +217,113 @@ def multipart(field: str, filename: str, content: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+@dataclass(frozen=True)
+class KibanaTarget:
+    """A Kibana to talk to: base URL (checked) and credentials (never in a repr)."""
+
+    url: str
+    api_key: str | None = field(default=None, repr=False)
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca: str | None = None
+    timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SisguardError(f"--url must be http(s)://HOST[:PORT][/BASE], not {self.url!r}")
+        if parts.username or parts.password:
+            raise SisguardError("put credentials in --api-key or --user/--password, not in "
+                                "--url")
+
+    @property
+    def where(self) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"),
+                                        "", ""))
+
+    def request(self, method: str, api_path: str, body: bytes, content_type: str, *,
+                space: str | None = None, query: str = "") -> tuple[int, bytes]:
+        """(HTTP status, body) of one call; 4xx/5xx come back, unreachable raises."""
+        parts = urllib.parse.urlsplit(self.url)
+        path = parts.path.rstrip("/")
+        if space and space != "default":
+            path += f"/s/{urllib.parse.quote(space, safe='')}"
+        endpoint = urllib.parse.urlunsplit(
+            (parts.scheme, parts.netloc, path + api_path, query, ""))
+        headers = {"kbn-xsrf": "true", "Content-Type": content_type,
+                   "Accept": "application/json"}
+        if self.api_key:
+            # an Elasticsearch API key is "id:key" raw, or its base64 ("encoded") form
+            encoded = (base64.b64encode(self.api_key.encode()).decode() if ":" in self.api_key
+                       else self.api_key)
+            headers["Authorization"] = f"ApiKey {encoded}"
+        elif self.user is not None:
+            basic = base64.b64encode(f"{self.user}:{self.password or ''}".encode()).decode()
+            headers["Authorization"] = f"Basic {basic}"
+        context = None
+        if parts.scheme == "https":
+            try:
+                context = ssl.create_default_context(cafile=self.ca)
+            except (OSError, ssl.SSLError) as e:
+                raise SisguardError(f"cannot use CA file {self.ca}: {e}") from e
+        request = urllib.request.Request(endpoint, data=body, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout,
+                                        context=context) as response:
+                return int(response.status), bytes(response.read())
+        except urllib.error.HTTPError as e:
+            return int(e.code), bytes(e.read())
+        except (urllib.error.URLError, OSError) as e:
+            reason = e.reason if isinstance(e, urllib.error.URLError) else e
+            raise SisguardError(f"cannot reach Kibana at {self.where}: {reason}") from e
+
+    def answer(self, status: int, raw: bytes, what: str) -> dict[str, Any]:
+        if status >= 300:
+            raise SisguardError(f"Kibana at {self.where} answered HTTP {status} to {what}: "
+                                f"{_kibana_message(raw)}")
+        try:
+            answer = json.loads(raw)
+        except ValueError as e:
+            raise SisguardError(f"Kibana at {self.where} answered {what} with something not "
+                                f"JSON: {raw[:200]!r}") from e
+        if not isinstance(answer, dict):
+            raise SisguardError(f"Kibana at {self.where} answered {what} with {raw[:200]!r}")
+        return answer
+
+    def import_objects(self, ndjson: bytes, *, space: str | None = None) -> dict[str, Any]:
+        """POST the objects (overwriting objects with the same ids); Kibana's answer."""
+        body, content_type = multipart("file", "sisguard.ndjson", ndjson)
+        status, raw = self.request("POST", "/api/saved_objects/_import", body, content_type,
+                                   space=space, query="overwrite=true")
+        answer = self.answer(status, raw, "the import")
+        if "success" not in answer:
+            raise SisguardError(f"Kibana at {self.where} answered without 'success': "
+                                f"{raw[:200]!r}")
+        return answer
+
+    def put_space(self, space: Mapping[str, Any]) -> str:
+        """Make the space, or update it when it exists: 'created' or 'updated'."""
+        body = json.dumps(space).encode()
+        status, raw = self.request("POST", "/api/spaces/space", body, "application/json")
+        if status == 409:
+            quoted = urllib.parse.quote(str(space["id"]), safe="")
+            status, raw = self.request("PUT", f"/api/spaces/space/{quoted}", body,
+                                       "application/json")
+            self.answer(status, raw, f"the update of space {space['id']!r}")
+            return "updated"
+        self.answer(status, raw, f"the creation of space {space['id']!r}")
+        return "created"
+
+
 def import_saved_objects(ndjson: bytes, *, url: str, space: str | None = None,
                          api_key: str | None = None, user: str | None = None,
                          password: str | None = None, ca: str | None = None,
                          timeout: float = 60.0) -> dict[str, Any]:
     """POST the objects to Kibana (overwriting objects with the same ids); its answer."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SisguardError(f"--url must be http(s)://HOST[:PORT][/BASE], not {url!r}")
-    if parts.username or parts.password:
-        raise SisguardError("put credentials in --api-key or --user/--password, not in --url")
-    path = parts.path.rstrip("/")
-    if space and space != "default":
-        path += f"/s/{urllib.parse.quote(space, safe='')}"
-    endpoint = urllib.parse.urlunsplit(
-        (parts.scheme, parts.netloc, path + "/api/saved_objects/_import", "overwrite=true", ""))
-    body, content_type = multipart("file", "sisguard.ndjson", ndjson)
-    headers = {"kbn-xsrf": "true", "Content-Type": content_type, "Accept": "application/json"}
-    if api_key:
-        # an Elasticsearch API key is "id:key" raw, or its base64 ("encoded") form
-        encoded = base64.b64encode(api_key.encode()).decode() if ":" in api_key else api_key
-        headers["Authorization"] = f"ApiKey {encoded}"
-    elif user is not None:
-        basic = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
-        headers["Authorization"] = f"Basic {basic}"
-    context = None
-    if parts.scheme == "https":
-        try:
-            context = ssl.create_default_context(cafile=ca)
-        except (OSError, ssl.SSLError) as e:
-            raise SisguardError(f"cannot use CA file {ca}: {e}") from e
-    request = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
-    where = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as e:
-        raise SisguardError(f"Kibana at {where} answered HTTP {e.code} {e.reason}: "
-                            f"{_kibana_message(e.read())}") from e
-    except (urllib.error.URLError, OSError) as e:
-        reason = e.reason if isinstance(e, urllib.error.URLError) else e
-        raise SisguardError(f"cannot reach Kibana at {where}: {reason}") from e
-    try:
-        answer = json.loads(raw)
-    except ValueError as e:
-        raise SisguardError(f"Kibana at {where} answered with something not JSON: "
-                            f"{raw[:200]!r}") from e
-    if not isinstance(answer, dict) or "success" not in answer:
-        raise SisguardError(f"Kibana at {where} answered without 'success': {raw[:200]!r}")
-    return answer
+    target = KibanaTarget(url, api_key=api_key, user=user, password=password, ca=ca,
+                          timeout=timeout)
+    return target.import_objects(ndjson, space=space)
 
 
 def _kibana_message(raw: bytes) -> str:

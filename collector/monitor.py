@@ -42,7 +42,7 @@ def offline_event(agent: AgentRecord, now: float) -> dict[str, Any]:
         "host": {"name": agent.hostname},
         "agent": {"id": agent.agent_id, "name": agent.hostname, "type": "sisguard",
                   "version": agent.version},
-        "organization": {"name": agent.organization},
+        "organization": {"id": agent.organization_id, "name": agent.organization},
         "sisguard": {"agent": {"status": "offline", "last_seen": _iso(last)}},
     }
 

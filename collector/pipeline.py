@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from collector.decoding import MAX_DOCUMENT_BYTES, Rejection, decode_document
 from collector.records import Kind, Record
+from collector.tenants import derived_id
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb
 
@@ -26,12 +27,18 @@ __all__ = ["AgentIdentity", "BatchOutcome", "Pipeline", "Rejection", "Validate"]
 
 @dataclass(frozen=True)
 class AgentIdentity:
-    """Who sent the batch: from the verified client certificate and the enrollment."""
+    """Who sent the batch: from the verified client certificate and the enrollment.
+    Without an organization id, the one derived from the name (collector/tenants.py)."""
 
     agent_id: str
     hostname: str
     organization: str
     version: str
+    organization_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.organization_id:
+            object.__setattr__(self, "organization_id", derived_id(self.organization))
 
 
 class Stage(Protocol):
@@ -207,4 +214,4 @@ def enrich(event: dict[str, Any], agent: AgentIdentity, env: pb.Envelope, ingest
         host = {}
         event["host"] = host
     host["name"] = agent.hostname
-    event["organization"] = {"name": agent.organization}
+    event["organization"] = {"id": agent.organization_id, "name": agent.organization}

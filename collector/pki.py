@@ -13,6 +13,7 @@ import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote, unquote
 
 from cryptography import x509
@@ -21,9 +22,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from collector.tenants import ORG_ID, derived_id
 from common.errors import SisguardError
 
 HOST_URN = "urn:sisguard:host:"
+ORG_URN = "urn:sisguard:org:"
 CA_VALIDITY = dt.timedelta(days=3650)
 # Agents renew themselves over their stream once less than a third is left (30 days of
 # a 90-day certificate): a stolen agent key is good for at most 90 days even if nobody
@@ -219,10 +222,11 @@ class CertificateAuthority:
         return cert, _key_pem(key)
 
     def sign_agent(self, csr_pem: bytes, agent_id: str, *, hostname: str = "",
-                   organization: str = "") -> x509.Certificate:
+                   organization: str = "", organization_id: str = "") -> x509.Certificate:
         """Sign an agent's CSR. The subject is ours (CN=<agent id>, O=<organization>),
-        the CSR's is ignored; the host name rides in a URI SAN. So any collector that
-        shares this CA knows the agent from its certificate alone (scale-out)."""
+        the CSR's is ignored; the host name and the organization id ride in URI SANs. So
+        any collector that shares this CA knows the agent from its certificate alone
+        (scale-out)."""
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except (ValueError, x509.InvalidVersion) as e:
@@ -245,6 +249,10 @@ class CertificateAuthority:
             x509.UniformResourceIdentifier(f"urn:sisguard:agent:{agent_id}")]
         if hostname:
             names.append(x509.UniformResourceIdentifier(f"{HOST_URN}{quote(hostname, safe='')}"))
+        if organization_id:
+            if not ORG_ID.fullmatch(organization_id):
+                raise PkiError(f"organization id {organization_id!r} is not [a-z0-9-]{{1,64}}")
+            names.append(x509.UniformResourceIdentifier(f"{ORG_URN}{organization_id}"))
         return self._issue(subject, public_key, validity=self.agent_validity,
                            usage=ExtendedKeyUsageOID.CLIENT_AUTH, names=names)
 
@@ -253,20 +261,30 @@ def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def agent_facts(cert: x509.Certificate) -> tuple[str, str]:
-    """(host name, organization) as the enrolling collector wrote them in the certificate."""
-    hostname = ""
+class AgentFacts(NamedTuple):
+    hostname: str
+    organization: str
+    organization_id: str
+
+
+def agent_facts(cert: x509.Certificate) -> AgentFacts:
+    """Host name, organization and its id as the enrolling collector wrote them in the
+    certificate; a certificate made before organization ids gets the id derived from the
+    name, the same on every collector."""
+    hostname = organization_id = ""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
             if uri.startswith(HOST_URN):
                 hostname = unquote(uri[len(HOST_URN):])
+            elif uri.startswith(ORG_URN) and ORG_ID.fullmatch(uri[len(ORG_URN):]):
+                organization_id = uri[len(ORG_URN):]
     except x509.ExtensionNotFound:
         pass
     orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     value = orgs[0].value if orgs else ""
     organization = value if isinstance(value, str) else value.decode()
-    return hostname, organization
+    return AgentFacts(hostname, organization, organization_id or derived_id(organization))
 
 
 def agent_id_of(cert: x509.Certificate) -> str:

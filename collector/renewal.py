@@ -53,10 +53,11 @@ class AgentRenewer:
         if len(request.csr_pem) > MAX_CSR_BYTES:
             return pb.RenewResponse(error=f"CSR of {len(request.csr_pem)} bytes is over the "
                                           f"limit of {MAX_CSR_BYTES}")
-        hostname, organization = agent_facts(cert)
+        facts = agent_facts(cert)
         try:
-            new = self.ca.sign_agent(request.csr_pem, agent_id, hostname=hostname,
-                                     organization=organization)
+            new = self.ca.sign_agent(request.csr_pem, agent_id, hostname=facts.hostname,
+                                     organization=facts.organization,
+                                     organization_id=facts.organization_id)
         except PkiError as e:
             log.warning("certificate renewal refused", agent_id=agent_id, peer=peer,
                         error=str(e))

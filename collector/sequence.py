@@ -261,7 +261,7 @@ def anomaly_alert(agent: AgentIdentity, check: BatchCheck) -> dict[str, Any]:
         "agent": {"id": agent.agent_id, "name": agent.hostname, "type": "sisguard",
                   "version": agent.version},
         "host": {"name": agent.hostname},
-        "organization": {"name": agent.organization},
+        "organization": {"id": agent.organization_id, "name": agent.organization},
         "sisguard": {
             "alert": {"level": "high", "count": len(check.refused),
                       "event_ids": [f"{agent.agent_id}-{s}" for s, _ in check.refused[:20]]},

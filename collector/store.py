@@ -2,6 +2,11 @@
 
 One SQLite database in the data directory (WAL). Tokens are stored as SHA-256 hashes;
 the token itself is shown once, at creation. Thread-safe: one connection, one lock.
+
+Tokens and agents name their organization (collector/tenants.py) by name and id; rows
+made before ids existed get the id derived from the name when the database is opened.
+An id names one organization: a token for an id already used under another name, or a
+name already used under another id, is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collector.tenants import Organization, derived_id
 from common.errors import SisguardError
 
 SCHEMA = """
@@ -27,7 +33,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     created REAL NOT NULL,
     expires REAL NOT NULL,
     uses_left INTEGER NOT NULL,
-    organization TEXT NOT NULL
+    organization TEXT NOT NULL,
+    organization_id TEXT
 );
 CREATE TABLE IF NOT EXISTS agents (
     agent_id TEXT PRIMARY KEY,
@@ -41,7 +48,9 @@ CREATE TABLE IF NOT EXISTS agents (
     address TEXT NOT NULL DEFAULT '',
     last_seen REAL,
     heartbeat TEXT,
-    offline_since REAL
+    offline_since REAL,
+    cert_expires REAL,
+    organization_id TEXT
 );
 CREATE TABLE IF NOT EXISTS revoked_serials (
     serial TEXT PRIMARY KEY,
@@ -56,6 +65,19 @@ CREATE TABLE IF NOT EXISTS revoked_ids (
 
 class TokenRefused(SisguardError):
     """An enrollment token is unknown, expired or used up."""
+
+
+class OrganizationConflict(SisguardError):
+    """An organization id already names another organization, or the reverse."""
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    hash_prefix: str          # the first 12 hex digits of its SHA-256: enough to tell apart
+    created: float
+    expires: float
+    uses_left: int
+    organization: Organization
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,11 @@ class AgentRecord:
     heartbeat: dict[str, Any] | None
     offline_since: float | None = None
     cert_expires: float | None = None
+    organization_id: str = ""
+
+
+AGENT_COLUMNS = ("agent_id, hostname, organization, version, os, serial, enrolled, revoked,"
+                 " address, last_seen, heartbeat, offline_since, cert_expires, organization_id")
 
 
 def hash_token(token: str) -> str:
@@ -91,7 +118,20 @@ class Store:
             self._db.execute("ALTER TABLE agents ADD COLUMN offline_since REAL")
         if "cert_expires" not in columns:  # databases made before certificate renewal
             self._db.execute("ALTER TABLE agents ADD COLUMN cert_expires REAL")
+        self._migrate_organizations()
         self._lock = threading.Lock()
+
+    def _migrate_organizations(self) -> None:
+        """Databases made before organization ids: add the column, derive the ids."""
+        for table in ("tokens", "agents"):
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if "organization_id" not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN organization_id TEXT")
+            names = [r[0] for r in self._db.execute(
+                f"SELECT DISTINCT organization FROM {table} WHERE organization_id IS NULL")]
+            for name in names:
+                self._db.execute(f"UPDATE {table} SET organization_id=? WHERE organization=?"
+                                 " AND organization_id IS NULL", (derived_id(name), name))
 
     def close(self) -> None:
         with self._lock:
@@ -108,52 +148,95 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
+    # organizations
+    def organizations(self) -> list[Organization]:
+        """Every organization a token or an agent names, by id."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT organization_id, organization FROM tokens UNION"
+                " SELECT organization_id, organization FROM agents"
+                " ORDER BY 1, 2").fetchall()
+        return [Organization(str(i), str(n)) for i, n in rows]
+
+    @staticmethod
+    def _check_organization(db: sqlite3.Connection, org: Organization) -> None:
+        for table in ("tokens", "agents"):
+            row = db.execute(f"SELECT organization, organization_id FROM {table}"
+                             " WHERE (organization_id=? AND organization!=?)"
+                             " OR (organization=? AND organization_id!=?) LIMIT 1",
+                             (org.id, org.name, org.name, org.id)).fetchone()
+            if row is not None:
+                raise OrganizationConflict(
+                    f"organization {org.name!r} with id {org.id!r}: {table} already name "
+                    f"organization {row[0]!r} with id {row[1]!r} (an id names one "
+                    f"organization, by one name)")
+
     # tokens
-    def create_token(self, *, ttl: float, uses: int, organization: str) -> str:
+    def create_token(self, *, ttl: float, uses: int, organization: str,
+                     organization_id: str | None = None) -> str:
+        """A token for the organization (its id derived from the name when not given);
+        raises TenancyError for an invalid name or id, OrganizationConflict."""
+        org = Organization.of(organization, organization_id)
         token = "sgt_" + secrets.token_urlsafe(24)
         now = time.time()
         with self._tx() as db:
-            db.execute("INSERT INTO tokens VALUES (?,?,?,?,?)",
-                       (hash_token(token), now, now + ttl, uses, organization))
+            self._check_organization(db, org)
+            db.execute("INSERT INTO tokens (hash, created, expires, uses_left, organization,"
+                       " organization_id) VALUES (?,?,?,?,?,?)",
+                       (hash_token(token), now, now + ttl, uses, org.name, org.id))
         return token
 
-    def redeem_token(self, token: str) -> str:
+    def tokens(self, *, organization_id: str | None = None) -> list[TokenRecord]:
+        """Tokens, newest first; only one organization's when its id is given."""
+        query = "SELECT hash, created, expires, uses_left, organization, organization_id" \
+                " FROM tokens"
+        params: tuple[str, ...] = ()
+        if organization_id is not None:
+            query += " WHERE organization_id=?"
+            params = (organization_id,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created DESC", params).fetchall()
+        return [TokenRecord(r[0][:12], r[1], r[2], r[3], Organization(r[5], r[4])) for r in rows]
+
+    def redeem_token(self, token: str) -> Organization:
         """Use a token once; returns its organization or raises TokenRefused."""
         now = time.time()
         with self._tx() as db:
-            row = db.execute("SELECT expires, uses_left, organization FROM tokens WHERE hash=?",
-                             (hash_token(token),)).fetchone()
+            row = db.execute("SELECT expires, uses_left, organization, organization_id"
+                             " FROM tokens WHERE hash=?", (hash_token(token),)).fetchone()
             if row is None:
                 raise TokenRefused("unknown enrollment token")
-            expires, uses_left, organization = row
+            expires, uses_left, organization, organization_id = row
             if expires < now:
                 raise TokenRefused("enrollment token expired")
             if uses_left <= 0:
                 raise TokenRefused("enrollment token used up")
             db.execute("UPDATE tokens SET uses_left = uses_left - 1 WHERE hash=?",
                        (hash_token(token),))
-            return str(organization)
+            return Organization(str(organization_id), str(organization))
 
     # agents
     def add_agent(self, *, hostname: str, organization: str, version: str, os: str,
-                  serial: str) -> str:
+                  serial: str, organization_id: str | None = None) -> str:
         agent_id = str(uuid.uuid4())
         with self._tx() as db:
             db.execute(
                 "INSERT INTO agents (agent_id, hostname, organization, version, os, serial,"
-                " enrolled) VALUES (?,?,?,?,?,?,?)",
-                (agent_id, hostname, organization, version, os, serial, time.time()),
+                " enrolled, organization_id) VALUES (?,?,?,?,?,?,?,?)",
+                (agent_id, hostname, organization, version, os, serial, time.time(),
+                 organization_id or derived_id(organization)),
             )
         return agent_id
 
     def import_agent(self, *, agent_id: str, hostname: str, organization: str,
-                     serial: str) -> None:
+                     serial: str, organization_id: str | None = None) -> None:
         """An agent enrolled by another collector of the same CA, first seen here."""
         with self._tx() as db:
             db.execute(
                 "INSERT OR IGNORE INTO agents (agent_id, hostname, organization, version,"
-                " os, serial, enrolled) VALUES (?,?,?,?,?,?,?)",
-                (agent_id, hostname, organization, "", "", serial, time.time()),
+                " os, serial, enrolled, organization_id) VALUES (?,?,?,?,?,?,?,?)",
+                (agent_id, hostname, organization, "", "", serial, time.time(),
+                 organization_id or derived_id(organization)),
             )
 
     def set_serial(self, agent_id: str, serial: str) -> None:
@@ -162,12 +245,19 @@ class Store:
 
     def agent(self, agent_id: str) -> AgentRecord | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM agents WHERE agent_id=?", (agent_id,)).fetchone()
+            row = self._db.execute(f"SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id=?",
+                                   (agent_id,)).fetchone()
         return _record(row) if row else None
 
-    def agents(self) -> list[AgentRecord]:
+    def agents(self, *, organization_id: str | None = None) -> list[AgentRecord]:
+        """Agents by host name; only one organization's when its id is given."""
+        query = f"SELECT {AGENT_COLUMNS} FROM agents"
+        params: tuple[str, ...] = ()
+        if organization_id is not None:
+            query += " WHERE organization_id=?"
+            params = (organization_id,)
         with self._lock:
-            rows = self._db.execute("SELECT * FROM agents ORDER BY hostname").fetchall()
+            rows = self._db.execute(query + " ORDER BY hostname", params).fetchall()
         return [_record(r) for r in rows]
 
     # revocations: they only ever grow (there is no un-revoke: enroll again instead)
@@ -255,6 +345,6 @@ def _record(row: tuple[Any, ...]) -> AgentRecord:
         agent_id=row[0], hostname=row[1], organization=row[2], version=row[3], os=row[4],
         serial=row[5], enrolled=row[6], revoked=row[7], address=row[8], last_seen=row[9],
         heartbeat=json.loads(row[10]) if row[10] else None,
-        offline_since=row[11] if len(row) > 11 else None,
-        cert_expires=row[12] if len(row) > 12 else None,
+        offline_since=row[11], cert_expires=row[12],
+        organization_id=row[13] or derived_id(row[2]),
     )

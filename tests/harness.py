@@ -195,8 +195,8 @@ class Agent:
     agent_id: str = ""
     proc: Proc | None = None
 
-    def enroll(self, *, org: str = "test-org") -> str:
-        token = self.collector.token("--org", org)
+    def enroll(self, *, org: str = "test-org", org_id: str | None = None) -> str:
+        token = self.collector.token("--org", org, *(("--org-id", org_id) if org_id else ()))
         out = cli("agent", "enroll", "--collector", self.collector.address, "--token", token,
                   "--ca-fingerprint", self.collector.fingerprint,
                   "--state-dir", str(self.state_dir)).stdout

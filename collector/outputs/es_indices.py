@@ -20,7 +20,8 @@ from collector.outputs.days import ingestion_day
 from collector.outputs.es_fields import properties
 from collector.records import Kind
 
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2   # 2: composed of the tenants component templates
+TENANT_KINDS = ("events", "alerts")
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,17 @@ class IndexNames:
             return None
 
 
-def template_body(pattern: str, *, shards: int, replicas: int) -> dict[str, Any]:
+def tenants_component(prefix: str, kind: str) -> str | None:
+    """The component template holding the per-organization aliases of ``kind``'s indices
+    (``sisguard-collector tenants sync`` fills it: collector/tenants.py); None for none."""
+    return f"{prefix}-{kind}-tenants" if kind in TENANT_KINDS else None
+
+
+def template_body(pattern: str, *, shards: int, replicas: int,
+                  composed_of: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         "index_patterns": [pattern],
+        "composed_of": list(composed_of),
         "priority": 200,
         "version": TEMPLATE_VERSION,
         "_meta": {"managed_by": "sisguard"},
@@ -72,11 +81,17 @@ def template_body(pattern: str, *, shards: int, replicas: int) -> dict[str, Any]
 
 def install_templates(client: Elasticsearch, names: IndexNames, *, shards: int,
                       replicas: int) -> None:
-    """Idempotent: PUT each composable template (same body, same result)."""
+    """Idempotent: PUT each composable template (same body, same result). Once tenants
+    sync has made a kind's tenants component template, that kind's template is composed
+    of it (so a new daily index gets the organizations' aliases); never made here."""
     for kind, pattern in names.patterns().items():
+        component = tenants_component(names.prefix, kind)
+        composed = component is not None and bool(
+            client.cluster.exists_component_template(name=component))
         client.indices.put_index_template(
             name=f"{names.prefix}-{kind}",
-            **template_body(pattern, shards=shards, replicas=replicas),
+            **template_body(pattern, shards=shards, replicas=replicas,
+                            composed_of=(component,) if component and composed else ()),
         )
 
 

@@ -16,7 +16,7 @@ from collector.outputs.base import OutputUnavailable
 from collector.outputs.elasticsearch import ElasticsearchOutput
 from collector.records import Kind, Outcome, Record
 from common.yamlconf import Duration
-from tests.search import SearchNode, engine_urls, need_engine
+from tests.search import SearchNode, drop_prefix, engine_urls, need_engine
 
 pytestmark = pytest.mark.service
 
@@ -51,9 +51,7 @@ def prefix(engine: str) -> Iterator[str]:
     name = f"t{uuid.uuid4().hex[:10]}"
     yield name
     with Elasticsearch(engine, request_timeout=30) as es:
-        es.indices.delete(index=f"{name}-*", ignore_unavailable=True, allow_no_indices=True)
-        for kind in ("events", "alerts", "deadletter"):
-            es.options(ignore_status=404).indices.delete_index_template(name=f"{name}-{kind}")
+        drop_prefix(es, name)
 
 
 def test_templates_deleted_behind_its_back_are_put_again(

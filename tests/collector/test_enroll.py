@@ -31,10 +31,10 @@ class CountingCA(CertificateAuthority):
     signed: list[str] = field(default_factory=list)
 
     def sign_agent(self, csr_pem: bytes, agent_id: str, *, hostname: str = "",
-                   organization: str = "") -> x509.Certificate:
+                   organization: str = "", organization_id: str = "") -> x509.Certificate:
         self.signed.append(agent_id)
         return super().sign_agent(csr_pem, agent_id, hostname=hostname,
-                                  organization=organization)
+                                  organization=organization, organization_id=organization_id)
 
 
 @dataclass
@@ -162,3 +162,17 @@ def test_under_pressure_a_waiting_call_gets_the_short_deadline(served: Served) -
         assert not any(call.done() for call in held)   # they still have their 60 s
     finally:
         release.set()
+
+
+def test_the_token_s_organization_and_its_id_go_into_the_store_and_the_certificate(
+        served: Served, tmp_path: Path) -> None:
+    from collector.pki import agent_facts
+
+    token = served.store.create_token(ttl=60, uses=1, organization="Sở Y tế",
+                                      organization_id="syt")
+    reply = served.enroll(token, make_key_and_csr(tmp_path / "k.pem"))
+    record = served.store.agent(reply.agent_id)
+    assert record is not None and (record.organization, record.organization_id) == \
+        ("Sở Y tế", "syt")
+    cert = x509.load_pem_x509_certificate(reply.certificate_pem)
+    assert agent_facts(cert).organization_id == "syt" and reply.organization == "Sở Y tế"

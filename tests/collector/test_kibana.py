@@ -26,12 +26,14 @@ from collector import cli
 from collector.kibana import (
     INDEX_REF,
     TYPES,
+    KibanaTarget,
     indexed_fields,
     kql_fields,
     load_ndjson,
     problems,
 )
 from collector.outputs.es_fields import ALL_FIELDS
+from collector.tenants_sync import space_body
 from common.errors import SisguardError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -273,6 +275,7 @@ class FakeKibana:
     requests: list[Recorded] = field(default_factory=list)
     status: int = 200
     answer: dict[str, Any] = field(default_factory=dict)
+    status_for: dict[str, int] = field(default_factory=dict)   # by method, over status
 
 
 @pytest.fixture
@@ -284,11 +287,13 @@ def kibana() -> Iterator[FakeKibana]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             fake.requests.append(Recorded(self.command, self.path, self.headers, body))
             payload = json.dumps(fake.answer).encode()
-            self.send_response(fake.status)
+            self.send_response(fake.status_for.get(self.command, fake.status))
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+
+        do_PUT = do_POST
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -401,3 +406,22 @@ def test_an_unreachable_kibana_and_credentials_in_the_url_are_clear_errors(
     assert cli.main(["kibana", "import", "--url", "http://u:secret@127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert "not in --url" in err and "secret" not in err
+
+
+# ------------------------------------------------------------------ tenants
+
+
+def test_a_space_is_created_or_when_it_exists_updated(kibana: FakeKibana) -> None:
+    target = KibanaTarget(kibana.url, api_key=SECRET_KEY)
+    space = space_body("sg-org-syt", "Sở Y tế")
+    assert target.put_space(space) == "created"
+    kibana.status_for = {"POST": 409}
+    assert target.put_space(space) == "updated"
+    assert [(r.method, r.path) for r in kibana.requests] == [
+        ("POST", "/api/spaces/space"), ("POST", "/api/spaces/space"),
+        ("PUT", "/api/spaces/space/sg-org-syt")]
+    assert json.loads(kibana.requests[-1].body) == space
+    assert SECRET_KEY not in repr(target)
+    kibana.status_for = {"POST": 403, "PUT": 403}
+    with pytest.raises(SisguardError, match="HTTP 403 to the creation of space 'sg-org-syt'"):
+        target.put_space(space)

@@ -89,3 +89,19 @@ def test_a_mangled_csr_is_signed_or_refused_never_crashes(edits: list[tuple[int,
     with contextlib.suppress(PkiError):
         _CA.sign_agent(b"-----BEGIN CERTIFICATE REQUEST-----\n" + body
                        + b"-----END CERTIFICATE REQUEST-----\n", "a")
+
+
+def test_the_certificate_names_the_organization_id_for_every_collector(tmp_path: Path) -> None:
+    from collector.pki import agent_facts
+
+    ca = CertificateAuthority.create()
+    cert = ca.sign_agent(make_key_and_csr(tmp_path / "k"), "a", hostname="web1",
+                         organization="Sở Y tế", organization_id="syt")
+    assert agent_facts(cert) == ("web1", "Sở Y tế", "syt")
+    # made before organization ids: the id derived from the name, as the store does
+    old = ca.sign_agent(make_key_and_csr(tmp_path / "k2"), "a", hostname="web1",
+                        organization="Sở TT&TT")
+    assert agent_facts(old) == ("web1", "Sở TT&TT", "so-tt-tt")
+    with pytest.raises(PkiError, match="organization id"):
+        ca.sign_agent(make_key_and_csr(tmp_path / "k3"), "a", organization="x",
+                      organization_id="../x")

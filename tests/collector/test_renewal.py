@@ -81,14 +81,14 @@ def test_renewal_keeps_the_streams_identity_whatever_the_csr_says(
     agent_id = store.add_agent(hostname="web1", organization="agency-a", version="", os="",
                                serial="")
     current = ca.sign_agent(make_key_and_csr(tmp_path / "k1"), agent_id, hostname="web1",
-                            organization="agency-a")
+                            organization="agency-a", organization_id="ag-1")
     renewer = AgentRenewer(dataclasses.replace(ca, agent_validity=90 * DAY), store)
     # the CSR names a host, not this agent: its subject is ignored
     reply = renewer.renew(current, pb.RenewRequest(csr_pem=make_key_and_csr(tmp_path / "k2")),
                           peer="ipv4:10.0.0.9:5000")
     assert not reply.error
     new = x509.load_pem_x509_certificate(reply.certificate_pem)
-    assert agent_id_of(new) == agent_id and agent_facts(new) == ("web1", "agency-a")
+    assert agent_id_of(new) == agent_id and agent_facts(new) == ("web1", "agency-a", "ag-1")
     record = store.agent(agent_id)
     assert record is not None and record.serial == format(new.serial_number, "x")
     assert record.cert_expires == new.not_valid_after_utc.timestamp()

@@ -57,7 +57,7 @@ def test_silent_agent_raises_offline_alert_through_the_rules(
 
     alerts = wait_for(offline_alerts, timeout=15, message="an agent-offline alert")
     assert len(alerts) == 1
-    assert alerts[0]["organization"] == {"name": "test-org"}
+    assert alerts[0]["organization"] == {"id": "test-org", "name": "test-org"}
     wait_for(lambda: "offline" in _listing(collector), timeout=5, message="listed offline")
     health = json.loads(cli("collector", "status", "--data-dir",
                             str(collector.data_dir)).stdout)

@@ -23,7 +23,10 @@ def test_agent_fails_over_to_a_second_collector_sharing_the_ca(
         www = tmp_path / "www"
         www.mkdir()
         agent = agent_factory(first, "--sensors", "fim", "--watch", str(www),
-                              "--collector", first.address, "--collector", second.address)
+                              "--collector", first.address, "--collector", second.address,
+                              start=False)
+        agent.enroll(org_id="test-org-7")   # not the id derived from the name
+        agent.start()
         (www / "a.html").write_text("before\n")
         wait_for(lambda: any(e.get("file", {}).get("path") == str(www / "a.html")
                              for e in first.events()), message="event at the first collector")
@@ -36,9 +39,10 @@ def test_agent_fails_over_to_a_second_collector_sharing_the_ca(
                     if e.get("file", {}).get("path") == str(www / "b.html")]
 
         (event,) = wait_for(at_second, timeout=30, message="event at the second collector")
-        # the second collector never saw the enrollment: it knows the agent by its cert
+        # the second collector never saw the enrollment: it knows the agent by its cert,
+        # which names the organization and its id
         assert event["agent"]["id"] == agent.agent_id  # type: ignore[index]
-        assert event["organization"] == {"name": "test-org"}
+        assert event["organization"] == {"id": "test-org-7", "name": "test-org"}
         assert event["host"]["name"]  # type: ignore[index]
     finally:
         if second.proc:

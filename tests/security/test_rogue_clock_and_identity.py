@@ -5,7 +5,8 @@ Two agents enrolled by two agencies under the same host name ``hostA``. The rogu
 login dated 2099 and two failed logins from the attacker's address in between agency A's
 six: agency A's brute-force alert still fires, made of A's events alone; the rogue event
 is stored flagged (``sisguard.time_skew``) with an alert of its own; no archive file is
-dated by the agent's clock.
+dated by the agent's clock. The rogue's documents also name agency A as their
+organization: its events and alerts carry agency C's.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ def enroll(collector: Collector, state: Path, org: str) -> str:
     return out.split("agent id ", 1)[1].split(",", 1)[0].strip()
 
 
-def failure(at: datetime | str, n: int) -> bytes:
+def failure(at: datetime | str, n: int, **claims: Any) -> bytes:
     stamp = at if isinstance(at, str) else at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return json.dumps({
+    return json.dumps({**claims,
         "@timestamp": stamp,
         "event": {"kind": "event", "module": "sisguard", "dataset": "sisguard.auth",
                   "category": ["authentication"], "type": ["start"], "action": "ssh_login",
@@ -83,9 +84,11 @@ def test_rogue_clock_and_shared_host_name_change_nothing_for_another_agency(
     rogue = enroll(collector, rogue_state, "agency-c")
     now = datetime.now(UTC)
     send(collector, honest_state, 1, [failure(now + timedelta(seconds=i), i) for i in range(3)])
-    send(collector, rogue_state, 1, [failure("2099-01-01T00:00:00Z", 90),
-                                     failure(now + timedelta(seconds=3), 91),
-                                     failure(now + timedelta(seconds=4), 92)])
+    # the rogue also names agency A as its organization: replaced by its own
+    claim = {"organization": {"id": "agency-a", "name": "agency-a"}}
+    send(collector, rogue_state, 1, [failure("2099-01-01T00:00:00Z", 90, **claim),
+                                     failure(now + timedelta(seconds=3), 91, **claim),
+                                     failure(now + timedelta(seconds=4), 92, **claim)])
     send(collector, honest_state, 4, [failure(now + timedelta(seconds=5 + i), 3 + i)
                                       for i in range(3)])
 
@@ -96,7 +99,7 @@ def test_rogue_clock_and_shared_host_name_change_nothing_for_another_agency(
     (fired,) = wait_for(lambda: alerts_of(BRUTE_FORCE), timeout=20,
                         message=f"brute-force alert\n{collector.proc and collector.proc.tail()}")
     assert fired["agent"]["id"] == honest
-    assert fired["organization"]["name"] == "agency-a"
+    assert fired["organization"] == {"id": "agency-a", "name": "agency-a"}
     assert fired["host"]["name"] == "hostA" and fired["source"]["ip"] == ATTACKER
     assert sorted(fired["sisguard"]["alert"]["event_ids"]) == sorted(
         f"{honest}-{seq}" for seq in range(1, 7))
@@ -105,6 +108,9 @@ def test_rogue_clock_and_shared_host_name_change_nothing_for_another_agency(
     stored = {e["event"]["id"]: e for e in collector.events()}
     assert stored[f"{rogue}-1"]["sisguard"]["time_skew"] > 70 * 365 * 86400
     assert "time_skew" not in stored[f"{rogue}-2"].get("sisguard", {})
+    assert [stored[f"{rogue}-{seq}"]["organization"] for seq in (1, 2, 3)] == \
+        [{"id": "agency-c", "name": "agency-c"}] * 3
+    assert skew["organization"] == {"id": "agency-c", "name": "agency-c"}
     days = {now.strftime("%Y-%m-%d"), datetime.now(UTC).strftime("%Y-%m-%d")}  # midnight
     files = sorted(p.name for p in (collector.data_dir / "archive").glob("*.jsonl"))
     assert files and all(any(day in name for day in days) for name in files), files

@@ -35,3 +35,20 @@ def test_correlation_alert_carries_its_group_by_fields_only(tmp_path: Path) -> N
     assert alert["source"] == {"ip": "203.0.113.9"}   # the group: same in all six events
     assert alert["host"]["name"] == "web1"
     assert "user" not in alert                        # differs per event: not copied
+
+
+def test_an_alert_carries_the_organization_of_its_events_never_anothers(
+        tmp_path: Path) -> None:
+    """Two agencies' hosts fail logins from one address: a correlation groups by agent
+    first, so each alert is of one agency, and says so."""
+    engine = engine_for(tmp_path, SSH_RULES)
+    orgs = {"a1": {"id": "syt", "name": "Sở Y tế"}, "a2": {"id": "stt", "name": "Sở TT&TT"}}
+    events = [ssh("failure", ts=at(i * 5), agent={"id": agent}, organization=org)
+              for i in range(6) for agent, org in orgs.items()]
+    alerts = feed(engine, events)
+    assert sorted((a["agent"]["id"], a["organization"]["id"]) for a in alerts) == [
+        ("a1", "syt"), ("a2", "stt")]
+    assert all(a["organization"] == orgs[a["agent"]["id"]] for a in alerts)
+    (single,) = engine_for(tmp_path, WEB_SHELL).process(
+        fim("created", "/var/www/x.php", organization=orgs["a1"]))
+    assert single["organization"] == orgs["a1"]
