@@ -15,6 +15,7 @@ import socket
 from typing import Any
 
 from agent.ecs import ECS_VERSION, Document, timestamp
+from agent.sensors.weblog_files import served_path
 from agent.sensors.weblog_formats import Fields, LineFormat
 
 DATASET = "sisguard.web"
@@ -65,8 +66,9 @@ class DocumentBuilder:
     """Builds documents for one log file; caches what repeats from line to line."""
 
     def __init__(self, fmt: LineFormat, *, path: str, vhost: str = "",
-                 server: str = "") -> None:
+                 server: str = "", root: str = "") -> None:
         self.fmt = fmt
+        self.root = root
         self.path = path
         self.vhost = vhost
         self.server = server or fmt.server
@@ -201,6 +203,11 @@ class DocumentBuilder:
         if extension:
             url["extension"] = extension
         doc["url"] = url
+        if self.root and not self.fmt.error_log:
+            served = served_path(self.root, url["path"])
+            if served is not None:
+                doc["file"] = {"path": served}
+                doc["sisguard"]["web"]["root"] = self.root
 
 
 def _is_address(text: str) -> bool:

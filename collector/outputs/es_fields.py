@@ -109,6 +109,7 @@ SISGUARD_FIELDS: dict[str, str] = {
     # web
     "sisguard.web.format": K, "sisguard.web.server": K, "sisguard.web.parse_error": B,
     "sisguard.web.truncated": B, "sisguard.web.bad_request_line": B,
+    "sisguard.web.root": K,   # the document root file.path was resolved under
     # process, network, inventory
     "sisguard.process.gone_before_read": B, "sisguard.network.initial": B,
     "sisguard.process.hash_error": K, "sisguard.process.found_by": K,
