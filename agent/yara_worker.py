@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import marshal
 import os
+import resource
 import select
 import signal
 import struct
@@ -20,6 +21,7 @@ from typing import Any
 
 MAX_MATCHES = 64             # rules reported per file
 MAX_MESSAGE = 64 << 20       # the compiled rules, or a file's bytes
+MAX_MEMORY = 256 << 20       # the helper's address space
 DEFAULT_CATEGORY = "webshell"
 _LENGTH = struct.Struct("<I")
 
@@ -74,7 +76,12 @@ def _matches(found: list[Any]) -> list[tuple[str, str, tuple[str, ...], str, int
 
 
 def main(argv: list[str]) -> int:
-    """The helper: the compiled rules, then (data -> matches) until stdin closes."""
+    """The helper: the compiled rules, then (data -> matches) until stdin closes.
+
+    Its address space is capped (``MAX_MEMORY``): a rule whose strings match every
+    byte makes YARA keep a million matches per string (360 MB for two strings over
+    2 MiB); capped, that scan fails alone with a memory error."""
+    resource.setrlimit(resource.RLIMIT_AS, (MAX_MEMORY, MAX_MEMORY))
     import yara
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     timeout = int(argv[0])
@@ -92,6 +99,6 @@ def main(argv: list[str]) -> int:
                                                                    timeout=timeout)))
         except yara.TimeoutError:
             answer = ("timeout", None)
-        except yara.Error as e:
-            answer = ("error", str(e)[:500])
+        except (yara.Error, MemoryError, SystemError) as e:   # SystemError: out of memory
+            answer = ("error", f"{type(e).__name__}: {e}"[:500])
         write_message(stdout, answer)

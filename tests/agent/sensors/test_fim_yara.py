@@ -156,3 +156,35 @@ def test_the_sensor_flags_a_shell_by_yara_and_reports_a_broken_rule_file(
                                 "tags": ["webshell", "php"]}]
     assert "yara:shells.php_exec_request" in content["signatures"]
     assert "system($_get['cmd'])" in content["excerpt"]   # the signatures' normalized text
+
+
+def test_a_rule_matching_every_byte_fails_alone_within_the_helpers_memory(
+        tmp_path: Path, rules_file: Path) -> None:
+    """Unbounded, YARA keeps 10^6 matches per string here (360 MB); the helper's address
+    space is capped, so this one scan fails and the next one works."""
+    greedy = tmp_path / "greedy.yar"
+    greedy.write_text('rule greedy { strings: $a = "a" $b = "aa" $c = "aaa" '
+                      'condition: any of them }\n')
+    compiled, errors = compile_rules([greedy, rules_file])
+    assert errors == [] and compiled is not None
+    scanner = YaraScanner(compiled, timeout=2)
+    try:
+        found, error = scanner.scan(b"a" * (2 << 20))
+        assert found == [] and error.startswith("yara scan "), error
+        assert "greedy" in [m.rule for m in scanner.scan(SHELL)[0]]
+    finally:
+        scanner.close()
+
+
+def test_yara_reads_no_link_only_the_bytes_saferead_gives(
+        make_sensor: SensorFactory, tmp_path: Path, rules_file: Path) -> None:  # noqa: F811
+    """A link in the web root to a shell outside it: YARA never sees the target."""
+    www, outside = tmp_path / "www", tmp_path / "outside.php"
+    www.mkdir()
+    outside.write_bytes(SHELL)
+    _, stub = make_sensor({"paths": [{"path": str(www), "content_checks": True}],
+                           "yara_rules": [str(rules_file)]})
+    link = www / "l.php"
+    link.symlink_to(outside)
+    doc = stub.wait("created", link)
+    assert "content" not in doc["sisguard"]
