@@ -181,7 +181,10 @@ class YaraScanner:
                 self._kill()
                 return [], f"yara helper failed: {e}"
             if answer is None:
+                code = proc.poll()
                 self._kill()
+                if code is not None:   # it died (a crash, out of memory): not a timeout
+                    return [], f"yara scan failed: the helper exited ({code})"
                 self._timed_out()
                 log.warning("yara scan stopped", seconds=self.timeout + GRACE)
                 return [], f"yara scan stopped after {self.timeout + GRACE:g} s"
