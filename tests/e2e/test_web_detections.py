@@ -4,7 +4,8 @@ The agent is given no path: it finds the nginx web root and access log in nginx'
 config. A PHP web shell written into the root's uploads directory (by the unprivileged
 user the web server runs as), flagged by a YARA rule written here, then requested with
 ``?cmd=id``, must raise the script-written-then-requested and the request-to-a-flagged-
-web-shell correlations once each; a 404 scan from one address raises one scanning alert.
+web-shell correlations once each; a 404 scan from one address raises one scanning alert,
+and 16 POSTs to wp-login.php one brute-force alert.
 """
 
 from __future__ import annotations
