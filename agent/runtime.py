@@ -137,7 +137,7 @@ class Agent:
         sensor when it runs (a log it follows already, configured or found, is kept)."""
         for sensor in self.sensors:
             if isinstance(sensor, WebLogSensor):
-                sensor.add_logs(discovered_paths(found.logs))
+                sensor.add_logs(discovered_paths(found.logs, found.roots))
 
     # sensors -> queue
     def _emit(self, document: Document, timeout: float = 2.0) -> None:

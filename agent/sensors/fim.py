@@ -36,6 +36,7 @@ from agent.sensors.fim_protect import Protector, approve
 from agent.sensors.fim_reconcile import Reconciler
 from agent.sensors.fim_scan import Scanner, ScanStats
 from agent.sensors.fim_state import Reader
+from agent.sensors.fim_yara import YaraScanner, compile_rules
 from agent.trust import UntrustedPath, check_path
 from common.logs import get_logger
 
@@ -65,9 +66,13 @@ def open_reconciler(config: FimConfig, context: SensorContext) -> Reconciler:
     checker = None
     if any(wp.content_checks for wp in config.watch_paths):
         signatures, errors = load_signatures(config.signatures)
+        compiled, yara_errors = compile_rules(config.yara_rules)
         for e in errors:
             context.report_error(f"content signatures: {e}", {})
-        checker = ContentChecker(signatures)
+        for e in yara_errors:
+            context.report_error(f"content checks: {e}", {})
+        checker = ContentChecker(signatures, yara=None if compiled is None else YaraScanner(
+            compiled, timeout=float(config.yara_timeout)))
     protector = None
     if any(wp.protect is Protect.RESTORE for wp in config.watch_paths):
         protector = Protector(baseline, config.quarantine_dir
@@ -164,6 +169,8 @@ class FimSensor(Sensor):
         if self.reconciler is not None:
             self._flush(force=True)
             self.reconciler.baseline.close()
+            if self.reconciler.checker is not None:
+                self.reconciler.checker.close()   # its YARA helper, if any
 
     # real-time: debounce
     def _queue(self, path: str, old_path: str | None) -> None:

@@ -99,6 +99,8 @@ class FimConfig:
                                            "aspx", "ashx", "asmx", "jsp", "jspx", "js", "txt",
                                            "cgi", "pl", "py")
     signatures: Path | None = None   # a site signature file, added to the shipped one
+    yara_rules: tuple[Path, ...] = ()   # YARA rule files for content checks (fim_yara.py)
+    yara_timeout: Duration = Duration(5.0)   # per file scanned (whole seconds, at least 1)
     quarantine_dir: Path | None = None  # default: <state dir>/quarantine
 
     def __post_init__(self) -> None:

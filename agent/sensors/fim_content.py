@@ -4,7 +4,9 @@ Signatures come from ``agent/data/fim_signatures.yml`` (shipped) plus an optiona
 file; both are YAML, so they are updated without code changes. Text is normalized
 before matching: UTF-8 (invalid bytes replaced), HTML entities decoded, NFC, casefolded;
 Vietnamese terms therefore match with their diacritics whatever the case or Unicode
-form (NFC or NFD) of the page.
+form (NFC or NFD) of the page. YARA rules (``yara_rules``, ``agent.sensors.fim_yara``)
+see the same bytes, unnormalized; a match counts as a signature ``yara:NS.RULE`` of the
+rule's meta ``category`` (``webshell`` when it has none), listed in ``yara``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from agent.sensors.fim_yara import YaraMatch, YaraScanner
 from common.errors import ConfigError, Location
 from common.yamlconf import PositionedDict, load_yaml, parse_yaml
 
@@ -37,10 +40,17 @@ class ContentMatch:
     signatures: list[str]
     categories: list[str]
     excerpt: str
+    yara: tuple[YaraMatch, ...] = ()
+    yara_error: str = ""      # the YARA scan did not finish (the signatures still ran)
 
     def fields(self) -> dict[str, Any]:
-        return {"signatures": self.signatures, "categories": self.categories,
-                "excerpt": self.excerpt}
+        out: dict[str, Any] = {"signatures": self.signatures, "categories": self.categories,
+                               "excerpt": self.excerpt}
+        if self.yara:
+            out["yara"] = [m.fields() for m in self.yara]
+        if self.yara_error:
+            out["yara_error"] = self.yara_error
+        return out
 
 
 def normalize(text: str) -> str:
@@ -123,14 +133,29 @@ def load_signatures(site_file: Path | None = None
 
 
 class ContentChecker:
-    def __init__(self, signatures: list[Signature]) -> None:
+    def __init__(self, signatures: list[Signature], *, yara: YaraScanner | None = None
+                 ) -> None:
         self.signatures = signatures
+        self.yara = yara
+
+    def close(self) -> None:
+        if self.yara is not None:
+            self.yara.close()
 
     def check(self, content: bytes, extension: str = "") -> ContentMatch | None:
         text = normalize(content.decode("utf-8", errors="replace"))
         names: list[str] = []
         categories: list[str] = []
         first: tuple[int, int] | None = None
+        yara_found: list[YaraMatch] = []
+        yara_error = ""
+        if self.yara is not None:
+            yara_found, yara_error = self.yara.scan(content)
+        for ym in yara_found:
+            names.append(f"yara:{ym.namespace}.{ym.rule}")
+            if ym.category not in categories:
+                categories.append(ym.category)
+        yara_at = min((ym.offset for ym in yara_found if ym.offset >= 0), default=-1)
         for sig in self.signatures:
             if sig.extensions and extension not in sig.extensions:
                 continue
@@ -142,9 +167,16 @@ class ContentChecker:
                 categories.append(sig.category)
             if first is None or m.start() < first[0]:
                 first = (m.start(), m.end())
-        if not names or first is None:
+        if not names and not yara_error:
             return None
-        return ContentMatch(names, categories, _excerpt(text, *first))
+        if first is not None:
+            excerpt = _excerpt(text, *first)
+        elif yara_at >= 0:   # the bytes around YARA's first string match
+            window = content[max(0, yara_at - EXCERPT_CONTEXT):yara_at + EXCERPT_MAX]
+            excerpt = " ".join(window.decode("utf-8", "replace").split())[:EXCERPT_MAX]
+        else:
+            excerpt = ""
+        return ContentMatch(names, categories, excerpt, tuple(yara_found), yara_error)
 
 
 def _excerpt(text: str, start: int, end: int) -> str:

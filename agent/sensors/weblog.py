@@ -10,7 +10,8 @@ later from its start. Not enabled by default; configure it::
     sensor:
       weblog:
         paths:
-          - {path: /var/log/nginx/access.log, format: combined, vhost: portal.example}
+          - {path: /var/log/nginx/access.log, format: combined, vhost: portal.example,
+             root: /var/www/portal}
           - {path: /var/log/nginx/error.log, format: nginx_error}
           - {path: /var/log/nginx/api.json.log, format: json}
           - path: /var/log/apache2/custom.log
@@ -38,8 +39,9 @@ from agent.ecs import timestamp
 from agent.sensors.base import Sensor, SensorContext
 from agent.sensors.logfollow import FileFollower
 from agent.sensors.weblog_document import DocumentBuilder
+from agent.sensors.weblog_files import root_of_log
 from agent.sensors.weblog_formats import FormatError, compile_format
-from agent.webconf import WebLog
+from agent.webconf import WebLog, WebRoot
 from common.errors import ConfigError
 from common.logs import get_logger
 from common.text import escape_bytes
@@ -54,12 +56,14 @@ MAX_LOGS = 256
 @dataclass(frozen=True)
 class WebLogPath:
     """One log to follow: its path, its format (a name or a format string), the vhost
-    it serves (``destination.domain`` when the format has none) and its server."""
+    it serves (``destination.domain`` when the format has none), its server, and the
+    document root its requests are served from (``file.path``: weblog_files.py)."""
 
     path: Path
     format: str = "combined"
     vhost: str = ""
     server: str = ""                  # nginx | apache | "" (from the format)
+    root: str = ""                    # the vhost's document root ("": not known)
 
     def __post_init__(self) -> None:
         # TypeError: from_dict turns it into a ConfigError at this mapping's line
@@ -70,12 +74,17 @@ class WebLogPath:
         if self.server not in SERVERS:
             raise TypeError(f"path {self.path}: server {self.server!r} is not one of "
                             "nginx, apache")
+        if self.root and not os.path.isabs(self.root):
+            raise TypeError(f"path {self.path}: root {self.root!r} is not an absolute path")
 
 
-def discovered_paths(logs: Iterable[WebLog]) -> list[WebLogPath]:
+def discovered_paths(logs: Iterable[WebLog], roots: Iterable[WebRoot] = ()
+                     ) -> list[WebLogPath]:
     """The logs the web server configs name (``agent/webroots.py``) as paths to follow:
     a format a config defines by name is taken as its string; a log whose format is
-    unknown or does not compile is left out, and said so in the log."""
+    unknown or does not compile is left out, and said so in the log. An access log
+    whose vhost has one document root among ``roots`` gets it (``root_of_log``)."""
+    roots = tuple(roots)
     paths: list[WebLogPath] = []
     for found in logs:
         hint = found.format
@@ -93,7 +102,8 @@ def discovered_paths(logs: Iterable[WebLog]) -> list[WebLogPath]:
                      format=hint)
             continue
         try:
-            paths.append(WebLogPath(Path(found.path), fmt, found.vhost or "", server))
+            root = root_of_log(found, roots) if found.kind == "access" else ""
+            paths.append(WebLogPath(Path(found.path), fmt, found.vhost or "", server, root))
         except TypeError as e:
             log.warning("web log not followed", path=found.path, error=str(e))
     return paths
@@ -193,7 +203,8 @@ class WebLogSensor(Sensor):
                                     grace=self.config.rotate_grace)
             follower.prime()  # "start at end" means the end as of now
             builder = DocumentBuilder(compile_format(spec.format), path=str(spec.path),
-                                      vhost=spec.vhost, server=spec.server)
+                                      vhost=spec.vhost, server=spec.server,
+                                      root=spec.root)
             with self._lock:
                 self._logs[spec.path] = _Log(spec, follower, builder)
             added.append(spec.path)

@@ -15,11 +15,13 @@ import socket
 from typing import Any
 
 from agent.ecs import ECS_VERSION, Document, timestamp
+from agent.sensors.weblog_files import served_path
 from agent.sensors.weblog_formats import Fields, LineFormat
 
 DATASET = "sisguard.web"
 MAX_EXTENSION = 16
 MAX_METHOD = 32
+END_OF_SECOND = 0.999999
 
 _MONTHS = {m: i + 1 for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"))}
@@ -65,8 +67,9 @@ class DocumentBuilder:
     """Builds documents for one log file; caches what repeats from line to line."""
 
     def __init__(self, fmt: LineFormat, *, path: str, vhost: str = "",
-                 server: str = "") -> None:
+                 server: str = "", root: str = "") -> None:
         self.fmt = fmt
+        self.root = root
         self.path = path
         self.vhost = vhost
         self.server = server or fmt.server
@@ -76,10 +79,17 @@ class DocumentBuilder:
         self._ips: dict[str, bool] = {}
 
     def _timestamp(self, text: str | None, seen: str) -> str:
+        """The logged time; a time logged to the second (``$time_local``, ``%t``) is
+        taken at the end of its second (``.999999``): the request was logged at some
+        moment of that second, and the end is the bound that keeps it after what the
+        other sensors saw earlier in the same second (a web shell's upload, at
+        microseconds, then its first request: rules/web/ correlate them in order)."""
         if not text:
             return seen
         if text != self._time_text:
             when = parse_time(text)
+            if when is not None and when == int(when):
+                when += END_OF_SECOND
             self._time_text = text
             self._time_value = timestamp(when) if when is not None else ""
         return self._time_value or seen
@@ -201,6 +211,11 @@ class DocumentBuilder:
         if extension:
             url["extension"] = extension
         doc["url"] = url
+        if self.root and not self.fmt.error_log:
+            served = served_path(self.root, url["path"])
+            if served is not None:
+                doc["file"] = {"path": served}
+                doc["sisguard"]["web"]["root"] = self.root
 
 
 def _is_address(text: str) -> bool:

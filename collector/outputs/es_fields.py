@@ -103,12 +103,16 @@ SISGUARD_FIELDS: dict[str, str] = {
     "sisguard.fim.content_capped": K,
     "sisguard.content.signatures": K, "sisguard.content.categories": K,
     "sisguard.content.excerpt": T,
+    # YARA matches (agent/sensors/fim_yara.py): one object per rule that matched
+    "sisguard.content.yara.rule": K, "sisguard.content.yara.namespace": K,
+    "sisguard.content.yara.tags": K, "sisguard.content.yara_error": K,
     # auth
     "sisguard.auth.method": K, "sisguard.auth.invalid_user": B, "sisguard.auth.repeated": L,
     "sisguard.auth.tty": K, "sisguard.auth.reason": K, "sisguard.auth.attempts": L,
     # web
     "sisguard.web.format": K, "sisguard.web.server": K, "sisguard.web.parse_error": B,
     "sisguard.web.truncated": B, "sisguard.web.bad_request_line": B,
+    "sisguard.web.root": K,   # the document root file.path was resolved under
     # process, network, inventory
     "sisguard.process.gone_before_read": B, "sisguard.network.initial": B,
     "sisguard.process.hash_error": K, "sisguard.process.found_by": K,

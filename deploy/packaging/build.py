@@ -64,7 +64,8 @@ def _dependencies() -> list[str]:
     return [str(d) for d in project["dependencies"]]
 
 
-AGENT_DEPENDENCIES = ("psutil", "grpcio", "protobuf", "pyyaml", "cryptography")
+AGENT_DEPENDENCIES = ("psutil", "grpcio", "protobuf", "pyyaml", "cryptography",
+                      "yara-python")
 
 
 def agent_requirements() -> tuple[str, ...]:

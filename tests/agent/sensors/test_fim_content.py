@@ -68,6 +68,9 @@ def test_diacritics_matter_and_ordinary_pages_are_clean(checker: ContentChecker)
     "<p>0wn3d by n00b - greetz to all</p>",
     "<h2>Trang web đã bị hack bởi nhóm X</h2>",
     "<marquee>DEFACED!!!</marquee>",
+    "<title>Hacked-By Anonymous</title>", "<h1>HackedBy_Team</h1>",
+    "<b>h4x0r3d by z</b>", "<b>Hax0red By z</b>", "<i>h@cked by z</i>",
+    "<h1>Website bi hack boi nhom X</h1>",
 ])
 def test_defacement_banners(checker: ContentChecker, page: str) -> None:
     for form in ("NFC", "NFD"):
