@@ -135,6 +135,9 @@ class Tally:
     stored: set[str]
     duplicates: int
     dropped: int
+    # a few of the duplicates, for the failure message: "id <event.id>" stored twice, or
+    # "path <file.path>" created under two ids
+    examples: tuple[str, ...] = ()
 
     def row(self, case: str, store: str, produced: set[str]) -> Row:
         return Row(case, store, len(produced), len(self.stored & produced), self.duplicates,
@@ -162,7 +165,9 @@ def tally(docs: Iterable[dict[str, Any]], produced: set[str]) -> Tally:
             else:
                 queue_dropped += int(_get(doc, "sisguard.spool.dropped") or 0)
     duplicates = sum(n - 1 for n in seen.values()) + sum(n - 1 for n in created.values())
-    return Tally(set(created), duplicates, queue_dropped + spool_total)
+    examples = tuple([f"id {i} x{n}" for i, n in seen.items() if n > 1][:3]
+                     + [f"path {p} x{n}" for p, n in created.items() if n > 1][:3])
+    return Tally(set(created), duplicates, queue_dropped + spool_total, examples)
 
 
 def apart(*tallies: Tally) -> Tally:
@@ -170,7 +175,8 @@ def apart(*tallies: Tally) -> Tally:
     duplicates within each. The same event in two archives is no duplicate of either: an
     agent that fails over resends what the dead collector had stored but not acked."""
     return Tally(set().union(*(t.stored for t in tallies)),
-                 sum(t.duplicates for t in tallies), max(t.dropped for t in tallies))
+                 sum(t.duplicates for t in tallies), max(t.dropped for t in tallies),
+                 tuple(e for t in tallies for e in t.examples))
 
 
 def overlap(*doc_lists: list[dict[str, Any]]) -> int:
@@ -271,7 +277,7 @@ def check(case: str, tallies: dict[str, Tally], produced: set[str], *,
     rows = [report(t.row(case, store, produced)) for store, t in tallies.items()]
     for row, t in zip(rows, tallies.values(), strict=True):
         missing = sorted(produced - t.stored)[:5]
-        assert row.duplicates == 0, row.line()
+        assert row.duplicates == 0, f"{row.line()}; e.g. {list(t.examples)}"
         if drops_allowed:
             assert row.lost <= row.dropped, f"{row.line()}; missing e.g. {missing}"
         else:
