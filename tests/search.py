@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from elasticsearch import ApiError, Elasticsearch
@@ -19,6 +20,7 @@ from elasticsearch import ApiError, Elasticsearch
 from tests.harness import REPO, free_port, in_ci
 
 SCRIPT = REPO / "deploy" / "dev" / "search"
+T = TypeVar("T")
 
 
 def need_engine(reason: str) -> None:
@@ -67,17 +69,14 @@ class SearchNode:
         return f"http://127.0.0.1:{self.port}"
 
 
-def searchable_count(es: Elasticsearch, index: str, query: dict[str, Any] | None = None) -> int:
-    """Documents matching ``query`` in ``index`` after a refresh.
-
-    A new or recovering index answers 503 until its primary shards are allocated; this
-    waits (up to 30 s) for them and asks again, so a count is never a spurious 0.
-    """
+def when_searchable(es: Elasticsearch, index: str, read: Callable[[], T]) -> T:
+    """``read()`` after a refresh of ``index``. A new or recovering index answers 503 until
+    its primary shards are allocated: this then waits (up to 30 s each time) for them and
+    reads again, so a read is never a spurious empty answer or error."""
     for attempt in range(3):
         try:
             es.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
-            return int(es.count(index=index, ignore_unavailable=True, allow_no_indices=True,
-                                query=query)["count"])
+            return read()
         except ApiError as e:
             if e.status_code != 503 or attempt == 2:
                 raise
@@ -86,12 +85,7 @@ def searchable_count(es: Elasticsearch, index: str, query: dict[str, Any] | None
     raise AssertionError("unreachable")
 
 
-def drop_prefix(es: Elasticsearch, prefix: str) -> None:
-    """Delete what a test's index prefix left: its indices, index templates, then the
-    component templates they were composed of (collector/outputs/es_indices.py)."""
-    es.indices.delete(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
-    for kind in ("events", "alerts", "deadletter"):
-        es.options(ignore_status=404).indices.delete_index_template(name=f"{prefix}-{kind}")
-    for kind in ("events", "alerts"):
-        es.options(ignore_status=404).cluster.delete_component_template(
-            name=f"{prefix}-{kind}-tenants")
+def searchable_count(es: Elasticsearch, index: str, query: dict[str, Any] | None = None) -> int:
+    """Documents matching ``query`` in ``index`` (see ``when_searchable``)."""
+    return when_searchable(es, index, lambda: int(es.count(
+        index=index, ignore_unavailable=True, allow_no_indices=True, query=query)["count"]))

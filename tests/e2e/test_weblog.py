@@ -20,7 +20,7 @@ import pytest
 from common.text import unescape
 from tests.ecs import problems
 from tests.harness import SHARED, Agent, Collector, free_port, in_ci, port_open, wait_for
-from tests.search import engine_urls, need_engine, searchable_count
+from tests.search import engine_urls, need_engine, searchable_count, when_searchable
 
 pytestmark = pytest.mark.service
 
@@ -317,7 +317,8 @@ def test_web_documents_index_into_elasticsearch_mapped_and_valid_ecs(
         assert count({"term": {"user_agent.original": "sqlmap/1.7"}}) == 1
         assert count({"term": {"http.response.status_code": 404}}) == 1
         assert count({"term": {"event.type": "error"}}) >= 1
-        docs = [h["_source"] for h in helpers.scan(es, index=index)
+        docs = [h["_source"] for h in when_searchable(
+                    es, index, lambda: list(helpers.scan(es, index=index)))
                 if h["_source"]["event"]["dataset"] == "sisguard.web"]
         assert {p for d in docs for p in problems(d)} == set()
         assert {f for d in docs for f in unmapped(d)} == set(), "fields missing from template"

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness import Agent, Collector, read_jsonl, wait_for
-from tests.search import SearchNode
+from tests.search import SearchNode, when_searchable
 
 ROWS: list[Row] = []
 
@@ -217,11 +217,10 @@ def es_docs(url: str, prefix: str, *, kind: str = "events") -> list[dict[str, An
     client = Elasticsearch(url, request_timeout=30)
     try:
         index = f"{prefix}-{kind}-*"
-        client.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
-        return [hit["_source"] for hit in helpers.scan(
+        return when_searchable(client, index, lambda: [hit["_source"] for hit in helpers.scan(
             client, index=index, ignore_unavailable=True, allow_no_indices=True,
             _source=["event.id", "event.action", "file.path", "sisguard.spool",
-                     "sisguard.alert.event_ids"])]
+                     "sisguard.alert.event_ids"])])
     finally:
         client.close()
 

@@ -20,12 +20,12 @@ from typing import Any
 
 import grpc
 import pytest
-from elasticsearch import ApiError, Elasticsearch, helpers
+from elasticsearch import Elasticsearch, helpers
 
 from sisguard.v1 import sisguard_pb2 as pb
 from sisguard.v1 import sisguard_pb2_grpc as pb_grpc
 from tests.harness import Agent, Collector, read_jsonl, wait_for
-from tests.search import engine_urls, need_engine
+from tests.search import engine_urls, need_engine, when_searchable
 
 AgentFactory = Callable[..., Agent]
 BASE = 10_000   # the rogue's first number: a collector that never saw it takes it as the mark
@@ -185,11 +185,8 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Elasticsearch]:
 
 
 def _all(es: Elasticsearch, index: str) -> list[dict[str, Any]]:
-    try:
-        es.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
-    except ApiError:
-        return []
-    return [h["_source"] for h in helpers.scan(es, index=index, ignore_unavailable=True)]
+    return when_searchable(es, index, lambda: [
+        h["_source"] for h in helpers.scan(es, index=index, ignore_unavailable=True)])
 
 
 @pytest.mark.service
