@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from collector.outputs.base import Output
 from collector.records import Record
-from common.errors import ConfigError
-from common.yamlconf import from_dict
+from common.errors import ConfigError, Location
+from common.yamlconf import PositionedDict, from_dict
 
 if TYPE_CHECKING:
     from collector.config import CollectorConfig
@@ -126,8 +126,13 @@ def parse_outputs(section: Mapping[str, Any] | None, *, source: str,
         path = f"outputs.{name}"
         try:
             if not isinstance(body, MutableMapping) or not isinstance(body.get("type"), str):
-                raise ConfigError(f"{path}: needs 'type' (one of {', '.join(known_types())})")
-            kind = output_type(body["type"])
+                raise ConfigError(f"{path}: needs 'type' (one of {', '.join(known_types())})",
+                                  location=_where(source, section, name, body))
+            try:
+                kind = output_type(body["type"])
+            except ConfigError as e:
+                raise ConfigError(f"{path}.type: {e.message}",
+                                  location=_where(source, body, "type")) from e
             rest = copy.copy(body)   # a PositionedDict stays one: errors keep their line
             rest.pop("type")
             config = from_dict(kind.config, rest, source=source, path=path, errors=errors)
@@ -138,6 +143,17 @@ def parse_outputs(section: Mapping[str, Any] | None, *, source: str,
             continue
         specs.append(OutputSpec(str(name), kind, config))
     return specs
+
+
+def _where(source: str, mapping: Any, key: str, value: Any = None) -> Location:
+    """file:line:col of ``key`` when the mapping came from a YAML file (else of where
+    ``value``, a mapping, begins)."""
+    if isinstance(mapping, PositionedDict) and key in mapping.positions:
+        line, column = mapping.positions[key]
+        return Location(source, line, column)
+    if isinstance(value, PositionedDict) and value.start:
+        return Location(source, value.start[0], value.start[1])
+    return Location(source)
 
 
 def builtin_specs(config: CollectorConfig) -> list[OutputSpec]:
