@@ -149,6 +149,7 @@ class Publisher:
         self._partial: OrderedDict[tuple[str, ...], Delivery] = OrderedDict()
         self._lock = threading.Lock()
         self._outages: dict[str, float] = {}   # step -> time.time() of its first failure
+        self._errors: dict[str, str] = {}      # step -> its last OutputUnavailable
 
     # state
     @property
@@ -180,7 +181,7 @@ class Publisher:
                 delay = self.first_retry
                 while not self._try(delivery, name, step):
                     log.error("output unavailable, batch not acked", output=name,
-                              retry_in=delay)
+                              error=self._errors.get(name, ""), retry_in=delay)
                     if self.stopping.wait(delay) or not alive():
                         return False
                     delay = min(delay * 2, self.max_retry)
@@ -263,6 +264,7 @@ class Publisher:
             with self._lock:
                 first = name not in self._outages
                 self._outages.setdefault(name, time.time())
+                self._errors[name] = str(e)
             if self.meter is not None:
                 self.meter.failed(name)
             if first:
@@ -270,6 +272,7 @@ class Publisher:
             return False
         with self._lock:
             back = self._outages.pop(name, None)
+            self._errors.pop(name, None)
         if self.meter is not None:
             self.meter.succeeded(name)
         if back is not None:

@@ -291,8 +291,16 @@ class Collector:
             "alerts": self.pipeline.alerts, "detection_errors": self.pipeline.detect_errors,
             "detection": stats() if callable(stats) else None,
             "outputs": {o.name: o.health() for o in self.outputs},
+            "publisher": self.publisher_snapshot(),
             "admission": self.admission_snapshot(),
         }
+
+    def publisher_snapshot(self) -> dict[str, Any]:
+        keeper, counter = self.publisher.dead_letters, self.publisher.duplicates_from
+        return {"outages": self.publisher.outages(),
+                "dead_letters_to": getattr(keeper, "name", None),
+                "duplicates_from": getattr(counter, "name", None),
+                "offline_reports_waiting": len(self.monitor.pending) if self.monitor else 0}
 
     def admission_snapshot(self) -> dict[str, Any]:
         return {
