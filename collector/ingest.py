@@ -2,31 +2,27 @@
 
 The agent id comes from the verified client certificate (TLS has checked it against our
 CA); a revoked or unknown certificate is refused at the start of the stream. Each batch
-goes through the sequence checks (``collector/sequence.py``), the pipeline and every
-output; only then is it acked. Refused events are kept as dead letters (the archive, else
-Elasticsearch) before the ack says so. While an output is unavailable the batch is
-retried here and not acked, so the agent keeps its events.
+goes through the sequence checks (``collector/sequence.py``), the pipeline's stages
+(``collector/pipeline.py``) and the publisher (``collector/publisher.py``), which keeps
+the dead letters and has every output store the records, retrying while one is
+unavailable; only then is the batch acked, so the agent keeps its events until then.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any
 
 import grpc
 from cryptography import x509
 
 from collector.admission import StreamGate
-from collector.outputs.archive import JsonlArchive
-from collector.outputs.base import Output, OutputUnavailable
 from collector.pipeline import AgentIdentity, Pipeline
 from collector.pki import agent_facts, agent_id_of
-from collector.records import Kind, Outcome, Record
+from collector.publisher import Publisher
+from collector.records import Kind, Record
 from collector.renewal import AgentRenewer
 from collector.revocation import ActiveStreams, RevocationWatcher
 from collector.sequence import SequenceMarks, SequencePolicy
@@ -36,46 +32,6 @@ from sisguard.v1 import sisguard_pb2 as pb
 from sisguard.v1 import sisguard_pb2_grpc as pb_grpc
 
 log = get_logger("sisguard.collector.ingest")
-T = TypeVar("T")
-
-
-@runtime_checkable
-class DeadLetters(Protocol):
-    """Where rejected events are kept, durably, before the batch is acked."""
-
-    def dead_letter(self, entries: Sequence[dict[str, Any]]) -> None: ...
-
-
-@runtime_checkable
-class KnowsMarks(Protocol):
-    """An output that can say the highest sequence number it stores for an agent."""
-
-    def high_water_mark(self, agent_id: str) -> int: ...
-
-
-class RecentDeadLetters:
-    """The last dead letters written, so that a batch resent after a lost ack does not
-    write its dead letters again (the Ack still says rejected). Bounded in entries."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.size = size
-        self._seen: OrderedDict[tuple[str, int, int], None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _key(entry: dict[str, Any]) -> tuple[str, int, int]:
-        return (str(entry["agent"]["id"]), int(entry["sequence"]), hash(entry["document"]))
-
-    def fresh(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        with self._lock:
-            return [e for e in entries if self._key(e) not in self._seen]
-
-    def add(self, entries: list[dict[str, Any]]) -> None:
-        with self._lock:
-            for entry in entries:
-                self._seen[self._key(entry)] = None
-            while len(self._seen) > self.size:
-                self._seen.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -101,7 +57,7 @@ def peer_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
 
 
 class IngestService(pb_grpc.IngestServicer):
-    def __init__(self, *, store: Store, pipeline: Pipeline, outputs: Sequence[Output],
+    def __init__(self, *, store: Store, pipeline: Pipeline, publisher: Publisher,
                  limits: Limits, stopping: threading.Event, admission: StreamGate,
                  revocations: RevocationWatcher | None = None,
                  renewer: AgentRenewer | None = None,
@@ -112,21 +68,15 @@ class IngestService(pb_grpc.IngestServicer):
         self.renewer = renewer
         self.streams = ActiveStreams()
         self.pipeline = pipeline
-        self.outputs = list(outputs)
+        self.publisher = publisher
         self.limits = limits
         self.stopping = stopping
-        self.archive = next((o for o in self.outputs if isinstance(o, JsonlArchive)), None)
-        # the archive when it is on, else the first output that keeps dead letters
-        self.dead_letters: DeadLetters | None = self.archive or next(
-            (o for o in self.outputs if isinstance(o, DeadLetters)), None)
         self.sequence = sequence or SequenceMarks(None, limits.sequence_policy())
-        self._recent = RecentDeadLetters()
         self._agent_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.batches = 0
         self.events = 0
         self.rejected = 0
-        self.outage_since: float | None = None
 
     def _identify(self, context: grpc.ServicerContext) -> AgentIdentity:
         cert = peer_certificate(context)
@@ -257,18 +207,10 @@ class IngestService(pb_grpc.IngestServicer):
             alert = self.sequence.anomaly_alert(agent, check)
             if alert is not None:
                 outcome.records.append(Record(Kind.ALERT, alert["event"]["id"], alert))
-            sink, entries = self.dead_letters, self._recent.fresh(outcome.dead_letters)
-            if entries and sink is not None:
-                def keep() -> bool:
-                    sink.dead_letter(entries)
-                    return True
-
-                if self._until_stored(keep, context, output="dead letters") is None:
-                    return None
-                self._recent.add(entries)
-            duplicates = self._publish_until_stored(outcome.records, context)
-            if duplicates is None:
-                return None
+            delivery = self.publisher.delivery(outcome.records, outcome.dead_letters)
+            if not self.publisher.deliver(delivery, alive=context.is_active):
+                return None   # the stream ended (or the collector stops) first: no ack
+            duplicates = delivery.duplicates
             self.sequence.commit(check, alerted=alert is not None)
         first = batch.events[0].seq if batch.events else 0
         last = batch.events[-1].seq if batch.events else 0
@@ -283,52 +225,6 @@ class IngestService(pb_grpc.IngestServicer):
         )
 
     def _floor(self, agent_id: str) -> int:
-        """The agent's highest stored number known to an output, for a collector that
-        has no mark of its own for it: the archive's, else the first output that can
-        tell (Elasticsearch, shared by every collector). Asked once per agent."""
-        if self.archive is not None:
-            return self.archive.high_water_mark(agent_id)
-        if self.sequence.mark(agent_id) is not None:
-            return 0
-        for output in self.outputs:
-            if isinstance(output, KnowsMarks):
-                try:
-                    return output.high_water_mark(agent_id)
-                except OutputUnavailable as e:
-                    log.warning("agent's highest stored number unknown; its first batch "
-                                "sets the mark", agent_id=agent_id, error=str(e))
-        return 0
-
-    def _until_stored(self, attempt: Callable[[], T], context: grpc.ServicerContext, *,
-                      output: str) -> T | None:
-        """``attempt()`` (never None) again while the output is unavailable; None: the
-        stream ended first."""
-        delay = 0.5
-        while True:
-            try:
-                result = attempt()
-            except OutputUnavailable as e:
-                if self.outage_since is None:
-                    self.outage_since = time.time()
-                log.error("output unavailable, batch not acked", output=output,
-                          error=str(e), retry_in=delay)
-                if self.stopping.wait(delay) or not context.is_active():
-                    return None
-                delay = min(delay * 2, 30.0)
-                continue
-            self.outage_since = None
-            return result
-
-    def _publish_until_stored(self, records: list[Record],
-                              context: grpc.ServicerContext) -> int | None:
-        """Publish to every output; retry while one is unavailable. Returns duplicates."""
-        duplicates = 0
-        for output in self.outputs:
-            result = self._until_stored(functools.partial(output.publish, records), context,
-                                        output=output.name)
-            if result is None:
-                return None
-            if output is self.archive or self.archive is None:
-                duplicates = sum(1 for r, o in zip(records, result.outcomes, strict=True)
-                                 if o is Outcome.DUPLICATE and r.seq)
-        return duplicates
+        """The agent's highest stored number known to an output (collector/publisher.py)."""
+        return self.publisher.floor(agent_id,
+                                    has_mark=self.sequence.mark(agent_id) is not None)

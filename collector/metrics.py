@@ -4,8 +4,9 @@ Most figures already exist as counters in the collector's parts (the ones
 ``health_snapshot`` shows): ``CollectorMetrics`` reads them at scrape time, nothing is
 counted twice. What no part measures is measured by ``IngestMeter``: the ack latency,
 each output's time to store a batch, which output is in an outage and how many batches
-wait for it, alerts by rule and severity, open streams. ``MeteredIngest`` feeds it from
-the ingest stream, ``Collector._publish_everywhere`` from the offline monitor.
+wait for it, alerts by rule and severity, open streams. The publisher
+(``collector/publisher.py``) feeds it for every producer (the ingest stream, the offline
+monitor); ``MeteredIngest`` adds the ack latency and the open streams.
 
 Every label has a bound: outputs, stages, stripped fields, refusal reasons and sequence
 refusal kinds are closed sets of the code; rule ids come from the rules the operator
@@ -21,8 +22,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Histogram
@@ -32,7 +33,7 @@ from prometheus_client.registry import Collector as PromCollector
 from collector.health import agent_status
 from collector.ingest import IngestService
 from collector.metrics_http import MetricsServer
-from collector.outputs.base import OutputUnavailable
+from collector.publisher import DEAD_LETTERS
 from collector.records import Kind, Record
 from common.errors import SisguardError
 from common.logs import get_logger
@@ -43,13 +44,12 @@ if TYPE_CHECKING:
     from collector.server import Collector
 
 log = get_logger("sisguard.collector.metrics")
-T = TypeVar("T")
 MAX_LABEL_SETS = 1000   # per family; the rest is one "other" series
 OTHER = "other"
 # an ack can wait for an outage to end: buckets up to ten minutes
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                300.0, 600.0)
-OUTPUT_NAMES_DEAD_LETTERS = "dead letters"
+OUTPUT_NAMES_DEAD_LETTERS = DEAD_LETTERS
 
 
 class IngestMeter:
@@ -82,6 +82,9 @@ class IngestMeter:
     def succeeded(self, output: str) -> None:
         with self._lock:
             self.outage_since.pop(output, None)
+
+    def took(self, output: str, seconds: float) -> None:
+        self.publish_seconds.labels(output).observe(seconds)
 
     def outages(self) -> dict[str, float]:
         with self._lock:
@@ -126,8 +129,8 @@ def _alert_labels(alert: dict[str, Any]) -> tuple[str, str]:
 
 
 class MeteredIngest(IngestService):
-    """The ingest service, timed and watched: one place to move once the publisher is
-    its own module (issue 12, item 1)."""
+    """The ingest service, timed and watched: the ack latency and the open streams (the
+    publisher meters the outputs)."""
 
     def __init__(self, *, meter: IngestMeter, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -157,36 +160,6 @@ class MeteredIngest(IngestService):
         if ack is not None:
             self.meter.ack_seconds.observe(time.monotonic() - started)
         return ack
-
-    def _publish_until_stored(self, records: list[Record],
-                              context: grpc.ServicerContext) -> int | None:
-        duplicates = super()._publish_until_stored(records, context)
-        if duplicates is not None:
-            self.meter.stored(records)
-        return duplicates
-
-    def _until_stored(self, attempt: Callable[[], T], context: grpc.ServicerContext, *,
-                      output: str) -> T | None:
-        meter = self.meter
-
-        def watched() -> T:
-            try:
-                result = attempt()
-            except OutputUnavailable:
-                meter.failed(output)
-                raise
-            meter.succeeded(output)
-            return result
-
-        started = time.monotonic()
-        meter.waiting(output, +1)
-        try:
-            result = super()._until_stored(watched, context, output=output)
-        finally:
-            meter.waiting(output, -1)
-        if result is not None:
-            meter.publish_seconds.labels(output).observe(time.monotonic() - started)
-        return result
 
 
 def _bounded(items: dict[str, Any]) -> Iterator[tuple[str, Any]]:
@@ -285,7 +258,7 @@ class CollectorMetrics(PromCollector):
                                   labels=["output"])
         now = time.time()
         names = [o.name for o in c.outputs]
-        if c.ingest.dead_letters is not None:
+        if c.publisher.dead_letters is not None:
             names.append(OUTPUT_NAMES_DEAD_LETTERS)
         for output in c.outputs:
             health = output.health()

@@ -4,6 +4,10 @@ An agent silent for ``offline_after`` heartbeat intervals gets an ``agent_offlin
 event (dataset ``sisguard.agent``), which goes through detection and every output like
 any other event: the shipped rule ``agent_offline`` turns it into an alert (an attacker
 stopping the agent is itself an event). Without rules, a built-in alert is raised.
+The records go through the one publisher (``collector/publisher.py``): while an output
+cannot take them they wait here, one delivery per agent, and are tried again every round
+(detection is not run again; an output that stored them is not sent them again), and the
+agent is marked offline only once every output has them.
 The health file (``DATA_DIR/health.json``) is what ``sisguard-collector status`` shows.
 """
 
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.health import agent_status
+from collector.publisher import Delivery, Publisher
 from collector.records import Kind, Record
 from collector.store import AgentRecord, Store
 from common.logs import get_logger
@@ -62,13 +67,15 @@ def builtin_alert(event: dict[str, Any]) -> dict[str, Any]:
 
 
 class Monitor(threading.Thread):
-    def __init__(self, *, store: Store, emit: Callable[[list[Record]], None],
+    def __init__(self, *, store: Store, publisher: Publisher,
                  detect: Callable[[dict[str, Any]], list[dict[str, Any]]] | None,
                  offline_after: float, health: Callable[[], dict[str, Any]],
                  health_path: Path, period: float = 2.0) -> None:
         super().__init__(name="monitor", daemon=True)
         self.store = store
-        self.emit = emit
+        self.publisher = publisher
+        # agent id -> (its offline records not yet stored by every output, since when)
+        self.pending: dict[str, tuple[Delivery, float]] = {}
         self.detect = detect
         self.offline_after = offline_after
         self.health = health
@@ -91,23 +98,37 @@ class Monitor(threading.Thread):
                 log.exception("health file not written")
 
     def check_agents(self, now: float) -> list[str]:
+        """Agents newly known offline (their records stored by every output)."""
         flagged: list[str] = []
         for agent in self.store.agents():
             if agent.offline_since is not None:  # already reported for this silence
+                self.pending.pop(agent.agent_id, None)
                 continue
-            if agent_status(agent, offline_after=self.offline_after, now=now) != "offline":
+            waiting = self.pending.get(agent.agent_id)
+            if waiting is None:
+                if agent_status(agent, offline_after=self.offline_after, now=now) != "offline":
+                    continue
+                waiting = (self.publisher.delivery(self._records(agent, now)), now)
+            delivery, since = waiting
+            if not self.publisher.attempt(delivery):
+                self.pending[agent.agent_id] = waiting   # tried again next round
                 continue
+            self.pending.pop(agent.agent_id, None)
             assert agent.last_seen is not None
-            event = offline_event(agent, now)
-            alerts = self.detect(event) if self.detect else [builtin_alert(event)]
-            records = [Record(Kind.EVENT, event["event"]["id"], event, agent_id=agent.agent_id)]
-            records += [Record(Kind.ALERT, str(a["event"]["id"]), a) for a in alerts]
-            self.emit(records)  # raises while outputs are down: retried next round
-            self.store.set_offline(agent.agent_id, now)
+            if agent_status(agent, offline_after=self.offline_after, now=now) != "offline":
+                continue   # back meanwhile: the silence is on record, the agent is not off
+            self.store.set_offline(agent.agent_id, since)
             log.warning("agent offline", agent_id=agent.agent_id, hostname=agent.hostname,
-                        silent_seconds=round(now - agent.last_seen), alerts=len(alerts))
+                        silent_seconds=round(since - agent.last_seen),
+                        alerts=len(delivery.records) - 1)
             flagged.append(agent.agent_id)
         return flagged
+
+    def _records(self, agent: AgentRecord, now: float) -> list[Record]:
+        event = offline_event(agent, now)
+        alerts = self.detect(event) if self.detect else [builtin_alert(event)]
+        records = [Record(Kind.EVENT, event["event"]["id"], event, agent_id=agent.agent_id)]
+        return records + [Record(Kind.ALERT, str(a["event"]["id"]), a) for a in alerts]
 
     def write_health(self) -> None:
         data = {"time": _iso(time.time()), **self.health()}

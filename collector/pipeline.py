@@ -1,8 +1,11 @@
-"""From envelopes to records: decode -> validate -> enrich -> detect.
+"""From envelopes to records: the stages, in order, each guarded and counted.
 
-Each stage has one signature, ``process(event) -> event | None`` (None: the event is
-rejected and the stage says why through ``Rejection``). Each stage is guarded and
-counted: one bad event or one bug in a stage is reported and never stops the stream.
+``Pipeline`` runs decode -> enrich -> the checks it is given (validate) -> detect
+(``collector/stages.py``: one shape, ``process(event) -> event | None``). A stage that
+raises ``Rejection`` rejects the event with that reason; a bug in a stage is counted as
+the stage's error and rejects only that event (or, for detection, costs only its
+alerts). Every envelope ends as a record (with the alerts it raised) or as a dead letter
+with its reason: the publisher (``collector/publisher.py``) takes both from here.
 """
 
 from __future__ import annotations
@@ -11,80 +14,27 @@ import datetime as dt
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from collector.decoding import MAX_DOCUMENT_BYTES, Rejection, decode_document
+from collector.decoding import MAX_DOCUMENT_BYTES, Rejection
 from collector.records import Kind, Record
-from collector.tenants import derived_id
+from collector.stages import (
+    AgentIdentity,
+    Decode,
+    Detect,
+    Detector,
+    Event,
+    Stage,
+    StageCounters,
+    Validate,
+)
 from common.logs import get_logger
 from sisguard.v1 import sisguard_pb2 as pb
 
 log = get_logger("sisguard.collector.pipeline")
 
-REQUIRED = ("@timestamp", "event.kind", "event.dataset")
-__all__ = ["AgentIdentity", "BatchOutcome", "Pipeline", "Rejection", "Validate"]
-
-
-@dataclass(frozen=True)
-class AgentIdentity:
-    """Who sent the batch: from the verified client certificate and the enrollment.
-    Without an organization id, the one derived from the name (collector/tenants.py)."""
-
-    agent_id: str
-    hostname: str
-    organization: str
-    version: str
-    organization_id: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.organization_id:
-            object.__setattr__(self, "organization_id", derived_id(self.organization))
-
-
-class Stage(Protocol):
-    name: str
-
-    def process(self, event: dict[str, Any]) -> dict[str, Any] | None: ...
-
-
-class Detector(Protocol):
-    def process(self, event: dict[str, Any]) -> list[dict[str, Any]]: ...
-
-
-def _get(doc: dict[str, Any], dotted: str) -> Any:
-    node: Any = doc
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-class Validate:
-    """Required fields present and of the right shape."""
-
-    name = "validate"
-
-    def process(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        for path in REQUIRED:
-            value = _get(event, path)
-            if value is None or value == "":
-                raise Rejection(f"missing required field '{path}'")
-        ts = event["@timestamp"]
-        if not isinstance(ts, str):
-            raise Rejection("'@timestamp' must be an ISO-8601 string")
-        try:
-            dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-        except ValueError as e:
-            raise Rejection(f"'@timestamp' is not ISO-8601: {ts!r}") from e
-        return event
-
-
-@dataclass
-class StageCounters:
-    passed: int = 0
-    rejected: int = 0
-    errors: int = 0
+__all__ = ["AgentIdentity", "BatchOutcome", "Detector", "Enrich", "Pipeline", "Rejection",
+           "Stage", "Validate"]
 
 
 @dataclass
@@ -94,17 +44,45 @@ class BatchOutcome:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
 
 
+class Enrich:
+    """What the collector knows better than the payload (``enrich``)."""
+
+    name = "enrich"
+    fatal = True
+
+    def process(self, event: Event) -> Event | None:
+        enrich(event.document, event.agent, event.envelope, event.ingested)
+        return event
+
+
 class Pipeline:
-    def __init__(self, stages: Sequence[Stage], detector: Detector | None = None,
+    """decode -> enrich -> ``checks`` -> detect (when there is a detector)."""
+
+    def __init__(self, checks: Sequence[Stage], detector: Detector | None = None,
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
-        self.stages = list(stages)
+        self.decode = Decode()
+        self.detect = Detect(detector) if detector is not None else None
+        self.stages: list[Stage] = [self.decode, Enrich(), *checks]
+        if self.detect is not None:
+            self.stages.append(self.detect)
         self.detector = detector
         self.now = now
         self.counters = {s.name: StageCounters() for s in self.stages}
-        self.detect_errors = 0
-        self.alerts = 0
-        self.stripped: dict[str, int] = {}   # owned field -> agent documents it was cut from
         self._lock = threading.Lock()
+
+    # what health and metrics read
+    @property
+    def stripped(self) -> dict[str, int]:
+        return self.decode.stripped
+
+    @property
+    def alerts(self) -> int:
+        return self.detect.alerts if self.detect is not None else 0
+
+    @property
+    def detect_errors(self) -> int:
+        counters = self.counters.get(Detect.name)
+        return counters.errors if counters is not None else 0
 
     def process_batch(self, agent: AgentIdentity, envelopes: Sequence[pb.Envelope],
                       *, skip_detection: Callable[[int], bool] = lambda seq: False,
@@ -119,9 +97,8 @@ class Pipeline:
                 refused = refuse(env.seq)
                 if refused is not None:
                     raise Rejection(refused)
-                event = self._decode(env)
-                enrich(event, agent, env, ingested)
-                processed = self._stages(event)
+                event = self.run(Event(env, agent, ingested,
+                                       detect=not skip_detection(env.seq)))
             except Rejection as e:
                 self._reject(out, agent, env, str(e), ingested)
                 continue
@@ -130,13 +107,41 @@ class Pipeline:
                 self._reject(out, agent, env, f"internal error: {type(e).__name__}: {e}",
                              ingested)
                 continue
-            if processed is None:
+            if event is None:
                 continue
-            out.records.append(Record(Kind.EVENT, processed["event"]["id"], processed,
+            doc = event.document
+            out.records.append(Record(Kind.EVENT, doc["event"]["id"], doc,
                                       agent_id=agent.agent_id, seq=env.seq))
-            if self.detector is not None and not skip_detection(env.seq):
-                out.records.extend(self._detect(processed))
+            out.records.extend(Record(Kind.ALERT, str(a["event"]["id"]), a)
+                               for a in event.alerts)
         return out
+
+    def run(self, event: Event) -> Event | None:
+        """The stages in order; raises Rejection (the reason) when one rejects it."""
+        current: Event | None = event
+        for stage in self.stages:
+            counters = self.counters[stage.name]
+            assert current is not None
+            try:
+                result = stage.process(current)
+            except Rejection:
+                with self._lock:
+                    counters.rejected += 1
+                raise
+            except Exception as e:  # a bug in a stage must not stop the stream
+                with self._lock:
+                    counters.errors += 1
+                log.exception("stage failed", stage=stage.name,
+                              agent_id=current.agent.agent_id, seq=current.seq)
+                if not stage.fatal:
+                    continue
+                raise Rejection(f"stage {stage.name} failed: {type(e).__name__}: {e}") from e
+            with self._lock:
+                counters.passed += 1
+            if result is None:
+                return None
+            current = result
+        return current
 
     @staticmethod
     def _reject(out: BatchOutcome, agent: AgentIdentity, env: pb.Envelope, reason: str,
@@ -150,51 +155,6 @@ class Pipeline:
             "document": env.document[:MAX_DOCUMENT_BYTES].decode("utf-8", errors="replace"),
         })
         log.warning("event rejected", agent_id=agent.agent_id, seq=env.seq, reason=reason)
-
-    def _decode(self, env: pb.Envelope) -> dict[str, Any]:
-        event, stripped = decode_document(env.document)
-        if stripped:
-            event.setdefault("sisguard", {})["stripped"] = stripped
-            with self._lock:
-                for name in stripped:
-                    self.stripped[name] = self.stripped.get(name, 0) + 1
-            log.warning("fields only the collector writes cut from an agent document",
-                        seq=env.seq, fields=stripped)
-        return event
-
-    def _stages(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        current: dict[str, Any] | None = event
-        for stage in self.stages:
-            counters = self.counters[stage.name]
-            try:
-                current = stage.process(current)  # type: ignore[arg-type]
-            except Rejection:
-                with self._lock:
-                    counters.rejected += 1
-                raise
-            except Exception as e:  # a bug in a stage must not stop the stream
-                with self._lock:
-                    counters.errors += 1
-                log.exception("stage failed", stage=stage.name)
-                raise Rejection(f"stage {stage.name} failed: {type(e).__name__}: {e}") from e
-            with self._lock:
-                counters.passed += 1
-            if current is None:
-                return None
-        return current
-
-    def _detect(self, event: dict[str, Any]) -> list[Record]:
-        assert self.detector is not None
-        try:
-            alerts = self.detector.process(event)
-        except Exception:
-            with self._lock:
-                self.detect_errors += 1
-            log.exception("detection failed", event_id=event.get("event", {}).get("id"))
-            return []
-        with self._lock:
-            self.alerts += len(alerts)
-        return [Record(Kind.ALERT, str(a["event"]["id"]), a) for a in alerts]
 
 
 def enrich(event: dict[str, Any], agent: AgentIdentity, env: pb.Envelope, ingested: str) -> None:

@@ -10,8 +10,6 @@ from typing import Any
 
 from collector.config import CollectorConfig, load_config
 from collector.credentials import resolve_elasticsearch
-from collector.outputs.base import Output
-from collector.outputs.console import ConsoleAlerts
 from collector.server import Collector, DataDir
 from common import logs
 from common.errors import SisguardError
@@ -78,26 +76,10 @@ def build_detector(config: CollectorConfig) -> Any:
     return engine
 
 
-def build_outputs(config: CollectorConfig) -> list[Output]:
-    outputs: list[Output] = []
-    if config.elasticsearch.url:
-        from collector.outputs.elasticsearch import ElasticsearchOutput
-
-        outputs.append(ElasticsearchOutput(config.elasticsearch))
-    if config.print_alerts:
-        outputs.append(ConsoleAlerts())
-    from collector.outputs.registry import OutputContext, parse_outputs
-
-    context = OutputContext(data_dir=config.data_dir)
-    for spec in parse_outputs(config.outputs, source="outputs"):
-        outputs.append(spec.type.output(spec.name, spec.config, context))  # type: ignore[call-arg]
-    return outputs
-
-
 def run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     logs.configure(config.log_level)
     collector = Collector(config, detector=build_detector(config),
-                          extra_outputs=build_outputs(config))
+                          config_source=args.config or "outputs")
     collector.run_forever()
     return 0

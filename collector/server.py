@@ -1,4 +1,4 @@
-"""Builds and runs the collector: PKI, store, outputs, pipeline, gRPC server."""
+"""Builds and runs the collector: PKI, store, outputs, publisher, pipeline, gRPC server."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from collector.ingest import Limits
 from collector.metrics import IngestMeter, MeteredIngest, serve_metrics
 from collector.metrics_http import MetricsServer
 from collector.monitor import Monitor
-from collector.outputs.archive import JsonlArchive
-from collector.outputs.base import Output, OutputUnavailable
+from collector.outputs.base import Output
+from collector.outputs.registry import OutputContext, configured_outputs
 from collector.pipeline import Detector, Pipeline, Validate
 from collector.pki import CertificateAuthority
+from collector.publisher import Publisher
 from collector.records import Record
 from collector.renewal import AgentRenewer, configured_ca, ensure_server_certificate
 from collector.revocation import watcher_for
@@ -154,8 +155,9 @@ def enroll_address(listen: str) -> str:
 class Collector:
     config: CollectorConfig
     detector: Detector | None = None
-    extra_outputs: list[Output] = field(default_factory=list)
+    extra_outputs: list[Output] = field(default_factory=list)   # after the configured ones
     stopping: threading.Event = field(default_factory=threading.Event)
+    config_source: str = "outputs"   # the config file, for errors about outputs
 
     def __post_init__(self) -> None:
         self.data = DataDir(self.config.data_dir)
@@ -163,9 +165,11 @@ class Collector:
         self.ca = configured_ca(CertificateAuthority.load(self.data.pki), self.config.pki)
         self.revocations = watcher_for(self.config, ca=self.ca, store=self.store,
                                        pki_dir=self.data.pki)
-        self.outputs: list[Output] = []
-        if self.config.archive_enabled:
-            self.outputs.append(JsonlArchive(self.data.archive))
+        # every output from the registry, in one place; what they emit of their own goes
+        # through the same publisher
+        context = OutputContext(data_dir=self.data.root, emit=self._emit)
+        self.outputs: list[Output] = configured_outputs(self.config, context,
+                                                        source=self.config_source)
         self.outputs.extend(self.extra_outputs)
         self.pipeline = Pipeline([Validate()], detector=self.detector)
         limits = self.config.limits
@@ -181,8 +185,10 @@ class Collector:
         # metrics: a registry of our own (never prometheus_client's global one)
         self.registry = CollectorRegistry(auto_describe=True)
         self.meter = IngestMeter(self.registry)
+        self.publisher = Publisher(self.outputs, stopping=self.stopping, meter=self.meter)
         self.ingest = MeteredIngest(
-            meter=self.meter, store=self.store, pipeline=self.pipeline, outputs=self.outputs,
+            meter=self.meter, store=self.store, pipeline=self.pipeline,
+            publisher=self.publisher,
             limits=ingest_limits, stopping=self.stopping, admission=self.streams,
             revocations=self.revocations, renewer=AgentRenewer(self.ca, self.store),
             sequence=self.sequence,
@@ -249,7 +255,7 @@ class Collector:
         self.enroll_server = enroll_server
         self.server = server
         self.monitor = Monitor(
-            store=self.store, emit=self._publish_everywhere,
+            store=self.store, publisher=self.publisher,
             detect=self.detector.process if self.detector is not None else None,
             offline_after=self.config.health.offline_after_intervals,
             health=self.health_snapshot, health_path=self.data.health,
@@ -261,19 +267,13 @@ class Collector:
                  enroll_port=self.enroll_port, outputs=[o.name for o in self.outputs])
         return self.port
 
-    def _publish_everywhere(self, records: list[Record]) -> None:
-        for output in self.outputs:
-            try:
-                output.publish(records)
-            except OutputUnavailable:
-                self.meter.failed(output.name)
-                raise
-            self.meter.succeeded(output.name)
-        self.meter.stored(records)
+    def _emit(self, records: list[Record]) -> None:
+        """OutputContext.emit: an output's own event or alert, through the publisher."""
+        self.publisher.emit(records)
 
     def storing_blocked(self) -> bool:
         """An output cannot take batches now (an outage, or not ready since start)."""
-        if self.ingest.outage_since is not None or self.meter.outages():
+        if self.publisher.outage_since is not None:
             return True
         return any(o.health().get("ready") is False for o in self.outputs)
 
@@ -284,14 +284,23 @@ class Collector:
             "listen": self.config.listen, "port": self.port, "enroll_port": self.enroll_port,
             "storing": not self.storing_blocked(),   # what the gRPC health service says
             "ingest": {"batches": ingest.batches, "events": ingest.events,
-                       "rejected": ingest.rejected, "output_outage_since": ingest.outage_since},
+                       "rejected": ingest.rejected,
+                       "output_outage_since": self.publisher.outage_since},
             "pipeline": {name: vars(c) for name, c in self.pipeline.counters.items()},
             "stripped": dict(self.pipeline.stripped), "sequence": self.sequence.health(),
             "alerts": self.pipeline.alerts, "detection_errors": self.pipeline.detect_errors,
             "detection": stats() if callable(stats) else None,
             "outputs": {o.name: o.health() for o in self.outputs},
+            "publisher": self.publisher_snapshot(),
             "admission": self.admission_snapshot(),
         }
+
+    def publisher_snapshot(self) -> dict[str, Any]:
+        keeper, counter = self.publisher.dead_letters, self.publisher.duplicates_from
+        return {"outages": self.publisher.outages(),
+                "dead_letters_to": getattr(keeper, "name", None),
+                "duplicates_from": getattr(counter, "name", None),
+                "offline_reports_waiting": len(self.monitor.pending) if self.monitor else 0}
 
     def admission_snapshot(self) -> dict[str, Any]:
         return {

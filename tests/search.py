@@ -89,3 +89,14 @@ def searchable_count(es: Elasticsearch, index: str, query: dict[str, Any] | None
     """Documents matching ``query`` in ``index`` (see ``when_searchable``)."""
     return when_searchable(es, index, lambda: int(es.count(
         index=index, ignore_unavailable=True, allow_no_indices=True, query=query)["count"]))
+
+
+def drop_prefix(es: Elasticsearch, prefix: str) -> None:
+    """Delete what a test's index prefix left: its indices, index templates, then the
+    component templates they were composed of (collector/outputs/es_indices.py)."""
+    es.indices.delete(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
+    for kind in ("events", "alerts", "deadletter"):
+        es.options(ignore_status=404).indices.delete_index_template(name=f"{prefix}-{kind}")
+    for kind in ("events", "alerts"):
+        es.options(ignore_status=404).cluster.delete_component_template(
+            name=f"{prefix}-{kind}-tenants")

@@ -21,8 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from collector.config import ArchiveConfig
 from collector.outputs.base import Output
 from collector.outputs.days import ingestion_day
+from collector.outputs.registry import OutputContext, register
 from collector.records import Kind, Outcome, PublishResult, Record
 from common.logs import get_logger
 
@@ -35,10 +37,14 @@ def day_of(document: dict[str, Any]) -> str:
     return ingestion_day(document)
 
 
+@register("archive", ArchiveConfig)
 class JsonlArchive(Output):
     name = "archive"
+    counts_duplicates = True   # exact: by the high-water marks (collector/publisher.py)
+    marks_local = True         # and cheap: asked before every batch
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, name: str = "archive") -> None:
+        self.name = name
         self.directory = directory
         self._lock = threading.Lock()
         self._files: dict[str, IO[bytes]] = {}
@@ -47,6 +53,15 @@ class JsonlArchive(Output):
         self._last_checkpoint = 0.0
         self.stored = 0
         self.duplicates = 0
+
+    @classmethod
+    def from_config(cls, name: str, config: ArchiveConfig, context: OutputContext
+                    ) -> JsonlArchive:
+        """``archive:`` is DATA_DIR/archive; another one under ``outputs:`` keeps its
+        files in DATA_DIR/outputs/<name>."""
+        if name == "archive":
+            return cls(context.data_dir / "archive")
+        return cls(context.data_dir / "outputs" / name, name=name)
 
     # lifecycle
     def connect(self) -> None:

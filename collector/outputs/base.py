@@ -4,6 +4,9 @@
 stored, duplicate (already stored: counts as stored), or dead-lettered (stored aside
 with its reason). When the output cannot take them now it raises ``OutputUnavailable``
 and nothing of the batch counts as stored: the agent keeps the events and resends.
+The publisher (``collector/publisher.py``) calls it, retries it, and asks an output for
+what only some can do (dead letters, high-water marks, exact duplicates) by attribute.
+``docs/outputs.md`` says how to add one.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ class OutputUnavailable(SisguardError):
 
 
 class Output(ABC):
-    name: str
+    name: str       # unique among the collector's outputs: logs and metrics say it
+
+    @classmethod
+    def from_config(cls, name: str, config: Any, context: Any) -> Output:
+        """Build from the registry (``collector/outputs/registry.py``): ``context`` is an
+        ``OutputContext``. The default is ``cls(name, config, context)``."""
+        return cls(name, config, context)  # type: ignore[call-arg]
 
     @abstractmethod
     def connect(self) -> None:

@@ -5,18 +5,33 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TextIO
 
 from collector.outputs.base import Output
+from collector.outputs.registry import OutputContext, register
 from collector.records import Kind, Outcome, PublishResult, Record
 
 
+@dataclass(frozen=True)
+class ConsoleConfig:
+    as_json: bool = False      # each alert as its JSON document (else one summary line)
+
+
+@register("console", ConsoleConfig)
 class ConsoleAlerts(Output):
     name = "console"
 
-    def __init__(self, stream: TextIO = sys.stdout, *, as_json: bool = False) -> None:
+    def __init__(self, stream: TextIO = sys.stdout, *, as_json: bool = False,
+                 name: str = "console") -> None:
+        self.name = name
         self.stream = stream
         self.as_json = as_json
+
+    @classmethod
+    def from_config(cls, name: str, config: ConsoleConfig, context: OutputContext
+                    ) -> ConsoleAlerts:
+        return cls(as_json=config.as_json, name=name)
 
     def connect(self) -> None:
         return None

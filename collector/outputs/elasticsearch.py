@@ -34,6 +34,7 @@ from collector.outputs.base import (
     Record,
 )
 from collector.outputs.es_indices import IndexNames, install_templates, remove_expired
+from collector.outputs.registry import OutputContext, register
 from common.logs import get_logger
 
 log = get_logger("sisguard.collector.elasticsearch")
@@ -55,11 +56,15 @@ def connect_client(config: ElasticsearchConfig) -> Elasticsearch:
     return Elasticsearch(list(config.url), **kwargs)
 
 
+@register("elasticsearch", ElasticsearchConfig)
 class ElasticsearchOutput(Output):
     name = "elasticsearch"
+    counts_duplicates = True   # exact: 409 on create (collector/publisher.py)
+    marks_local = False        # a search: asked once per agent the collector has no mark for
 
     def __init__(self, config: ElasticsearchConfig, client: Elasticsearch | None = None,
-                 *, now: Any = None) -> None:
+                 *, now: Any = None, name: str = "elasticsearch") -> None:
+        self.name = name
         self.config = config
         self.client = client or connect_client(config)
         self.names = IndexNames(config.index_prefix)
@@ -70,8 +75,13 @@ class ElasticsearchOutput(Output):
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
         self._next_retention = 0.0
         self.stats = {"stored": 0, "duplicates": 0, "dead_lettered": 0, "retries": 0,
-                      "splits": 0, "unavailable": 0}
+                      "splits": 0, "unavailable": 0, "requests": 0}
         self.last_error = ""
+
+    @classmethod
+    def from_config(cls, name: str, config: ElasticsearchConfig, context: OutputContext
+                    ) -> ElasticsearchOutput:
+        return cls(config, name=name)
 
     # lifecycle
     def connect(self) -> None:
@@ -147,7 +157,10 @@ class ElasticsearchOutput(Output):
         for _round in range(RETRY_ROUNDS):
             retry: list[int] = []
             dead: list[tuple[int, int, str]] = []
-            self._bulk(records, pending, result, retry, dead)
+            step = max(1, self.config.bulk_max_docs)
+            for start in range(0, len(pending), step):   # at most bulk_max_docs a request
+                self.stats["requests"] += 1
+                self._bulk(records, pending[start:start + step], result, retry, dead)
             if dead:
                 self._dead_letter(records, dead, result)
             if not retry:

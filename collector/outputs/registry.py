@@ -16,6 +16,11 @@ its own and a ``type``::
       soc:                # the name: logs, metrics and the queue directory use it
         type: syslog
         host: soc.example.gov.vn
+
+``configured_outputs`` builds every output of a collector config in one place, in the
+order the publisher uses them: the archive (``archive:``), Elasticsearch
+(``elasticsearch:``), the console (``print_alerts``), then ``outputs:`` in file order.
+An instance name is used once (``outputs.archive`` while the archive is on: an error).
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ import importlib
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from collector.outputs.base import Output
 from collector.records import Record
-from common.errors import ConfigError
-from common.yamlconf import from_dict
+from common.errors import ConfigError, Location
+from common.yamlconf import PositionedDict, from_dict
+
+if TYPE_CHECKING:
+    from collector.config import CollectorConfig
 
 O = TypeVar("O", bound=type[Output])  # noqa: E741
 
@@ -59,6 +67,9 @@ class OutputType:
     name: str
     output: type[Output]
     config: type[Any]
+
+    def build(self, name: str, config: Any, context: OutputContext) -> Output:
+        return self.output.from_config(name, config, context)
 
 
 _TYPES: dict[str, OutputType] = {}
@@ -115,8 +126,13 @@ def parse_outputs(section: Mapping[str, Any] | None, *, source: str,
         path = f"outputs.{name}"
         try:
             if not isinstance(body, MutableMapping) or not isinstance(body.get("type"), str):
-                raise ConfigError(f"{path}: needs 'type' (one of {', '.join(known_types())})")
-            kind = output_type(body["type"])
+                raise ConfigError(f"{path}: needs 'type' (one of {', '.join(known_types())})",
+                                  location=_where(source, section, name, body))
+            try:
+                kind = output_type(body["type"])
+            except ConfigError as e:
+                raise ConfigError(f"{path}.type: {e.message}",
+                                  location=_where(source, body, "type")) from e
             rest = copy.copy(body)   # a PositionedDict stays one: errors keep their line
             rest.pop("type")
             config = from_dict(kind.config, rest, source=source, path=path, errors=errors)
@@ -127,3 +143,42 @@ def parse_outputs(section: Mapping[str, Any] | None, *, source: str,
             continue
         specs.append(OutputSpec(str(name), kind, config))
     return specs
+
+
+def _where(source: str, mapping: Any, key: str, value: Any = None) -> Location:
+    """file:line:col of ``key`` when the mapping came from a YAML file (else of where
+    ``value``, a mapping, begins)."""
+    if isinstance(mapping, PositionedDict) and key in mapping.positions:
+        line, column = mapping.positions[key]
+        return Location(source, line, column)
+    if isinstance(value, PositionedDict) and value.start:
+        return Location(source, value.start[0], value.start[1])
+    return Location(source)
+
+
+def builtin_specs(config: CollectorConfig) -> list[OutputSpec]:
+    """The outputs the top-level sections turn on: archive, elasticsearch, console."""
+    specs: list[OutputSpec] = []
+    if config.archive_enabled:
+        specs.append(OutputSpec("archive", output_type("archive"), config.archive))
+    if config.elasticsearch.url:
+        specs.append(OutputSpec("elasticsearch", output_type("elasticsearch"),
+                                config.elasticsearch))
+    if config.print_alerts:
+        console = output_type("console")
+        specs.append(OutputSpec("console", console, console.config()))
+    return specs
+
+
+def configured_outputs(config: CollectorConfig, context: OutputContext, *,
+                       source: str = "outputs") -> list[Output]:
+    """Every output of the config, built (not connected), in publishing order."""
+    specs = builtin_specs(config) + parse_outputs(config.outputs, source=source)
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise ConfigError(f"{source}: outputs.{spec.name}: the name {spec.name!r} is "
+                              f"already an output's (the {spec.name} section is on): "
+                              f"choose another")
+        seen.add(spec.name)
+    return [spec.type.build(spec.name, spec.config, context) for spec in specs]

@@ -16,7 +16,7 @@ from collector.outputs.base import OutputUnavailable
 from collector.outputs.elasticsearch import ElasticsearchOutput
 from collector.records import Kind, Outcome, Record
 from common.yamlconf import Duration
-from tests.search import SearchNode, drop_prefix, engine_urls, need_engine
+from tests.search import SearchNode, drop_prefix, engine_urls, need_engine, searchable_count
 
 pytestmark = pytest.mark.service
 
@@ -141,3 +141,21 @@ def test_high_water_mark_is_the_agents_highest_stored_number(engine: str, prefix
         assert output.high_water_mark("nobody") == 0
     finally:
         output.close()
+
+
+def test_bulk_requests_hold_at_most_bulk_max_docs(engine: str, prefix: str) -> None:
+    output = ElasticsearchOutput(ElasticsearchConfig(url=(engine,), index_prefix=prefix,
+                                                     bulk_max_docs=2))
+    es = Elasticsearch(engine, request_timeout=30)
+    try:
+        output.connect()
+        result = output.publish([record(seq) for seq in range(1, 6)])
+        assert result.outcomes == [Outcome.STORED] * 5
+        assert output.stats["requests"] == 3, "5 documents, 2 a request"
+        again = output.publish([record(seq) for seq in range(4, 8)])
+        assert again.outcomes == [Outcome.DUPLICATE] * 2 + [Outcome.STORED] * 2
+        assert output.stats["requests"] == 5
+        assert searchable_count(es, f"{prefix}-events-*") == 7
+    finally:
+        output.close()
+        es.close()
