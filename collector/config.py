@@ -104,6 +104,13 @@ class DetectionConfig:
     max_pattern_text: Size = Size(64 * 1024)         # characters a regex or wildcard sees
     clock_ahead: Duration = Duration(300.0)          # @timestamp trusted up to this ahead
     clock_behind: Duration = Duration(7 * 86400.0)   # and this far behind event.ingested
+    # detection processes (collector/detection/workers.py); 1: on the ingest threads;
+    # unset: the cores the collector may use, minus one, at least 1
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 1):
+            raise TypeError(f"workers must be at least 1, got {self.workers!r}")
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,12 @@ class Detector(Protocol):
     def process(self, event: dict[str, Any]) -> list[dict[str, Any]]: ...
 
 
+class BatchDetector(Detector, Protocol):
+    """A detector that takes a batch at once (collector/detection/workers.py)."""
+
+    def process_many(self, events: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]: ...
+
+
 def _get(doc: dict[str, Any], dotted: str) -> Any:
     node: Any = doc
     for part in dotted.split("."):
@@ -107,6 +113,8 @@ class Pipeline:
         is asked first, in batch order: a reason refuses the event's sequence number)."""
         out = BatchOutcome()
         ingested = self.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        many = getattr(self.detector, "process_many", None)
+        detect: list[dict[str, Any]] = []   # for process_many, after the loop
         for env in envelopes:
             try:
                 refused = refuse(env.seq)
@@ -128,7 +136,12 @@ class Pipeline:
             out.records.append(Record(Kind.EVENT, processed["event"]["id"], processed,
                                       agent_id=agent.agent_id, seq=env.seq))
             if self.detector is not None and not skip_detection(env.seq):
-                out.records.extend(self._detect(processed))
+                if many is not None:
+                    detect.append(processed)
+                else:
+                    out.records.extend(self._detect(processed))
+        if detect:
+            out.records.extend(self._detect_many(many, detect))
         return out
 
     @staticmethod
@@ -185,6 +198,19 @@ class Pipeline:
                 self.detect_errors += 1
             log.exception("detection failed", event_id=event.get("event", {}).get("id"))
             return []
+        with self._lock:
+            self.alerts += len(alerts)
+        return [Record(Kind.ALERT, str(a["event"]["id"]), a) for a in alerts]
+
+    def _detect_many(self, many: Any, events: list[dict[str, Any]]) -> list[Record]:
+        try:
+            per_event: list[list[dict[str, Any]]] = many(events)
+        except Exception:
+            with self._lock:
+                self.detect_errors += len(events)
+            log.exception("detection failed", events=len(events))
+            return []
+        alerts = [a for found in per_event for a in found]
         with self._lock:
             self.alerts += len(alerts)
         return [Record(Kind.ALERT, str(a["event"]["id"]), a) for a in alerts]
