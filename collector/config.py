@@ -31,7 +31,7 @@ class LimitsConfig:
     max_batch_events: int = 1000          # a larger batch is refused; agents are told
     window: int = 4                       # batches an agent may have in flight
     events_per_second: float = 50_000.0   # per agent, across all its streams
-    max_streams: int = 512                # open streams, all agents together
+    max_streams: int = 2048               # open streams, all agents together (a thread each)
     max_streams_per_agent: int = 2        # one, plus one while a dead one times out
     connection_idle: Duration = Duration(300.0)      # no call on it: closed
     connection_age: Duration = Duration(3600.0)      # then GOAWAY, then the grace
