@@ -190,7 +190,12 @@ class WorkerPool:
         return self._result
 
     def process(self, event: dict[str, Any]) -> Alerts:
-        return self.process_many([event])[0]
+        """One event (the monitor's agent_offline): never raises, like the engine."""
+        try:
+            return self.process_many([event])[0]
+        except WorkerFailed:
+            log.exception("detection failed in a worker")
+            return []
 
     def process_many(self, events: Sequence[dict[str, Any]]) -> list[Alerts]:
         """Alerts of each event, in order. Raises WorkerFailed when a worker gave up."""
