@@ -6,6 +6,8 @@ its engine with 1/N of the bounds, answers ``(0, True, missing)`` and then serve
 ``(id, op, payload)`` in order, answering ``(id, ok, result)``. A thread drains the socket
 into a queue so that the pool's writes never wait for this process's work (the pool's
 pending requests bound that queue). EOF on the socket: the collector is gone, exit.
+Also here: what the pool and the worker share (the settings, the skew flag's round trip,
+the merging of the engines' counters).
 """
 
 from __future__ import annotations
@@ -14,23 +16,80 @@ import pickle
 import queue
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from collector.detection.clock import EventClock
+from collector.detection.correlation import DEFAULT_MAX_GROUPS
 from collector.detection.correlation_rules import link_correlations
 from collector.detection.engine import DetectionEngine
 from collector.detection.loader import load_rules
 from collector.detection.patterns import set_text_cap
 from collector.detection.rules import LoadResult, Rule, RuleLoadError
-from collector.detection.workers import Wanted, WorkerSettings, skew_of
 from common import logs
 
 log = logs.get_logger("sisguard.collector.detection.worker")
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _EOF = b""
+_UNSET = "\0unset"        # sisguard.time_skew absent (a value no JSON event holds)
+Wanted = list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What a worker needs to build its engine: the whole budget, shared out here."""
+
+    paths: tuple[str, ...]
+    filters: tuple[str, ...] = ()
+    workers: int = 2
+    max_state_bytes: int = 256 * 1024 * 1024
+    max_groups: int = DEFAULT_MAX_GROUPS
+    max_pattern_text: int = 64 * 1024
+    clock_ahead: float = 300.0
+    clock_behind: float = 7 * 86400.0
+    log_level: str = "info"
+    timeout: float = 60.0  # one request; longer: the worker is killed and restarted
+
+
+def skew_of(event: Mapping[str, Any]) -> Any:
+    ours = event.get("sisguard")
+    return ours.get("time_skew", _UNSET) if ours.__class__ is dict else _UNSET
+
+
+def apply_skew(event: dict[str, Any], skew: Any) -> None:
+    """Mirror on the collector's copy of the event what the worker's clock did to it."""
+    if skew == _UNSET:
+        ours = event.get("sisguard")
+        if ours.__class__ is dict:
+            ours.pop("time_skew", None)
+        return
+    ours = event.get("sisguard")
+    if ours.__class__ is not dict:
+        ours = event["sisguard"] = {}
+    ours["time_skew"] = skew
+
+
+def merge_stats(into: dict[str, Any], one: Mapping[str, Any]) -> None:
+    for key, value in one.items():
+        if key == "rules":
+            for rid, entry in value.items():
+                mine = into["rules"].setdefault(rid, {"title": entry.get("title"),
+                                                      "matches": 0, "errors": 0})
+                mine["matches"] += entry.get("matches", 0)
+                mine["errors"] += entry.get("errors", 0)
+        elif key == "correlations":
+            for cid, entry in value.items():
+                mine = into["correlations"].setdefault(cid, {})
+                for k, v in entry.items():
+                    if isinstance(v, int | float) and not isinstance(v, bool):
+                        mine[k] = mine.get(k, 0) + v
+                    else:
+                        mine.setdefault(k, v)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            into[key] = into.get(key, 0) + value
 
 
 def build_rules(settings: WorkerSettings, wanted: Wanted | None,
@@ -115,4 +174,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # run as the module proper, not as __main__: the pool pickles worker_main's classes
+    from collector.detection import worker_main
+
+    sys.exit(worker_main.main(sys.argv[1:]))

@@ -49,8 +49,13 @@ from pathlib import Path
 from typing import Any
 
 from collector.config import CollectorConfig
-from collector.detection.correlation import DEFAULT_MAX_GROUPS
 from collector.detection.rules import IDENTITY_PATH, LoadResult
+from collector.detection.worker_main import (
+    Wanted,
+    WorkerSettings,
+    apply_skew,
+    merge_stats,
+)
 from common.logs import get_logger
 
 log = get_logger("sisguard.collector.detection.workers")
@@ -58,10 +63,8 @@ log = get_logger("sisguard.collector.detection.workers")
 MAX_ATTEMPTS = 2          # a request whose worker died this often is given up
 START_TIMEOUT = 120.0     # for a worker to load its rules
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
-_UNSET = "\0unset"        # sisguard.time_skew absent (a value no JSON event holds)
 
 Alerts = list[dict[str, Any]]
-Wanted = list[tuple[str, str]]
 
 
 class WorkerFailed(RuntimeError):
@@ -75,22 +78,6 @@ def default_workers() -> int:
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     return max(1, cores - 1)
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """What a worker needs to build its engine: the whole budget, shared out here."""
-
-    paths: tuple[str, ...]
-    filters: tuple[str, ...] = ()
-    workers: int = 2
-    max_state_bytes: int = 256 * 1024 * 1024
-    max_groups: int = DEFAULT_MAX_GROUPS
-    max_pattern_text: int = 64 * 1024
-    clock_ahead: float = 300.0
-    clock_behind: float = 7 * 86400.0
-    log_level: str = "info"
-    timeout: float = 60.0  # one request; longer: the worker is killed and restarted
 
 
 def pool_for(config: CollectorConfig, result: LoadResult) -> WorkerPool | None:
@@ -121,24 +108,6 @@ def route_key(event: Mapping[str, Any]) -> bytes:
     agent = event.get("agent")
     ident = agent.get("id") if agent.__class__ is dict else None
     return str(ident).encode("utf-8", "surrogatepass") if ident is not None else b""
-
-
-def skew_of(event: Mapping[str, Any]) -> Any:
-    ours = event.get("sisguard")
-    return ours.get("time_skew", _UNSET) if ours.__class__ is dict else _UNSET
-
-
-def apply_skew(event: dict[str, Any], skew: Any) -> None:
-    """Mirror on the collector's copy of the event what the worker's clock did to it."""
-    if skew == _UNSET:
-        ours = event.get("sisguard")
-        if ours.__class__ is dict:
-            ours.pop("time_skew", None)
-        return
-    ours = event.get("sisguard")
-    if ours.__class__ is not dict:
-        ours = event["sisguard"] = {}
-    ours["time_skew"] = skew
 
 
 @dataclass
@@ -252,7 +221,7 @@ class WorkerPool:
             except Exception:
                 continue
             answered += 1
-            _merge_stats(merged, one)
+            merge_stats(merged, one)
         merged["rules_loaded"] = len(self._result.rules)
         merged["max_state_bytes"] = self.settings.max_state_bytes
         merged["workers"] = {
@@ -427,23 +396,3 @@ class WorkerPool:
                 log.error("detection worker failed to start; retrying", worker=worker.index,
                           error=str(e))
                 self._closing.wait(1.0)
-
-
-def _merge_stats(into: dict[str, Any], one: Mapping[str, Any]) -> None:
-    for key, value in one.items():
-        if key == "rules":
-            for rid, entry in value.items():
-                mine = into["rules"].setdefault(rid, {"title": entry.get("title"),
-                                                      "matches": 0, "errors": 0})
-                mine["matches"] += entry.get("matches", 0)
-                mine["errors"] += entry.get("errors", 0)
-        elif key == "correlations":
-            for cid, entry in value.items():
-                mine = into["correlations"].setdefault(cid, {})
-                for k, v in entry.items():
-                    if isinstance(v, int | float) and not isinstance(v, bool):
-                        mine[k] = mine.get(k, 0) + v
-                    else:
-                        mine.setdefault(k, v)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            into[key] = into.get(key, 0) + value

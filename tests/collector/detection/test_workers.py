@@ -18,9 +18,9 @@ import pytest
 
 from collector.config import CollectorConfig, DetectionConfig
 from collector.detection import DetectionEngine, load_rules
+from collector.detection.worker_main import WorkerSettings
 from collector.detection.workers import (
     WorkerPool,
-    WorkerSettings,
     by_sender,
     default_workers,
     pool_for,
