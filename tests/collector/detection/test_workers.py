@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from agent.identity import Credentials, Identity
+from agent.shipper import Shipper, ShipperSettings
+from agent.spool import Spool
 from collector.config import CollectorConfig, DetectionConfig
 from collector.detection import DetectionEngine, load_rules
 from collector.detection.worker_main import WorkerSettings
@@ -28,7 +31,8 @@ from collector.detection.workers import (
 )
 from common.errors import ConfigError
 from common.yamlconf import from_dict
-from tests.harness import wait_for
+from sisguard.v1 import sisguard_pb2 as pb
+from tests.harness import Agent, Collector, port_open, wait_for
 
 RULES = Path(__file__).resolve().parents[3] / "rules"
 BASE = dt.datetime(2026, 11, 27, 1, 0, tzinfo=dt.UTC)
@@ -203,3 +207,48 @@ def test_detection_workers_config(tmp_path: Path) -> None:
     text = textwrap.dedent(json.dumps({"detection": {"workers": 3, "nope": 1}}))
     with pytest.raises(ConfigError, match="nope"):
         from_dict(CollectorConfig, json.loads(text), source="t.yml")
+
+
+def test_a_collector_with_two_detection_workers(tmp_path: Path) -> None:
+    """The real collector with ``detection.workers: 2``: a brute force sent over mutual
+    TLS by the agent's own shipper is alerted, the health file counts two workers, and
+    the workers end with the collector."""
+    config = tmp_path / "collector.yml"
+    config.write_text(f"rules:\n  paths: [{RULES}]\n  reload: false\n"
+                      "detection:\n  workers: 2\n")
+    collector = Collector(tmp_path / "collector", extra=["--config", str(config)])
+    try:
+        collector.start()
+    except AssertionError:   # the workers load their rules before the port opens
+        wait_for(lambda: port_open(collector.port), timeout=120, message="collector up")
+    assert collector.proc is not None and collector.proc.popen is not None
+    pid = collector.proc.popen.pid
+    agent = Agent(tmp_path / "agent", collector)
+    agent.enroll()
+    spool = Spool(agent.state_dir / "spool.db", agent_id=Identity.load(agent.state_dir).agent_id)
+    now = dt.datetime.now(dt.UTC)
+    spool.append([{**_ssh("failure", "203.0.113.77"), "host": {"hostname": "web7"},
+                   "@timestamp": _stamp(now - dt.timedelta(seconds=20 - i))}
+                  for i in range(7)])
+    shipper = Shipper(spool=spool, collectors=[collector.address],
+                      credentials=Credentials.load(agent.state_dir), hostname="web7",
+                      settings=ShipperSettings(), heartbeat=lambda: pb.Heartbeat())
+    shipper.start()
+    try:
+        wait_for(lambda: [a for a in collector.alerts()
+                          if a["rule"]["name"] == "SSH Brute Force From One Address"],
+                 timeout=60, message="the brute-force alert in the archive")
+        health = collector.data_dir / "health.json"
+        wait_for(lambda: health.exists() and (json.loads(health.read_text()).get("detection")
+                                              or {}).get("workers", {}).get("count") == 2,
+                 timeout=30, message="two workers in the health file")
+        workers = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                   for c in (task / "children").read_text().split()]
+        assert len(workers) == 2
+    finally:
+        shipper.stop()
+        shipper.join(5)
+        spool.close()
+        collector.proc.stop()
+    wait_for(lambda: not any(Path(f"/proc/{w}").exists() for w in workers), timeout=20,
+             message="the workers gone with the collector")
