@@ -2,7 +2,7 @@
 
 It reads the spool in sequence order and sends batches while fewer than ``window`` are
 unacked. An ack deletes its batch from the spool. When the stream breaks, it reconnects
-with exponential backoff (with jitter), failing over to the next configured collector,
+with exponential backoff (full jitter, capped), failing over to the next configured collector,
 and resends everything still in the spool: the collector makes resends harmless.
 """
 
@@ -65,6 +65,19 @@ class ShipperStats:
     last_ack_unix: float = 0.0   # time.time() of the last ack (0: none yet)
 
 
+def reconnect_delay(attempt: int, *, initial: float, cap: float,
+                    rng: random.Random | None = None) -> float:
+    """Seconds before the next connection attempt: "full jitter", uniform in
+    [0, min(cap, initial * 2**attempt)]. When a collector restarts, all its agents lose
+    their stream at once; a delay that only varied by +-20 % would bring them back
+    together, each window of the backoff spreads them over its whole length."""
+    window = min(cap, initial * 2.0 ** min(attempt, 64))
+    return (rng or _jitter).uniform(0.0, max(0.0, window))
+
+
+_jitter = random.Random()
+
+
 class Shipper(threading.Thread):
     def __init__(self, *, spool: Spool, collectors: list[str], credentials: Credentials,
                  hostname: str, settings: ShipperSettings,
@@ -98,7 +111,7 @@ class Shipper(threading.Thread):
         """Stick to one collector while it is up; when a connection attempt fails, fail
         over to the next one. Backoff grows while nothing answers, and starts again
         after a session that was welcomed."""
-        delay = self.settings.backoff_initial
+        attempt = 0   # connection attempts that failed in a row
         index = 0
         while not self._stopping.is_set():
             address = self.collectors[index % len(self.collectors)]
@@ -112,7 +125,7 @@ class Shipper(threading.Thread):
                     break
                 self.stats.last_error = f"{code}: {detail}"
                 log.warning("stream to collector failed", collector=address,
-                            code=str(code), error=detail, retry_in=round(delay, 2))
+                            code=str(code), error=detail, attempt=attempt)
                 if self.renewal is not None:
                     self.renewal.report_if_expired()
             except Exception as e:  # never let the shipper thread die
@@ -120,13 +133,14 @@ class Shipper(threading.Thread):
                 log.exception("shipper error", collector=address)
             self.stats.connected_to = ""
             if self._welcomed:
-                delay = self.settings.backoff_initial  # it was up: try it again first
+                attempt = 0  # it was up: try it again first
             else:
                 index += 1  # it did not answer: fail over to the next collector
-            if self._stopping.wait(delay * random.uniform(0.8, 1.2)):
+            if self._stopping.wait(reconnect_delay(attempt, initial=self.settings.backoff_initial,
+                                                   cap=self.settings.backoff_max)):
                 break
             if not self._welcomed:
-                delay = min(delay * 2, self.settings.backoff_max)
+                attempt += 1
 
     def _channel(self, address: str) -> grpc.Channel:
         creds = grpc.ssl_channel_credentials(

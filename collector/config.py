@@ -31,7 +31,7 @@ class LimitsConfig:
     max_batch_events: int = 1000          # a larger batch is refused; agents are told
     window: int = 4                       # batches an agent may have in flight
     events_per_second: float = 50_000.0   # per agent, across all its streams
-    max_streams: int = 512                # open streams, all agents together
+    max_streams: int = 2048               # open streams, all agents together (a thread each)
     max_streams_per_agent: int = 2        # one, plus one while a dead one times out
     connection_idle: Duration = Duration(300.0)      # no call on it: closed
     connection_age: Duration = Duration(3600.0)      # then GOAWAY, then the grace
@@ -104,6 +104,13 @@ class DetectionConfig:
     max_pattern_text: Size = Size(64 * 1024)         # characters a regex or wildcard sees
     clock_ahead: Duration = Duration(300.0)          # @timestamp trusted up to this ahead
     clock_behind: Duration = Duration(7 * 86400.0)   # and this far behind event.ingested
+    # detection processes (collector/detection/workers.py); 1: on the ingest threads;
+    # unset: the cores the collector may use, minus one, at least 1
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 1):
+            raise TypeError(f"workers must be at least 1, got {self.workers!r}")
 
 
 @dataclass(frozen=True)

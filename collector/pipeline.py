@@ -62,12 +62,17 @@ class Pipeline:
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.decode = Decode()
         self.detect = Detect(detector) if detector is not None else None
+        # a detector that takes the batch at once (detection workers) runs after the
+        # other stages of every event of the batch, not as one of them
+        self.batched = self.detect is not None and self.detect.batched
         self.stages: list[Stage] = [self.decode, Enrich(), *checks]
-        if self.detect is not None:
+        if self.detect is not None and not self.batched:
             self.stages.append(self.detect)
         self.detector = detector
         self.now = now
         self.counters = {s.name: StageCounters() for s in self.stages}
+        if self.detect is not None:
+            self.counters.setdefault(Detect.name, StageCounters())
         self._lock = threading.Lock()
 
     # what health and metrics read
@@ -92,6 +97,7 @@ class Pipeline:
         is asked first, in batch order: a reason refuses the event's sequence number)."""
         out = BatchOutcome()
         ingested = self.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        deferred: list[Event] = []   # for a batched detector, after the loop
         for env in envelopes:
             try:
                 refused = refuse(env.seq)
@@ -112,9 +118,28 @@ class Pipeline:
             doc = event.document
             out.records.append(Record(Kind.EVENT, doc["event"]["id"], doc,
                                       agent_id=agent.agent_id, seq=env.seq))
+            if self.batched and event.detect:
+                deferred.append(event)
             out.records.extend(Record(Kind.ALERT, str(a["event"]["id"]), a)
                                for a in event.alerts)
+        if deferred:
+            out.records.extend(self._detect_batch(deferred))
         return out
+
+    def _detect_batch(self, events: list[Event]) -> list[Record]:
+        """The batched detector over ``events``; a failure costs their alerts only."""
+        assert self.detect is not None
+        counters = self.counters[Detect.name]
+        try:
+            self.detect.process_many(events)
+        except Exception:
+            with self._lock:
+                counters.errors += len(events)
+            log.exception("detection failed", events=len(events))
+            return []
+        with self._lock:
+            counters.passed += len(events)
+        return [Record(Kind.ALERT, str(a["event"]["id"]), a) for e in events for a in e.alerts]
 
     def run(self, event: Event) -> Event | None:
         """The stages in order; raises Rejection (the reason) when one rejects it."""

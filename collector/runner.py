@@ -63,16 +63,21 @@ def build_detector(config: CollectorConfig) -> Any:
     result = load_rules(list(config.rules.paths), filters=list(config.rules.filters))
     for error in result.errors:
         log.error("rule not loaded", error=str(error))
-    engine = DetectionEngine(result, max_state_bytes=bounds.max_state_bytes,
-                             clock=EventClock(ahead=bounds.clock_ahead,
-                                              behind=bounds.clock_behind))
+    from collector.detection.workers import pool_for
+
+    engine: Any = pool_for(config, result)   # None: detection.workers is 1
+    if engine is None:
+        engine = DetectionEngine(result, max_state_bytes=bounds.max_state_bytes,
+                                 clock=EventClock(ahead=bounds.clock_ahead,
+                                                  behind=bounds.clock_behind))
     log.info("rules loaded", rules=len(result.rules), errors=len(result.errors))
     if config.rules.reload:
         def report(errors: list[Any]) -> None:
             for error in errors:
                 log.error("rule not reloaded; its previous version stays", error=str(error))
 
-        RuleWatcher(list(config.rules.paths), engine, interval=1.0, on_errors=report).start()
+        RuleWatcher(list(config.rules.paths), engine, interval=1.0,
+                    filters=list(config.rules.filters), on_errors=report).start()
     return engine
 
 
@@ -81,5 +86,10 @@ def run(args: argparse.Namespace) -> int:
     logs.configure(config.log_level)
     collector = Collector(config, detector=build_detector(config),
                           config_source=args.config or "outputs")
-    collector.run_forever()
+    try:
+        collector.run_forever()
+    finally:
+        close = getattr(collector.detector, "close", None)
+        if close is not None:
+            close()
     return 0

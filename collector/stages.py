@@ -84,6 +84,13 @@ class Detector(Protocol):
     def process(self, event: dict[str, Any]) -> list[dict[str, Any]]: ...
 
 
+class BatchDetector(Detector, Protocol):
+    """A detector that takes a batch at once (collector/detection/workers.py): the alerts
+    of each event, in order."""
+
+    def process_many(self, events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]: ...
+
+
 @dataclass
 class StageCounters:
     passed: int = 0
@@ -155,8 +162,21 @@ class Detect:
 
     def __init__(self, detector: Detector) -> None:
         self.detector = detector
+        many = getattr(detector, "process_many", None)
+        self.batched = callable(many)
         self.alerts = 0
         self._lock = threading.Lock()
+
+    def process_many(self, events: list[Event]) -> None:
+        """A batched detector (``BatchDetector``) over events that all want detection."""
+        detector: Any = self.detector
+        found: list[list[dict[str, Any]]] = detector.process_many([e.document for e in events])
+        if len(found) != len(events):
+            raise RuntimeError(f"detector answered {len(found)} of {len(events)} events")
+        for event, alerts in zip(events, found, strict=True):
+            event.alerts.extend(alerts)
+            with self._lock:
+                self.alerts += len(alerts)
 
     def process(self, event: Event) -> Event | None:
         if not event.detect:

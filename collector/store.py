@@ -138,15 +138,26 @@ class Store:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A transaction; ``durable=False`` for what a stream tells again (last seen,
+        heartbeat, the certificate in use): committed without waiting for the disk
+        (synchronous=NORMAL: a power cut may lose the last of them, never corrupts; the
+        next durable commit syncs them too). A heartbeat cost an fsync, ~5 ms holding
+        this lock: 1,000 agents reconnecting at once queued 3,000 of them."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
 
     # organizations
     def organizations(self) -> list[Organization]:
@@ -319,7 +330,7 @@ class Store:
     def set_certificate(self, agent_id: str, *, serial: str, expires: float) -> None:
         """The agent's latest certificate (seen on its stream, or just renewed): an older
         one still in use (before it expires) does not replace it."""
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute("UPDATE agents SET serial=?, cert_expires=? WHERE agent_id=?"
                        " AND (cert_expires IS NULL OR cert_expires <= ?)",
                        (serial, expires, agent_id, expires))
@@ -330,7 +341,7 @@ class Store:
 
     def seen(self, agent_id: str, *, address: str, version: str | None = None,
              heartbeat: dict[str, Any] | None = None) -> None:
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute("UPDATE agents SET last_seen=?, address=?, offline_since=NULL"
                        " WHERE agent_id=?", (time.time(), address, agent_id))
             if version:

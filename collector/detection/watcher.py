@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from collector.detection.correlation_rules import link_correlations
 from collector.detection.engine import DetectionEngine
@@ -20,6 +21,15 @@ from common.logs import get_logger
 log = get_logger("sisguard.collector.detection.watcher")
 
 Stamp = dict[str, tuple[int, int]]
+
+
+class Reloadable(Protocol):
+    """A DetectionEngine, or a pool of them in worker processes (workers.py)."""
+
+    @property
+    def result(self) -> LoadResult: ...
+
+    def replace(self, result: LoadResult) -> None: ...
 
 
 def _stamp(paths: Sequence[Path]) -> Stamp:
@@ -34,7 +44,7 @@ def _stamp(paths: Sequence[Path]) -> Stamp:
 
 
 class RuleWatcher:
-    def __init__(self, paths: Sequence[Path], engine: DetectionEngine, *,
+    def __init__(self, paths: Sequence[Path], engine: Reloadable | DetectionEngine, *,
                  interval: float = 1.0, filters: Sequence[Path] = (),
                  on_errors: Callable[[list[RuleLoadError]], None] | None = None) -> None:
         self.paths = list(paths)

@@ -76,3 +76,27 @@ def test_an_id_names_one_organization_by_one_name(tmp_path: Path) -> None:
         store.create_token(ttl=60, uses=1, organization="x", organization_id="Bad Id")
     store.create_token(ttl=60, uses=1, organization="Sở Y tế", organization_id="syt")
     assert len(store.tokens()) == 2
+
+
+def _sync(store: Store) -> int:
+    return int(store._db.execute("PRAGMA synchronous").fetchone()[0])
+
+
+def test_heartbeats_are_soft_writes_and_durable_ones_stay_full(tmp_path: Path) -> None:
+    """What a stream tells again is written without an fsync; the rest stays FULL."""
+    store = Store(tmp_path / "agents.db")
+    agent = store.add_agent(hostname="web1", organization="org", version="1", os="Linux",
+                            serial="ab")
+    assert _sync(store) == 2   # FULL
+    store.seen(agent, address="ipv4:127.0.0.1:5", heartbeat={"spool_events": 3})
+    store.set_certificate(agent, serial="ac", expires=2e9)
+    assert _sync(store) == 2   # back to FULL for enrollment, tokens, revocation
+    with pytest.raises(RuntimeError), store._tx(durable=False):
+        raise RuntimeError("a failing soft write")
+    assert _sync(store) == 2
+    store.close()
+    again = Store(tmp_path / "agents.db")
+    record = again.agent(agent)
+    assert record is not None and record.heartbeat == {"spool_events": 3}
+    assert record.serial == "ac" and record.address == "ipv4:127.0.0.1:5"
+    again.close()
