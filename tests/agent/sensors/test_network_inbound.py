@@ -1,0 +1,118 @@
+"""Accepted connections: which sockets count, once each, the rate limit, the fallback."""
+
+from __future__ import annotations
+
+import errno
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from agent.sensors.base import SensorContext, SensorHealth
+from agent.sensors.network import NetworkConfig, NetworkSensor
+from agent.sensors.network_inbound import InboundTracker, RateLimit
+from agent.sensors.sock_diag import TCP_ESTABLISHED, TCP_LISTEN, Dump, SockDiagError, Socket
+
+LISTEN = Socket("tcp", "ipv4", "0.0.0.0", 22, "0.0.0.0", 0, TCP_LISTEN, 0, 10)
+
+
+def conn(remote: str, rport: int, inode: int, *, lport: int = 22,
+         local: str = "10.0.0.1") -> Socket:
+    return Socket("tcp", "ipv4", local, lport, remote, rport, TCP_ESTABLISHED, 0, inode)
+
+
+def test_only_new_remote_connections_to_a_listener_count() -> None:
+    tracker = InboundTracker()
+    first = tracker.new([LISTEN, conn("203.0.113.5", 4000, 100),
+                         conn("127.0.0.1", 4001, 101, local="127.0.0.1"),  # loopback
+                         conn("203.0.113.5", 4002, 0),                     # not accepted yet
+                         conn("203.0.113.5", 80, 102, lport=40000)])       # outbound
+    assert [(s.inode, listener.inode) for s, listener in first] == [(100, 10)]
+    # the same connection again is not new; a new inode from the same client is
+    again = tracker.new([LISTEN, conn("203.0.113.5", 4000, 100),
+                         conn("203.0.113.5", 4003, 103)])
+    assert [s.inode for s, _ in again] == [103]
+    v6 = Socket("tcp", "ipv6", "::", 443, "::", 0, TCP_LISTEN, 0, 11)
+    mapped = Socket("tcp", "ipv6", "10.0.0.1", 443, "198.51.100.7", 5000,
+                    TCP_ESTABLISHED, 0, 104)
+    assert [s.inode for s, _ in tracker.new([v6, mapped])] == [104]
+    assert [s.inode for s, _ in InboundTracker(include_loopback=True).new(
+        [LISTEN, conn("127.0.0.1", 4001, 101, local="127.0.0.1")])] == [101]
+
+
+def test_rate_limit_counts_what_it_suppresses() -> None:
+    now = [0.0]
+    limit = RateLimit(burst=2, window=60, max_keys=2, clock=lambda: now[0])
+    key = ("203.0.113.5", 22)
+    assert [limit.allow(key) for _ in range(5)] == [(True, 0), (True, 0), (False, 0),
+                                                    (False, 0), (False, 0)]
+    assert limit.allow(("198.51.100.1", 22)) == (True, 0)   # another key: its own budget
+    now[0] = 61.0
+    assert limit.allow(key) == (True, 3)      # a new window says how many were held back
+    assert limit.allow(key) == (True, 0)
+    limit.allow(key)
+    limit.allow(("a", 1))
+    limit.allow(("b", 1))                     # evicts key (LRU of 2) with 1 suppressed
+    assert limit.evicted_suppressed == 1 and limit.suppressed_total == 4
+
+
+def context(docs: list[dict[str, Any]], errors: list[str]) -> SensorContext:
+    return SensorContext(emit=docs.append, health=SensorHealth("network"),
+                         state_dir=Path(tempfile.mkdtemp()),
+                         report_error=lambda m, f: errors.append(m))
+
+
+def test_sensor_reports_accepted_connections_rate_limited() -> None:
+    docs: list[dict[str, Any]] = []
+    current = [LISTEN]
+    now = [0.0]
+    sensor = NetworkSensor(NetworkConfig(inbound_burst=2, inbound_window=60.0),
+                           context(docs, []), sockets=lambda: current, clock=lambda: now[0])
+    sensor.poll_once()
+    docs.clear()
+    for i in range(6):   # six connections from one client to port 22, one a poll
+        current[:] = [LISTEN, conn("203.0.113.5", 5000 + i, 200 + i)]
+        sensor.poll_once()
+    now[0] = 100.0
+    current[:] = [LISTEN, conn("203.0.113.5", 6000, 300)]
+    sensor.poll_once()
+    assert [d["event"]["action"] for d in docs] == ["connection_accepted"] * 3
+    first = docs[0]
+    assert first["network"] == {"transport": "tcp", "type": "ipv4", "direction": "ingress"}
+    assert first["source"] == {"ip": "203.0.113.5", "port": 5000}
+    assert first["destination"] == {"ip": "10.0.0.1", "port": 22}
+    assert [d.get("sisguard", {}).get("network", {}).get("suppressed") for d in docs] == [
+        None, None, 4]
+
+
+class Refused:
+    def dump(self, *, udp: bool = True) -> Dump:
+        raise SockDiagError(errno.EPERM, "sock_diag netlink socket: Operation not permitted")
+
+
+def test_refused_sock_diag_falls_back_to_proc_net() -> None:
+    docs: list[dict[str, Any]] = []
+    errors: list[str] = []
+    ctx = context(docs, errors)
+    sensor = NetworkSensor(NetworkConfig(), ctx, sock_diag=Refused())  # type: ignore[arg-type]
+    assert ctx.health.mode == "sock_diag"
+    sensor.poll_once()
+    assert ctx.health.mode == "procfs-poll"
+    assert "Operation not permitted" in ctx.health.details["fallback"]
+    assert int(ctx.health.details["sockets"]) > 0   # the test's own pytest has sockets
+
+
+class Flooded:
+    def dump(self, *, udp: bool = True) -> Dump:
+        return Dump([conn("203.0.113.5", 1000 + i, 500 + i) for i in range(3)],
+                    truncated=True)
+
+
+def test_a_cut_table_is_said_once() -> None:
+    errors: list[str] = []
+    ctx = context([], errors)
+    sensor = NetworkSensor(NetworkConfig(max_sockets=3), ctx,
+                           sock_diag=Flooded())  # type: ignore[arg-type]
+    sensor.poll_once()
+    sensor.poll_once()
+    assert len(errors) == 1 and "max_sockets (3)" in errors[0]
+    assert ctx.health.details["sockets"] == "3 (cut)"
