@@ -11,6 +11,7 @@ from agent.sensors.base import SensorContext, SensorHealth
 from agent.sensors.network import NetworkConfig, NetworkSensor
 from agent.sensors.network_inbound import InboundTracker, RateLimit
 from agent.sensors.sock_diag import TCP_ESTABLISHED, TCP_LISTEN, Dump, SockDiagError, Socket
+from common.yamlconf import Duration
 
 LISTEN = Socket("tcp", "ipv4", "0.0.0.0", 22, "0.0.0.0", 0, TCP_LISTEN, 0, 10)
 
@@ -65,7 +66,7 @@ def test_sensor_reports_accepted_connections_rate_limited() -> None:
     docs: list[dict[str, Any]] = []
     current = [LISTEN]
     now = [0.0]
-    sensor = NetworkSensor(NetworkConfig(inbound_burst=2, inbound_window=60.0),
+    sensor = NetworkSensor(NetworkConfig(inbound_burst=2, inbound_window=Duration(60.0)),
                            context(docs, []), sockets=lambda: current, clock=lambda: now[0])
     sensor.poll_once()
     docs.clear()

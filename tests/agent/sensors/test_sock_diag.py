@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -136,7 +136,7 @@ def _with_seq(body: bytes, kind: int = SOCK_DIAG_BY_FAMILY) -> bytes:
 def test_a_flood_is_cut_at_max_sockets_and_said() -> None:
     flood = b"".join(_with_seq(diag_msg(inode=i)) for i in range(400))
     fake = FakeNetlink([flood] * 100 + [_with_seq(struct.pack("=i", 0), NLMSG_DONE)])
-    diag = SockDiag(max_sockets=1000, socket_factory=lambda *a: fake)
+    diag = SockDiag(max_sockets=1000, socket_factory=lambda *a: cast(socket.socket, fake))
     dump = diag.dump()
     assert len(dump.sockets) == 1000 and dump.truncated
     assert len(fake.sent) == 1 and fake.closed   # stopped in the first dump, socket closed
@@ -144,7 +144,8 @@ def test_a_flood_is_cut_at_max_sockets_and_said() -> None:
 
 def test_a_dump_without_end_is_bounded_by_datagrams() -> None:
     fake = FakeNetlink([_with_seq(diag_msg())] * 50)
-    dump = SockDiag(max_datagrams=10, socket_factory=lambda *a: fake).dump(udp=False)
+    diag = SockDiag(max_datagrams=10, socket_factory=lambda *a: cast(socket.socket, fake))
+    dump = diag.dump(udp=False)
     assert len(dump.sockets) == 20 and dump.incomplete == 2 and not dump.truncated
 
 
@@ -157,7 +158,7 @@ def test_refusals_raise_sock_diag_error() -> None:
     fake = FakeNetlink([_with_seq(struct.pack("=i", -errno.EACCES) + b"\0" * 16,
                                   NLMSG_ERROR)])
     with pytest.raises(SockDiagError):
-        SockDiag(socket_factory=lambda *a: fake).dump()
+        SockDiag(socket_factory=lambda *a: cast(socket.socket, fake)).dump()
 
 
 def test_the_kernel_agrees_with_proc_net() -> None:
