@@ -29,6 +29,7 @@ from agent.sensors.weblog import WebLogSensor, discovered_paths
 from agent.shipper import Shipper, ShipperSettings
 from agent.spool import Spool
 from agent.status import STATUS_EVERY, StatusWriter, iso, read_status
+from agent.timer import Timer
 from agent.webroots import Discovery, Poller, discover, log_discovery
 from common.logs import get_logger
 from common.process import serve_until_signalled
@@ -63,6 +64,8 @@ class Agent:
         self._settled = 0
         self._settle = threading.Condition()
         self.health: dict[str, SensorHealth] = {}
+        # one thread for every periodic job: sensor polls, the config re-read, the status
+        self.timer = Timer(name="agent-timer")
         self.sensors: list[Sensor] = []
         self.web: Discovery | None = None   # what the web server configs name
         self._web_poller: Poller | None = None
@@ -76,7 +79,7 @@ class Agent:
                     self._fim_config, (r.path for r in self.web.roots))}
             self._web_poller = Poller(config.web_server_configs,
                                       float(config.web_roots_poll), self.web,
-                                      self._web_changed)
+                                      self._web_changed, timer=self.timer)
         self._contexts: dict[str, SensorContext] = {}
         self._sensors_lock = threading.Lock()   # the FIM restart on new web roots
         self._closing = False
@@ -87,7 +90,7 @@ class Agent:
             context = SensorContext(emit=self._emit, health=health,
                                     state_dir=self.state_dir / "sensors" / name,
                                     report_error=self._report_error(name),
-                                    sync=self.sync)
+                                    sync=self.sync, timer=self.timer)
             context.state_dir.mkdir(parents=True, exist_ok=True)
             self._contexts[name] = context
             self.sensors.append(cls(sensor_configs[name], context))
@@ -111,7 +114,8 @@ class Agent:
         self._writer = threading.Thread(target=self._write_loop, name="spool-writer",
                                         daemon=True)
         self.status = StatusWriter(self.state_dir, self.status_report,
-                                   period=min(STATUS_EVERY, config.heartbeat_interval))
+                                   period=min(STATUS_EVERY, config.heartbeat_interval),
+                                   timer=self.timer)
 
     def _web_changed(self, found: Discovery) -> None:
         """The web server configs changed: FIM restarts on the new set of roots (its
@@ -343,6 +347,8 @@ class Agent:
             sensor.stop()
         for sensor in self.sensors:
             sensor.join(timeout=left(2.5))
+        self.timer.stop()
+        self.timer.join(timeout=left(0.5))
         stopped = new_event("sisguard.agent", category=["host"], type=["end"],
                             action="agent_stopped")
         stopped["message"] = "sisguard agent stopped"

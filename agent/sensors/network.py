@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -52,6 +51,7 @@ from agent.sensors.sock_diag import (
     SockDiagError,
     Socket,
 )
+from agent.timer import Job
 from common.logs import get_logger
 from common.text import is_valid_text, os_text
 from common.yamlconf import Duration
@@ -136,7 +136,7 @@ class NetworkSensor(Sensor):
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._first_run = True
         self._dirty_since: float | None = None
-        self._thread = threading.Thread(target=self._loop, name="network-poll", daemon=True)
+        self._job: Job | None = None
         context.health.mode = "sock_diag" if self._diag is not None else "procfs-poll"
         self._load()
 
@@ -157,26 +157,33 @@ class NetworkSensor(Sensor):
         self._dirty_since = None
 
     def start(self) -> None:
-        self._thread.start()
+        """The poll runs on the agent's timer thread (agent/timer.py), now and every
+        ``poll_interval``."""
+        self._job = self.context.timer.every(float(self.config.poll_interval), self._tick,
+                                             name="network")
+
+    def stop(self) -> None:
+        super().stop()
+        if self._job is not None:
+            self._job.cancel(timeout=0)
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                self.poll_once()
-            except PermissionError as e:
-                self.context.report_error(f"cannot read sockets: {e}", {})
-            except Exception as e:  # a daemon never dies on one bad poll
-                self.context.health.count_error(f"{type(e).__name__}: {e}")
-                log.exception("network poll failed")
-            if self._stop.wait(self.config.poll_interval):
-                break
+        job, self._job = self._job, None
+        if job is None or not job.cancel(timeout):
+            return   # not started, joined already, or a poll still running: no save
         try:
             self._save()
         except OSError as e:
             self.context.report_error(f"cannot save network state: {e}", {})
+
+    def _tick(self) -> None:
+        try:
+            self.poll_once()
+        except PermissionError as e:
+            self.context.report_error(f"cannot read sockets: {e}", {})
+        except Exception as e:  # a daemon never dies on one bad poll
+            self.context.health.count_error(f"{type(e).__name__}: {e}")
+            log.exception("network poll failed")
 
     def _read(self) -> list[Socket]:
         """One socket table: from the callable given, sock_diag, or /proc/net."""
