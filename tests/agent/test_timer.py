@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -22,9 +22,11 @@ def timer() -> Iterator[Timer]:
 
 def test_jobs_run_in_due_order_on_one_thread(timer: Timer) -> None:
     ran: list[tuple[str, str]] = []
+    def job(name: str) -> Callable[[], None]:
+        return lambda: ran.append((name, threading.current_thread().name))
+
     for name, first in (("c", 0.30), ("a", 0.0), ("b", 0.15)):
-        timer.every(60, lambda n=name: ran.append((n, threading.current_thread().name)),
-                    name=name, first=first)
+        timer.every(60, job(name), name=name, first=first)
     wait_for(lambda: len(ran) == 3, timeout=10)
     assert ran == [("a", "test-timer"), ("b", "test-timer"), ("c", "test-timer")]
 
