@@ -131,6 +131,8 @@ class NetworkSensor(Sensor):
         self._limit = RateLimit(burst=max(1, config.inbound_burst),
                                 window=max(0.001, float(config.inbound_window)), clock=clock)
         self._truncated = False
+        self._unchanged = False   # the last read was the table of the read before
+        self._settled = False     # the poll before it went to its end (nothing pending)
         self._state_path = context.state_dir / "network.json"
         self._listeners: dict[str, dict[str, Any]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -187,6 +189,7 @@ class NetworkSensor(Sensor):
 
     def _read(self) -> list[Socket]:
         """One socket table: from the callable given, sock_diag, or /proc/net."""
+        self._unchanged = False
         if self._given is not None:
             return list(self._given())
         dump: Dump | None = None
@@ -209,12 +212,17 @@ class NetworkSensor(Sensor):
                 "past it are not seen this poll",
                 {"reason": "socket_table_cut", "max_sockets": self.config.max_sockets})
         self._truncated = dump.truncated
+        self._unchanged = dump.unchanged
         self.context.health.details["sockets"] = (
             f"{len(dump.sockets)}{' (cut)' if dump.truncated else ''}")
         return dump.sockets
 
     def poll_once(self) -> None:
         sockets = self._read()
+        if self._unchanged and self._settled:   # nothing opened, closed or new
+            self._save_if_due()
+            return
+        self._settled = False
         listeners = {(_listener_key(s)): s for s in sockets
                      if self.config.listeners and _is_listener(s)}
         listen_ports = {(s.transport, s.local_port) for s in sockets if _is_listener(s)}
@@ -259,10 +267,15 @@ class NetworkSensor(Sensor):
                     owner = {**(saved.get("owner") or {}), "uid": s.uid}
                 self._emit_accepted(s, owner, suppressed)
         self._first_run = False
+        self._inbound.commit()
+        self._settled = True
         if opened or closed:
             self._save()
         elif new_out and self._dirty_since is None:
             self._dirty_since = self._clock()
+        self._save_if_due()
+
+    def _save_if_due(self) -> None:
         if self._dirty_since is not None and self._clock() - self._dirty_since > 60:
             self._save()
 

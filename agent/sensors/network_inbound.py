@@ -83,9 +83,16 @@ class InboundTracker:
     def __init__(self, *, include_loopback: bool = False) -> None:
         self.include_loopback = include_loopback
         self._known: set[int] = set()
+        self._current: set[int] = set()
+
+    def commit(self) -> None:
+        """The connections ``new`` returned were reported: the next poll compares with
+        them (a poll that failed before this reports them again)."""
+        self._known = self._current
 
     def new(self, sockets: Iterable[Socket]) -> list[tuple[Socket, Socket]]:
-        """(connection, its listener) for each accepted connection not seen before."""
+        """(connection, its listener) for each accepted connection not seen before
+        (before the last ``commit``)."""
         sockets = list(sockets)
         listeners = {(s.local_ip, s.local_port): s for s in sockets
                      if s.transport == "tcp" and s.state == TCP_LISTEN}
@@ -106,5 +113,5 @@ class InboundTracker:
             current.add(s.inode)
             if s.inode not in self._known:
                 found.append((s, listener))
-        self._known = current
+        self._current = current
         return found

@@ -102,11 +102,18 @@ class Reply:
     done: bool = False
     error: int = 0       # a positive errno from NLMSG_ERROR
     malformed: int = 0   # messages whose header or body could not be read
+    decoded: int = 0     # sockets not known from the last dump
 
 
-def parse_reply(data: bytes, transport: str, seq: int, *, limit: int) -> Reply:
+def parse_reply(data: bytes, transport: str, seq: int, *, limit: int,
+                known: dict[bytes, Socket] | None = None,
+                seen: dict[bytes, Socket] | None = None) -> Reply:
     """Decode one datagram of a dump. Reads at most ``limit`` sockets; a message header
-    whose length is impossible ends the datagram (the rest cannot be framed)."""
+    whose length is impossible ends the datagram (the rest cannot be framed).
+
+    ``known`` holds the sockets of the last dump by their identity (family, state,
+    addresses, ports, inode): one found there is reused, not decoded again (an idle poll
+    of a busy server decodes nothing); every socket of this one is put in ``seen``."""
     reply = Reply([])
     offset = 0
     while offset + NLMSGHDR.size <= len(data) and len(reply.sockets) < limit:
@@ -128,11 +135,17 @@ def parse_reply(data: bytes, transport: str, seq: int, *, limit: int) -> Reply:
         if kind != SOCK_DIAG_BY_FAMILY:
             reply.malformed += 1
             continue
-        found = parse_diag_msg(body, transport)
+        key = body[:2] + body[4:52] + body[64:72] if len(body) >= MSG_SIZE else b""
+        found = known.get(key) if known is not None else None
+        if found is None:
+            found = parse_diag_msg(body, transport)
+            reply.decoded += 1
         if found is None:
             reply.malformed += 1
         else:
             reply.sockets.append(found)
+            if seen is not None:
+                seen[key] = found
     return reply
 
 
@@ -144,6 +157,7 @@ class Dump:
     truncated: bool = False   # max_sockets reached: some sockets were not read
     malformed: int = 0
     incomplete: int = 0       # dumps that ended on the datagram or time bound
+    unchanged: bool = False   # exactly the sockets of the last dump (same states)
 
 
 class SockDiag:
@@ -159,6 +173,7 @@ class SockDiag:
         self.recv_size = recv_size
         self._factory = socket_factory
         self._seq = 0
+        self._known: dict[bytes, Socket] = {}   # the last dump's sockets (<= max_sockets)
 
     def _open(self) -> socket.socket:
         family = getattr(socket, "AF_NETLINK", None)
@@ -177,19 +192,27 @@ class SockDiag:
         wanted: Iterable[tuple[int, int]] = (d for d in DUMPS
                                              if udp or d[1] == socket.IPPROTO_TCP)
         result = Dump([])
+        seen: dict[bytes, Socket] = {}
+        decoded = 0
         sock = self._open()
         try:
             for family, protocol in wanted:
                 if len(result.sockets) >= self.max_sockets:
                     result.truncated = True
                     break
-                self._dump_one(sock, family, protocol, result)
+                decoded += self._dump_one(sock, family, protocol, result, seen)
         finally:
             sock.close()
+        result.unchanged = (decoded == 0 and len(seen) == len(self._known)
+                            and not result.truncated and not result.incomplete)
+        self._known = seen
         return result
 
     def _dump_one(self, sock: socket.socket, family: int, protocol: int,
-                  result: Dump) -> None:
+                  result: Dump, seen: dict[bytes, Socket]) -> int:
+        """One (family, protocol) dump into ``result``; returns how many sockets had to
+        be decoded (not known from the last dump)."""
+        decoded = 0
         transport = "tcp" if protocol == socket.IPPROTO_TCP else "udp"
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         seq = self._seq
@@ -204,7 +227,7 @@ class SockDiag:
             left = self.max_sockets - len(result.sockets)
             if left <= 0:
                 result.truncated = True
-                return
+                return decoded
             if time.monotonic() > deadline:
                 break
             try:
@@ -214,16 +237,19 @@ class SockDiag:
             except OSError as e:
                 raise SockDiagError(e.errno or errno.EIO,
                                     f"sock_diag reply: {e.strerror or e}") from e
-            reply = parse_reply(data, transport, seq, limit=left)
+            reply = parse_reply(data, transport, seq, limit=left, known=self._known,
+                                seen=seen)
             result.sockets.extend(reply.sockets)
             result.malformed += reply.malformed
+            decoded += reply.decoded
             if reply.error:
                 if reply.error == errno.ENOENT and family == socket.AF_INET6:
-                    return   # no IPv6 on this host: nothing to list
+                    return decoded   # no IPv6 on this host: nothing to list
                 if reply.error == errno.ENOENT and transport == "udp":
-                    return   # udp_diag not loaded: TCP still works
+                    return decoded   # udp_diag not loaded: TCP still works
                 raise SockDiagError(reply.error, f"sock_diag {transport} dump refused: "
                                     f"{errno.errorcode.get(reply.error, reply.error)}")
             if reply.done:
-                return
+                return decoded
         result.incomplete += 1
+        return decoded

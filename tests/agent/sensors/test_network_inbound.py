@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import tempfile
 from pathlib import Path
@@ -28,10 +29,15 @@ def test_only_new_remote_connections_to_a_listener_count() -> None:
                          conn("203.0.113.5", 4002, 0),                     # not accepted yet
                          conn("203.0.113.5", 80, 102, lport=40000)])       # outbound
     assert [(s.inode, listener.inode) for s, listener in first] == [(100, 10)]
+    tracker.commit()
     # the same connection again is not new; a new inode from the same client is
     again = tracker.new([LISTEN, conn("203.0.113.5", 4000, 100),
                          conn("203.0.113.5", 4003, 103)])
     assert [s.inode for s, _ in again] == [103]
+    # not committed (the poll failed): the next poll reports it again
+    assert [s.inode for s, _ in tracker.new([LISTEN, conn("203.0.113.5", 4003, 103)])] == [
+        103]
+    tracker.commit()
     v6 = Socket("tcp", "ipv6", "::", 443, "::", 0, TCP_LISTEN, 0, 11)
     mapped = Socket("tcp", "ipv6", "10.0.0.1", 443, "198.51.100.7", 5000,
                     TCP_ESTABLISHED, 0, 104)
@@ -117,3 +123,31 @@ def test_a_cut_table_is_said_once() -> None:
     sensor.poll_once()
     assert len(errors) == 1 and "max_sockets (3)" in errors[0]
     assert ctx.health.details["sockets"] == "3 (cut)"
+
+
+class Same:
+    """The same table each poll, said unchanged after the first (as SockDiag does)."""
+
+    def __init__(self, sockets: list[Socket]) -> None:
+        self.sockets, self.calls = sockets, 0
+
+    def dump(self, *, udp: bool = True) -> Dump:
+        self.calls += 1
+        return Dump(list(self.sockets), unchanged=self.calls > 1)
+
+
+def test_an_unchanged_table_skips_the_poll_but_not_after_a_failed_one() -> None:
+    docs: list[dict[str, Any]] = []
+    same = Same([LISTEN, conn("203.0.113.5", 4000, 100)])
+    sensor = NetworkSensor(NetworkConfig(), context(docs, []),
+                           sock_diag=same)  # type: ignore[arg-type]
+    real_find = sensor.procfs.pids
+    sensor.procfs.pids = lambda: (_ for _ in ()).throw(OSError("boom"))  # type: ignore
+    with contextlib.suppress(OSError):
+        sensor.poll_once()
+    assert docs == []
+    sensor.procfs.pids = real_find  # type: ignore[method-assign]
+    sensor.poll_once()              # unchanged, but the poll before did not finish
+    assert [d["event"]["action"] for d in docs] == ["listen_opened", "connection_accepted"]
+    sensor.poll_once()
+    assert len(docs) == 2

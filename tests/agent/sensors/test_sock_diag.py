@@ -182,3 +182,23 @@ def test_the_kernel_agrees_with_proc_net() -> None:
                          s.inode) for s in dump.sockets if port in (s.local_port,
                                                                      s.remote_port)}
                 assert len(mine) == 3 and mine <= proc
+
+
+def test_known_sockets_are_reused_and_an_unchanged_table_is_said() -> None:
+    table = [_with_seq(diag_msg(inode=1)) + _with_seq(diag_msg(inode=2)),
+             _with_seq(struct.pack("=i", 0), NLMSG_DONE)]
+    fake = FakeNetlink(table)
+    diag = SockDiag(socket_factory=lambda *a: cast(socket.socket, fake))
+    first = diag.dump(udp=False)
+    assert not first.unchanged and [s.inode for s in first.sockets] == [1, 2, 1, 2]
+    second = diag.dump(udp=False)
+    assert second.unchanged
+    assert second.sockets == first.sockets
+    assert second.sockets[0] is second.sockets[2]   # taken from the last dump, not decoded
+    fake.replies = [_with_seq(diag_msg(inode=1)), table[1]]     # socket 2 went away
+    third = diag.dump(udp=False)
+    assert not third.unchanged and [s.inode for s in third.sockets] == [1, 1]
+    # a changed state is another socket: decoded, not taken from the last dump
+    fake.replies = [_with_seq(diag_msg(inode=1, state=TCP_ESTABLISHED)), table[1]]
+    fourth = diag.dump(udp=False)
+    assert not fourth.unchanged and fourth.sockets[0].state == TCP_ESTABLISHED
