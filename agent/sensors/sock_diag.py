@@ -105,9 +105,14 @@ class Reply:
     decoded: int = 0     # sockets not known from the last dump
 
 
+# one message as it comes: nlmsghdr, then what identifies the socket (the queue sizes,
+# timers and retransmits change from dump to dump and are skipped)
+_IDENTITY = struct.Struct("=IHHII2s2x48s12x4x4s")
+
+
 def parse_reply(data: bytes, transport: str, seq: int, *, limit: int,
-                known: dict[bytes, Socket] | None = None,
-                seen: dict[bytes, Socket] | None = None) -> Reply:
+                known: dict[tuple[bytes, bytes, bytes], Socket] | None = None,
+                seen: dict[tuple[bytes, bytes, bytes], Socket] | None = None) -> Reply:
     """Decode one datagram of a dump. Reads at most ``limit`` sockets; a message header
     whose length is impossible ends the datagram (the rest cannot be framed).
 
@@ -115,16 +120,35 @@ def parse_reply(data: bytes, transport: str, seq: int, *, limit: int,
     addresses, ports, inode): one found there is reused, not decoded again (an idle poll
     of a busy server decodes nothing); every socket of this one is put in ``seen``."""
     reply = Reply([])
+    sockets = reply.sockets
+    size = len(data)
     offset = 0
-    while offset + NLMSGHDR.size <= len(data) and len(reply.sockets) < limit:
+    while offset + NLMSGHDR.size <= size and len(sockets) < limit:
         length, kind, _flags, mseq, _pid = NLMSGHDR.unpack_from(data, offset)
-        if length < NLMSGHDR.size or offset + length > len(data):
+        if length < NLMSGHDR.size or offset + length > size:
             reply.malformed += 1
             break
-        body = data[offset + NLMSGHDR.size:offset + length]
+        start = offset
         offset += (length + 3) & ~3
         if mseq != seq:          # a stale answer to an earlier request: not ours
             continue
+        if kind == SOCK_DIAG_BY_FAMILY:
+            if length < _IDENTITY.size:
+                reply.malformed += 1
+                continue
+            key = _IDENTITY.unpack_from(data, start)[5:]
+            found = known.get(key) if known is not None else None
+            if found is None:
+                found = parse_diag_msg(data[start + NLMSGHDR.size:start + length], transport)
+                reply.decoded += 1
+                if found is None:
+                    reply.malformed += 1
+                    continue
+            sockets.append(found)
+            if seen is not None:
+                seen[key] = found
+            continue
+        body = data[start + NLMSGHDR.size:start + length]
         if kind == NLMSG_DONE:
             reply.done = True
             break
@@ -132,20 +156,7 @@ def parse_reply(data: bytes, transport: str, seq: int, *, limit: int,
             (code,) = struct.unpack_from("=i", body, 0) if len(body) >= 4 else (-errno.EIO,)
             reply.done, reply.error = True, -code if code < 0 else code
             break
-        if kind != SOCK_DIAG_BY_FAMILY:
-            reply.malformed += 1
-            continue
-        key = body[:2] + body[4:52] + body[64:72] if len(body) >= MSG_SIZE else b""
-        found = known.get(key) if known is not None else None
-        if found is None:
-            found = parse_diag_msg(body, transport)
-            reply.decoded += 1
-        if found is None:
-            reply.malformed += 1
-        else:
-            reply.sockets.append(found)
-            if seen is not None:
-                seen[key] = found
+        reply.malformed += 1
     return reply
 
 
@@ -173,7 +184,8 @@ class SockDiag:
         self.recv_size = recv_size
         self._factory = socket_factory
         self._seq = 0
-        self._known: dict[bytes, Socket] = {}   # the last dump's sockets (<= max_sockets)
+        # the last dump's sockets by identity (at most max_sockets)
+        self._known: dict[tuple[bytes, bytes, bytes], Socket] = {}
 
     def _open(self) -> socket.socket:
         family = getattr(socket, "AF_NETLINK", None)
@@ -192,7 +204,7 @@ class SockDiag:
         wanted: Iterable[tuple[int, int]] = (d for d in DUMPS
                                              if udp or d[1] == socket.IPPROTO_TCP)
         result = Dump([])
-        seen: dict[bytes, Socket] = {}
+        seen: dict[tuple[bytes, bytes, bytes], Socket] = {}
         decoded = 0
         sock = self._open()
         try:
@@ -209,7 +221,7 @@ class SockDiag:
         return result
 
     def _dump_one(self, sock: socket.socket, family: int, protocol: int,
-                  result: Dump, seen: dict[bytes, Socket]) -> int:
+                  result: Dump, seen: dict[tuple[bytes, bytes, bytes], Socket]) -> int:
         """One (family, protocol) dump into ``result``; returns how many sockets had to
         be decoded (not known from the last dump)."""
         decoded = 0
