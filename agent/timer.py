@@ -4,12 +4,14 @@ An idle agent is threads waiting with timeouts; each wakeup costs CPU (tens of
 microseconds in CPython: the GIL, the condition's lock, the scheduler) and, more than
 its CPU, keeps the core from sleeping. The polling sensors (network, inventory), the
 web-server config re-read and the status file therefore share one thread that sleeps
-until the next job is due: jobs due within ``slack`` seconds of each other run on the
-same wakeup, and with nothing due the thread waits with no timeout at all.
+until the next job is due. After its first run a job falls due on multiples of its
+interval on the monotonic clock, so that jobs with intervals that divide each other run
+on the same wakeup (so do jobs due within ``slack`` seconds of each other); with nothing
+due the thread waits with no timeout at all.
 
 Jobs run one after the other on that thread: a job must be short (a poll, a file
-write). A job that overruns is not run twice to catch up: its next run is one interval
-after the end of the late one. A job's exception is logged and counted on the job; the
+write). A job that overruns is not run twice to catch up: it skips the runs it
+missed. A job's exception is logged and counted on the job; the
 timer and the other jobs carry on. ``Job.cancel`` waits for a run under way to end, so
 a sensor's ``join`` knows its job will not touch its state again.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -100,6 +103,15 @@ class Timer:
         with self._cond:
             return [job for _, _, job in self._heap if not job.cancelled]
 
+    def _next_due(self, job: Job) -> float:
+        """The next multiple of the job's interval on the clock (after now): jobs whose
+        intervals divide each other (0.5 s, 1 s, 2 s, 30 s) then fall due together and
+        share one wakeup, whatever their phase at start. An overrunning job skips the
+        runs it missed rather than catching up in a burst."""
+        now = self._clock()
+        due = (math.floor(now / job.interval) + 1) * job.interval
+        return due if due - now > self.slack else due + job.interval
+
     def _due(self) -> list[Job]:
         """Wait until some job is due; pop every job due within the slack."""
         while not self._stopping:
@@ -143,9 +155,6 @@ class Timer:
                     with self._cond:
                         job.running = False
                         if not job.cancelled and not self._stopping:
-                            now = self._clock()
-                            job.due += job.interval
-                            if job.due <= now:   # overran: no catch-up burst
-                                job.due = now + job.interval
+                            job.due = self._next_due(job)
                             heapq.heappush(self._heap, (job.due, next(self._seq), job))
                         self._cond.notify_all()
