@@ -56,6 +56,26 @@ def switches(pid: int) -> dict[str, int]:
     return counts
 
 
+def thread_names(pid: int, py_spy: str | None) -> dict[str, str]:
+    """Thread id -> the Python thread's name, from ``py-spy dump`` when it is installed
+    (CPython 3.11 does not give its threads an OS name: they are all ``python``)."""
+    if not py_spy:
+        return {}
+    try:
+        out = subprocess.run([py_spy, "dump", "--pid", str(pid)], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    names = {}
+    for line in out.splitlines():
+        if line.startswith("Thread "):
+            parts = line.split()
+            tid = parts[1]
+            names[str(int(tid, 16) if tid.startswith("0x") else tid)] = line.split('"')[1] \
+                if '"' in line else tid
+    return names
+
+
 def sample(proc: psutil.Process, seconds: float, every: float = 5.0) -> tuple[list[float],
                                                                              list[int]]:
     cpu: list[float] = []
@@ -99,6 +119,8 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=50, help="process starts per second")
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy"),
+                        help="py-spy, to name the threads (default: the one on PATH)")
     parser.add_argument("--sensors", default="fim,process,network,auth,inventory",
                         help="sensors to run (default: all that an idle host has)")
     args = parser.parse_args()
@@ -135,12 +157,20 @@ def main() -> int:
         cpu_after = proc.cpu_times()
         woke_after = switches(proc.pid)
         seconds = args.idle * 60
-        per_thread = sorted(((woke_after[t] - woke.get(t, 0)) / seconds, t)
+        names = thread_names(proc.pid, args.py_spy)
+
+        def named(key: str) -> str:
+            _comm, tid = key.rstrip("]").split("[")
+            return f"{names[tid]}[{tid}]" if tid in names else key
+
+        per_thread = sorted(((woke_after[t] - woke.get(t, 0)) / seconds, named(t))
                             for t in woke_after)
         total = sum(n for n, _ in per_thread)
         used = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system)
-        print(f"IDLE  {len(woke_after)} threads, {total:.1f} wakeups/s in all; busiest: "
-              + ", ".join(f"{t} {n:.2f}/s" for n, t in reversed(per_thread[-6:])))
+        print(f"IDLE  {len(woke_after)} threads, {total:.1f} wakeups/s in all: "
+              + ", ".join(f"{t} {n:.2f}/s" for n, t in reversed(per_thread)))
+        print(f"IDLE  load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+              f"({os.cpu_count()} cores)")
         print(f"IDLE  mean CPU {100 * used / seconds:.2f} % of one core over "
               f"{seconds:.0f} s (user+system time of the agent process)")
         background = (process_events() - before) / (args.idle * 60)
