@@ -116,19 +116,25 @@ detection:
     condition: selection
 """
 LISTENER = """\
-import socket, sys
+import socket, sys, threading
 server = socket.socket()
 server.bind(("10.213.77.1", 0))
-server.listen()
+server.listen(64)
 print(server.getsockname()[1], flush=True)
-conn, _ = server.accept()
+held = []
+def accept():
+    while True:
+        held.append(server.accept()[0])
+threading.Thread(target=accept, daemon=True).start()
 sys.stdin.read()
 """
 CLIENT = """\
 import socket, sys
-sock = socket.create_connection(("10.213.77.1", int(sys.argv[1])), timeout=10)
-print(sock.getsockname()[1], flush=True)
-sys.stdin.read()
+held = []
+for line in sys.stdin:   # a number: open that many more connections, held open
+    for _ in range(int(line)):
+        held.append(socket.create_connection(("10.213.77.1", int(sys.argv[1])), timeout=10))
+    print(held[-1].getsockname()[1], flush=True)
 """
 
 
@@ -174,13 +180,24 @@ def test_accepted_connection_from_another_namespace_fires_an_inbound_rule(
         (rules / "inbound.yml").write_text(INBOUND_RULE.format(port=port))
         collector = collector_factory("--rules", str(rules))
         cfg = tmp_path / "agent.yml"
-        cfg.write_text("sensor:\n  network:\n    poll_interval: 0.2\n")
+        cfg.write_text("sensor:\n  network:\n    poll_interval: 0.2\n    inbound_burst: 2\n"
+                       "    inbound_window: 1s\n")
         agent_factory(collector, "--sensors", "network", "--config", str(cfg))
         client = subprocess.Popen(["ip", "netns", "exec", veth_namespace, sys.executable,
                                    "-c", CLIENT, str(port)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True)
-        assert client.stdout is not None
-        client_port = int(client.stdout.readline())
+                                  stdout=subprocess.PIPE, text=True, bufsize=1)
+        assert client.stdin is not None and client.stdout is not None
+        opened = 0
+
+        def connect(n: int) -> int:
+            nonlocal opened
+            assert client is not None and client.stdin and client.stdout
+            client.stdin.write(f"{n}\n")
+            client.stdin.flush()
+            opened += n
+            return int(client.stdout.readline())
+
+        client_port = connect(1)
 
         def accepted() -> list[dict[str, Any]]:
             return [e for e in collector.events()
@@ -199,6 +216,25 @@ def test_accepted_connection_from_another_namespace_fires_an_inbound_rule(
                                    str(a.get("rule", {}).get("name", ""))],
                           timeout=15, message="the Initiated: 'false' alert")
         assert len(alerts) == 1
+        # a flood from one client: at most 2 a second get through, the rest are counted
+        connect(30)
+
+        def suppressed() -> list[dict[str, Any]] | None:
+            events = accepted()
+            if any(e.get("sisguard", {}).get("network", {}).get("suppressed")
+                   for e in events):
+                return events
+            connect(1)    # the window moves on: the next one says what was held back
+            return None
+
+        events = wait_for(suppressed, timeout=15, interval=0.3,
+                          message="an event with sisguard.network.suppressed")
+        told = sum(e.get("sisguard", {}).get("network", {}).get("suppressed", 0)
+                   for e in events)
+        assert len(events) < opened and len(events) + told <= opened
+        # the 30 came within one 1 s window (two at most): all but 2 (4) were held back
+        # and the first event of a later window counted them
+        assert told >= 30 - 4
     finally:
         for proc in (client, listener):
             if proc is not None:

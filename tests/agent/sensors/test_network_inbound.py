@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from agent.sensors.base import SensorContext, SensorHealth
 from agent.sensors.network import NetworkConfig, NetworkSensor
@@ -151,3 +156,40 @@ def test_an_unchanged_table_skips_the_poll_but_not_after_a_failed_one() -> None:
     assert [d["event"]["action"] for d in docs] == ["listen_opened", "connection_accepted"]
     sensor.poll_once()
     assert len(docs) == 2
+
+
+FLOOD = """\
+import socket, sys
+held = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    held.append(s)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_an_unprivileged_socket_flood_cuts_the_table_and_is_said() -> None:
+    """nobody opens 400 sockets: the real sock_diag poll reads at most max_sockets, says
+    so once, and still works (the bound holds against the attacker's table)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("needs root to run the flood as nobody")
+        pytest.skip("needs root to run the flood as nobody")
+    flood = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              sys.executable, "-c", FLOOD, "400"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert flood.stdout is not None and flood.stdout.readline().strip() == "ready"
+        errors: list[str] = []
+        ctx = context([], errors)
+        sensor = NetworkSensor(NetworkConfig(max_sockets=100), ctx)
+        sensor.poll_once()
+        sensor.poll_once()
+        assert ctx.health.mode == "sock_diag"
+        assert ctx.health.details["sockets"] == "100 (cut)"
+        assert len(errors) == 1 and "max_sockets (100)" in errors[0]
+    finally:
+        flood.kill()
+        flood.wait(timeout=10)
