@@ -6,8 +6,8 @@ its CPU, keeps the core from sleeping. The polling sensors (network, inventory),
 web-server config re-read and the status file therefore share one thread that sleeps
 until the next job is due. After its first run a job falls due on multiples of its
 interval on the monotonic clock, so that jobs with intervals that divide each other run
-on the same wakeup (so do jobs due within ``slack`` seconds of each other); with nothing
-due the thread waits with no timeout at all.
+on the same wakeup (so do jobs due within ``slack`` seconds of each other); with no job
+left the thread ends (the next ``every`` starts another).
 
 Jobs run one after the other on that thread: a job must be short (a poll, a file
 write). A job that overruns is not run twice to catch up: it skips the runs it
@@ -117,10 +117,9 @@ class Timer:
         while not self._stopping:
             while self._heap and self._heap[0][2].cancelled:
                 heapq.heappop(self._heap)
-            if not self._heap:
-                self._cond.wait()
-                self.wakeups += 1
-                continue
+            if not self._heap:   # nothing scheduled: the thread ends (``every`` starts one)
+                self._thread = None
+                return []
             wait = self._heap[0][0] - self._clock()
             if wait > self.slack:
                 self._cond.wait(wait)
@@ -133,14 +132,17 @@ class Timer:
                 if not job.cancelled:
                     job.running = True
                     ready.append(job)
-            return ready
+            if ready:
+                return ready
         return []
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 ready = self._due()
-                if self._stopping and not ready:
+                if not ready:
+                    if self._thread is threading.current_thread():
+                        self._thread = None
                     return
             for job in ready:
                 try:

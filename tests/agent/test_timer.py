@@ -48,7 +48,8 @@ def test_idle_timer_does_not_wake_and_jobs_due_together_share_a_wakeup(timer: Ti
         job.cancel()
     asleep = timer.wakeups
     assert timer.jobs == []
-    # nothing scheduled: the thread waits without a timeout (a new job wakes it once)
+    # nothing scheduled: the thread ends (no wakeups at all); a new job starts another
+    wait_for(lambda: timer._thread is None, timeout=10)
     done = threading.Event()
     timer.every(60, done.set, name="z", first=0.0)
     wait_for(done.is_set, timeout=10)
