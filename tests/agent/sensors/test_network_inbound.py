@@ -193,3 +193,15 @@ def test_an_unprivileged_socket_flood_cuts_the_table_and_is_said() -> None:
     finally:
         flood.kill()
         flood.wait(timeout=10)
+
+
+def test_is_loopback_agrees_with_ipaddress_on_normal_text() -> None:
+    import ipaddress
+
+    from agent.sensors.network_inbound import is_loopback
+    for raw in ("127.0.0.1", "127.255.0.9", "10.0.0.1", "128.0.0.1", "1.127.0.0", "::1",
+                "::", "::2", "2001:db8::1", "fe80::1", "::ffff:127.0.0.1", "0.0.0.0"):
+        ip = ipaddress.ip_address(raw)
+        text = str(ip.ipv4_mapped) if isinstance(ip, ipaddress.IPv6Address) and \
+            ip.ipv4_mapped is not None else str(ip)
+        assert is_loopback(text) == ipaddress.ip_address(text).is_loopback, raw
