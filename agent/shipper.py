@@ -148,9 +148,15 @@ class Shipper(threading.Thread):
             private_key=self.credentials.key_pem,
             certificate_chain=self.credentials.cert_pem,
         )
+        # keepalive finds a dead link in 30 s (then the shipper fails over); no
+        # transparent retries: the shipper resends from the spool itself, so grpc's retry
+        # buffer (a copy of each message sent, up to 256 KiB a call) is only a cost. The
+        # channel is never idle (one stream, always open): client_idle_timeout_ms does not
+        # apply.
         return grpc.secure_channel(address, creds, options=[
             ("grpc.keepalive_time_ms", 20_000),
             ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.enable_retries", 0),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ])
 

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.timer import Job, Timer
 from common.logs import get_logger
 
 log = get_logger("sisguard.agent.status")
@@ -84,19 +85,37 @@ def read_status(state_dir: Path, *, now: float | None = None) -> dict[str, Any] 
 
 
 class StatusWriter(threading.Thread):
-    """Writes ``report()`` to the state directory every ``period`` seconds until stopped."""
+    """Writes ``report()`` to the state directory every ``period`` seconds until stopped:
+    as a job of ``timer`` (the agent's one timer thread) when one is given, else in a
+    thread of its own."""
 
     def __init__(self, state_dir: Path, report: Callable[[], dict[str, Any]], *,
-                 period: float) -> None:
+                 period: float, timer: Timer | None = None) -> None:
         super().__init__(name="status", daemon=True)
         self.state_dir = state_dir
         self.report = report
         self.period = period
         self._halt = threading.Event()
+        self._timer = timer
+        self._job: Job | None = None
         self.failures = 0
+
+    def start(self) -> None:
+        if self._timer is None:
+            super().start()
+        else:
+            self._job = self._timer.every(self.period, self._tick, name="status")
 
     def stop(self) -> None:
         self._halt.set()
+        if self._job is not None:
+            self._job.cancel(timeout=0)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._timer is None:
+            super().join(timeout)
+        elif self._job is not None:
+            self._job.cancel(timeout)
 
     def write_once(self) -> None:
         now = time.time()
@@ -104,14 +123,19 @@ class StatusWriter(threading.Thread):
                 "period_seconds": self.period, **self.report()}
         write_status(self.state_dir, data)
 
+    def _tick(self) -> None:
+        if self._halt.is_set():
+            return
+        try:
+            self.write_once()
+        except Exception as e:   # a full disk: said once in a while, never fatal
+            self.failures += 1
+            if self.failures in (1, 10) or self.failures % 100 == 0:
+                log.warning("status file not written", error=str(e),
+                            failures=self.failures)
+
     def run(self) -> None:
         while True:
-            try:
-                self.write_once()
-            except Exception as e:   # a full disk: said once in a while, never fatal
-                self.failures += 1
-                if self.failures in (1, 10) or self.failures % 100 == 0:
-                    log.warning("status file not written", error=str(e),
-                                failures=self.failures)
+            self._tick()
             if self._halt.wait(self.period):
                 return

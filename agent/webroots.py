@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agent.timer import Job, Timer
 from agent.webconf import Found, Limits, WebLog, WebRoot, shown
 from agent.webconf_apache import parse_apache
 from agent.webconf_nginx import parse_nginx
@@ -134,18 +135,27 @@ class Poller:
     into being or went away: ``existing`` is part of what is compared)."""
 
     def __init__(self, configs: tuple[str, ...], interval: float, current: Discovery,
-                 on_change: Callable[[Discovery], None]) -> None:
+                 on_change: Callable[[Discovery], None], *, timer: Timer | None = None) -> None:
         self.configs, self.interval, self.on_change = configs, interval, on_change
         self._last = _state(current)
         self._stop = threading.Event()
+        self._timer = timer   # the agent's timer thread; else a thread of its own
+        self._job: Job | None = None
         self._thread = threading.Thread(target=self._run, name="web-roots", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        if self._timer is None:
+            self._thread.start()
+        else:
+            self._job = self._timer.every(self.interval, self._poll_guarded,
+                                          name="web-roots", first=self.interval)
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._job is not None:
+            self._job.cancel(timeout=5)
+        elif self._thread.is_alive():
+            self._thread.join(timeout=5)
 
     def poll(self) -> bool:
         """One re-read; True if it changed (then ``on_change`` was called)."""
@@ -158,12 +168,15 @@ class Poller:
         self.on_change(found)
         return True
 
+    def _poll_guarded(self) -> None:
+        try:
+            self.poll()
+        except Exception:   # a bug here must not end the re-reads
+            log.exception("web server configs: re-read failed")
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.poll()
-            except Exception:   # a bug here must not end the re-reads
-                log.exception("web server configs: re-read failed")
+            self._poll_guarded()
 
 
 def _state(d: Discovery) -> tuple[object, ...]:

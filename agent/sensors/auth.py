@@ -18,12 +18,14 @@ Parsing is in ``agent.sensors.authlog``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from typing import Any
 from agent.sensors.authlog import PROGRAMS, SyslogRecord, auth_document, parse_syslog_line
 from agent.sensors.base import Sensor, SensorContext
 from agent.sensors.logfollow import FileFollower
+from agent.timer import Job
 from common.logs import get_logger
 from common.text import escape_bytes, os_text
 from common.yamlconf import Duration
@@ -98,6 +101,8 @@ class AuthSensor(Sensor):
         self._followers: list[FileFollower] = []
         self._journal: subprocess.Popen[bytes] | None = None
         self._threads: list[threading.Thread] = []
+        self._job: Job | None = None
+        self._blocked: dict[str, float] = {}   # path -> monotonic time to try it again
 
     def _load_state(self) -> dict[str, Any]:
         try:
@@ -131,18 +136,27 @@ class AuthSensor(Sensor):
                              grace=self.config.rotate_grace) for p in self.config.paths]
             for follower in self._followers:  # fix the start offsets before returning
                 follower.prime()
-            thread = threading.Thread(target=self._file_loop, name="auth-files", daemon=True)
+            # the files are polled on the agent's timer thread (agent/timer.py)
+            self._job = self.context.timer.every(float(self.config.poll_interval),
+                                                 self._poll_files, name="auth-files")
+            thread = None
         log.info("auth sensor", mode=self.context.health.mode,
                  paths=[str(p) for p in existing])
-        self._threads.append(thread)
-        thread.start()
+        if thread is not None:
+            self._threads.append(thread)
+            thread.start()
 
     def stop(self) -> None:
         super().stop()
+        if self._job is not None:
+            self._job.cancel(timeout=0)
         if self._journal is not None and self._journal.poll() is None:
             self._journal.terminate()
 
     def join(self, timeout: float | None = None) -> None:
+        job, self._job = self._job, None
+        if job is not None and job.cancel(timeout):
+            self._finish_files()
         for thread in self._threads:
             thread.join(timeout)
         if self._journal is not None:
@@ -165,30 +179,37 @@ class AuthSensor(Sensor):
                                       f"{e}", {"event.original": escape_bytes(raw[:500])})
             log.exception("auth line failed")
 
-    def _file_loop(self) -> None:
+    def _poll_files(self) -> None:
+        """One round over the files (a job of the agent's timer)."""
+        now = time.monotonic()
+        for follower in self._followers:
+            if self._blocked.get(str(follower.path), 0.0) > now:
+                continue
+            try:
+                lines = follower.poll()
+            except PermissionError as e:
+                self.context.report_error(f"cannot read auth log: {e}",
+                                          {"file.path": str(follower.path)})
+                self._blocked[str(follower.path)] = now + 30   # said again in 30 s
+                continue
+            except OSError as e:
+                self.context.health.count_error(f"{follower.path}: {e}")
+                continue
+            for raw in lines:
+                self._handle_line(raw)
+            if lines:
+                self._save_state()
+
+    def _finish_files(self) -> None:
+        """What arrived while stopping, the offsets saved, the files closed."""
         try:
-            while True:
-                for follower in self._followers:
-                    try:
-                        lines = follower.poll()
-                    except PermissionError as e:
-                        self.context.report_error(f"cannot read auth log: {e}",
-                                                  {"file.path": str(follower.path)})
-                        self._stop.wait(30)
-                        continue
-                    except OSError as e:
-                        self.context.health.count_error(f"{follower.path}: {e}")
-                        continue
-                    for raw in lines:
+            for follower in self._followers:
+                with contextlib.suppress(OSError):
+                    for raw in follower.poll():
                         self._handle_line(raw)
-                    if lines:
-                        self._save_state()
-                if self._stop.wait(self.config.poll_interval):
-                    break
-            for follower in self._followers:  # what arrived while stopping
-                for raw in follower.poll():
-                    self._handle_line(raw)
             self._save_state()
+        except OSError as e:
+            self.context.report_error(f"cannot save auth offsets: {e}", {})
         finally:
             for follower in self._followers:
                 follower.close()

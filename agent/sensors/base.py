@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from agent.ecs import Document
+from agent.timer import Timer
 
 Emit = Callable[[Document], None]
 
@@ -55,6 +56,9 @@ class SensorContext:
     # or counted as dropped; False on timeout. A sensor calls it before it commits state
     # that says "reported" (FIM's baseline), so that a crash cannot lose the report.
     sync: Callable[[float], bool] = field(default=lambda timeout: True)
+    # the agent's one thread for periodic jobs (agent/timer.py): a polling sensor schedules
+    # its poll there instead of sleeping in a thread of its own
+    timer: Timer = field(default_factory=lambda: Timer(name="sensor-timer"))
 
 
 class Sensor(ABC):

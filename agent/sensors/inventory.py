@@ -23,7 +23,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import psutil
 
 from agent.ecs import Document, new_event, timestamp
 from agent.sensors.base import Sensor, SensorContext
+from agent.timer import Job
 from common.logs import get_logger
 from common.text import escape_bytes, os_text
 from common.yamlconf import Duration
@@ -148,23 +148,30 @@ class InventorySensor(Sensor):
         self._run = run
         self._which = which
         self._state_path = context.state_dir / "inventory.json"
-        self._thread = threading.Thread(target=self._loop, name="inventory", daemon=True)
+        self._job: Job | None = None
         context.health.mode = "scheduled"
 
     def start(self) -> None:
-        self._thread.start()
+        """Runs on the agent's timer thread (agent/timer.py): now, then every interval."""
+        self._job = self.context.timer.every(float(self.config.interval), self._tick,
+                                             name="inventory")
+
+    def stop(self) -> None:
+        super().stop()
+        if self._job is not None:
+            self._job.cancel(timeout=0)
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        if self._job is not None:
+            self._job.cancel(timeout)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception as e:
-                self.context.report_error(f"inventory failed: {type(e).__name__}: {e}", {})
-            if self._stop.wait(self.config.interval):
-                break
+    def _tick(self) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            self.run_once()
+        except Exception as e:
+            self.context.report_error(f"inventory failed: {type(e).__name__}: {e}", {})
 
     def collect(self) -> dict[str, dict[str, Any]]:
         """Every item, keyed ``kind:name``."""

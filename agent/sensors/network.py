@@ -1,8 +1,11 @@
-"""Listening sockets and new outbound destinations (``sisguard.network``).
+"""Listeners, new outbound destinations and accepted connections (``sisguard.network``).
 
-Every ``poll_interval`` (default 2 s) the sensor reads ``/proc/net/{tcp,tcp6,udp,udp6}``
-(one read per table, cost proportional to the number of sockets, no per-process work)
-and compares:
+Every ``poll_interval`` (default 2 s) the sensor reads the socket table: through
+``NETLINK_SOCK_DIAG`` (``sock_diag.py``: the kernel filters by state, no text to parse),
+or, where netlink is refused (a seccomp sandbox, gVisor, a kernel without inet_diag:
+health says ``mode: procfs-poll`` and why), from ``/proc/net/{tcp,tcp6,udp,udp6}``. At
+most ``max_sockets`` are read per poll; when that bound cuts the table, a health event
+says so. Then it compares:
 
 * listeners (TCP ``LISTEN``; UDP bound and unconnected) with the last poll: each new one
   is ``listen_opened``, each gone ``listen_closed``. The set is saved in ``state_dir``, so
@@ -12,21 +15,22 @@ and compares:
   is not one we listen on) with the set of (transport, address, port) already seen on this
   host: each new destination is one ``outbound_connection``. The seen set is an LRU of at
   most ``seen_max`` entries (saved on stop and at most once a minute).
+* accepted connections from a remote address to a local TCP listener
+  (``network_inbound.py``): each new one is ``connection_accepted``
+  (``network.direction: ingress``), at most ``inbound_burst`` per (source address, local
+  port) per ``inbound_window``; the next one says how many were suppressed.
 
 Only when something new shows up are the owning processes found, by one scan of
 ``/proc/PID/fd`` for the socket inodes. Why 2 s: a listener is reported within 2 s and any
-connection that lasts 2 s is caught, while an idle poll costs four small file reads.
-Connections shorter than the interval can be missed (an inet_diag subscription would not
-miss them; not done yet).
+connection that lasts 2 s is caught, while an idle poll costs one netlink dump per table.
+Connections shorter than the interval can be missed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +39,19 @@ from typing import Any
 
 from agent.ecs import Document, new_event
 from agent.sensors.base import Sensor, SensorContext
-from agent.sensors.procfs import ProcFS
+from agent.sensors.network_inbound import InboundTracker, RateLimit, is_loopback
+from agent.sensors.procfs import ProcFS, parse_table, read_sockets
+from agent.sensors.sock_diag import (
+    TCP_CLOSE,
+    TCP_ESTABLISHED,
+    TCP_LISTEN,
+    TCP_SYN_SENT,
+    Dump,
+    SockDiag,
+    SockDiagError,
+    Socket,
+)
+from agent.timer import Job
 from common.logs import get_logger
 from common.text import is_valid_text, os_text
 from common.yamlconf import Duration
@@ -43,9 +59,6 @@ from common.yamlconf import Duration
 log = get_logger("sisguard.agent.network")
 
 DATASET = "sisguard.network"
-TCP_ESTABLISHED, TCP_SYN_SENT, TCP_CLOSE, TCP_LISTEN = 0x01, 0x02, 0x07, 0x0A
-TABLES = (("tcp", "ipv4", "tcp"), ("tcp", "ipv6", "tcp6"),
-          ("udp", "ipv4", "udp"), ("udp", "ipv6", "udp6"))
 
 
 @dataclass(frozen=True)
@@ -56,60 +69,14 @@ class NetworkConfig:
     udp: bool = True
     include_loopback: bool = False   # outbound connections to 127.0.0.0/8 and ::1
     seen_max: int = 10_000           # outbound destinations remembered (LRU)
+    inbound: bool = True             # accepted connections from remote addresses
+    inbound_burst: int = 5           # events per (source address, local port) ...
+    inbound_window: Duration = Duration(60.0)   # ... in this window; the rest counted
+    max_sockets: int = 20_000        # sockets read per poll (a local user can open more)
+    sock_diag: bool = True           # netlink first; False: /proc/net only
 
 
-@dataclass(frozen=True)
-class Socket:
-    transport: str       # tcp / udp
-    family: str          # ipv4 / ipv6
-    local_ip: str
-    local_port: int
-    remote_ip: str
-    remote_port: int
-    state: int
-    uid: int
-    inode: int
-
-
-def _addr(text: str) -> tuple[str, int]:
-    """``0100007F:1F90`` -> ("127.0.0.1", 8080); IPv6 is four little-endian words."""
-    host, port = text.split(":")
-    raw = bytes.fromhex(host)
-    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    ip = ipaddress.ip_address(raw)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped), int(port, 16)
-    return str(ip), int(port, 16)
-
-
-def parse_table(text: str, transport: str, family: str) -> list[Socket]:
-    """Parse one ``/proc/net/{tcp,udp}[6]`` table."""
-    sockets = []
-    for line in text.splitlines()[1:]:
-        parts = line.split()
-        if len(parts) < 10:
-            continue
-        try:
-            lip, lport = _addr(parts[1])
-            rip, rport = _addr(parts[2])
-            sockets.append(Socket(transport, family, lip, lport, rip, rport, int(parts[3], 16),
-                                  int(parts[7]), int(parts[9])))
-        except ValueError:
-            continue
-    return sockets
-
-
-def read_sockets(root: str = "/proc", *, udp: bool = True) -> list[Socket]:
-    sockets: list[Socket] = []
-    for transport, family, table in TABLES:
-        if transport == "udp" and not udp:
-            continue
-        try:
-            with open(f"{root}/net/{table}") as f:
-                sockets.extend(parse_table(f.read(), transport, family))
-        except OSError:
-            continue
-    return sockets
+__all__ = ["NetworkConfig", "NetworkSensor", "Socket", "parse_table", "read_sockets"]
 
 
 def find_owners(inodes: set[int], procfs: ProcFS) -> dict[int, int]:
@@ -145,13 +112,6 @@ def _is_listener(s: Socket) -> bool:
     return s.state == TCP_CLOSE and s.remote_port == 0 and s.local_port != 0
 
 
-def _loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
-
-
 class NetworkSensor(Sensor):
     name = "network"
     config: NetworkConfig
@@ -159,18 +119,27 @@ class NetworkSensor(Sensor):
     def __init__(self, config: NetworkConfig, context: SensorContext, *,
                  procfs: ProcFS | None = None,
                  sockets: Callable[[], Iterable[Socket]] | None = None,
+                 sock_diag: SockDiag | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(config, context)
         self.procfs = procfs or ProcFS()
-        self._sockets = sockets or (lambda: read_sockets(self.procfs.root, udp=config.udp))
+        self._given = sockets
+        self._diag = (sock_diag or SockDiag(max_sockets=config.max_sockets)
+                      if config.sock_diag and sockets is None else None)
         self._clock = clock
+        self._inbound = InboundTracker(include_loopback=config.include_loopback)
+        self._limit = RateLimit(burst=max(1, config.inbound_burst),
+                                window=max(0.001, float(config.inbound_window)), clock=clock)
+        self._truncated = False
+        self._unchanged = False   # the last read was the table of the read before
+        self._settled = False     # the poll before it went to its end (nothing pending)
         self._state_path = context.state_dir / "network.json"
         self._listeners: dict[str, dict[str, Any]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._first_run = True
         self._dirty_since: float | None = None
-        self._thread = threading.Thread(target=self._loop, name="network-poll", daemon=True)
-        context.health.mode = "procfs-poll"
+        self._job: Job | None = None
+        context.health.mode = "sock_diag" if self._diag is not None else "procfs-poll"
         self._load()
 
     def _load(self) -> None:
@@ -190,29 +159,70 @@ class NetworkSensor(Sensor):
         self._dirty_since = None
 
     def start(self) -> None:
-        self._thread.start()
+        """The poll runs on the agent's timer thread (agent/timer.py), now and every
+        ``poll_interval``."""
+        self._job = self.context.timer.every(float(self.config.poll_interval), self._tick,
+                                             name="network")
+
+    def stop(self) -> None:
+        super().stop()
+        if self._job is not None:
+            self._job.cancel(timeout=0)
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                self.poll_once()
-            except PermissionError as e:
-                self.context.report_error(f"cannot read sockets: {e}", {})
-            except Exception as e:  # a daemon never dies on one bad poll
-                self.context.health.count_error(f"{type(e).__name__}: {e}")
-                log.exception("network poll failed")
-            if self._stop.wait(self.config.poll_interval):
-                break
+        job, self._job = self._job, None
+        if job is None or not job.cancel(timeout):
+            return   # not started, joined already, or a poll still running: no save
         try:
             self._save()
         except OSError as e:
             self.context.report_error(f"cannot save network state: {e}", {})
 
+    def _tick(self) -> None:
+        try:
+            self.poll_once()
+        except PermissionError as e:
+            self.context.report_error(f"cannot read sockets: {e}", {})
+        except Exception as e:  # a daemon never dies on one bad poll
+            self.context.health.count_error(f"{type(e).__name__}: {e}")
+            log.exception("network poll failed")
+
+    def _read(self) -> list[Socket]:
+        """One socket table: from the callable given, sock_diag, or /proc/net."""
+        self._unchanged = False
+        if self._given is not None:
+            return list(self._given())
+        dump: Dump | None = None
+        if self._diag is not None:
+            try:
+                dump = self._diag.dump(udp=self.config.udp)
+            except SockDiagError as e:
+                self._diag = None
+                self.context.health.mode = "procfs-poll"
+                self.context.health.details["fallback"] = f"sock_diag refused: {e}"[:200]
+                log.warning("network: sock_diag refused, reading /proc/net", error=str(e))
+        if dump is None:
+            dump = read_sockets(self.procfs.root, udp=self.config.udp,
+                                max_sockets=self.config.max_sockets)
+        if dump.malformed:
+            self.context.health.count_error(f"sock_diag: {dump.malformed} malformed replies")
+        if dump.truncated and not self._truncated:
+            self.context.report_error(
+                f"socket table cut at max_sockets ({self.config.max_sockets}): sockets "
+                "past it are not seen this poll",
+                {"reason": "socket_table_cut", "max_sockets": self.config.max_sockets})
+        self._truncated = dump.truncated
+        self._unchanged = dump.unchanged
+        self.context.health.details["sockets"] = (
+            f"{len(dump.sockets)}{' (cut)' if dump.truncated else ''}")
+        return dump.sockets
+
     def poll_once(self) -> None:
-        sockets = list(self._sockets())
+        sockets = self._read()
+        if self._unchanged and self._settled:   # nothing opened, closed or new
+            self._save_if_due()
+            return
+        self._settled = False
         listeners = {(_listener_key(s)): s for s in sockets
                      if self.config.listeners and _is_listener(s)}
         listen_ports = {(s.transport, s.local_port) for s in sockets if _is_listener(s)}
@@ -231,8 +241,10 @@ class NetworkSensor(Sensor):
                 if len(self._seen) > self.config.seen_max:
                     self._seen.popitem(last=False)
                 new_out.append(s)
-        owners = find_owners({s.inode for s in [*opened, *new_out] if s.inode},
-                             self.procfs) if (opened or new_out) else {}
+        accepted = self._accepted(sockets) if self.config.inbound else []
+        owners = find_owners({s.inode for s in [*opened, *new_out] if s.inode}
+                             | {s.inode for s, _, _ in accepted},
+                             self.procfs) if (opened or new_out or accepted) else {}
         # each socket is guarded on its own: one that cannot be described costs only itself
         for s in opened:
             with self._one_item(f"listener {s.local_ip}:{s.local_port}"):
@@ -247,11 +259,23 @@ class NetworkSensor(Sensor):
         for s in new_out:
             with self._one_item(f"connection {s.remote_ip}:{s.remote_port}"):
                 self._emit_outbound(s, self._owner(s, owners))
+        for s, listener, suppressed in accepted:
+            with self._one_item(f"connection from {s.remote_ip}:{s.remote_port}"):
+                owner = self._owner(s, owners)
+                if "pid" not in owner:   # not found (gone): the listener's owner
+                    saved = self._listeners.get(_listener_key(listener), {})
+                    owner = {**(saved.get("owner") or {}), "uid": s.uid}
+                self._emit_accepted(s, owner, suppressed)
         self._first_run = False
+        self._inbound.commit()
+        self._settled = True
         if opened or closed:
             self._save()
         elif new_out and self._dirty_since is None:
             self._dirty_since = self._clock()
+        self._save_if_due()
+
+    def _save_if_due(self) -> None:
         if self._dirty_since is not None and self._clock() - self._dirty_since > 60:
             self._save()
 
@@ -262,7 +286,21 @@ class NetworkSensor(Sensor):
             return False
         if s.remote_port == 0 or (s.transport, s.local_port) in listen_ports:
             return False
-        return self.config.include_loopback or not _loopback(s.remote_ip)
+        return self.config.include_loopback or not is_loopback(s.remote_ip)
+
+    def _accepted(self, sockets: list[Socket]) -> list[tuple[Socket, Socket, int]]:
+        """New accepted connections within the rate limit, each with its listener and
+        how many of its key were suppressed before it."""
+        passed: list[tuple[Socket, Socket, int]] = []
+        for s, listener in self._inbound.new(sockets):
+            allowed, suppressed = self._limit.allow((s.remote_ip, s.local_port))
+            if allowed:
+                passed.append((s, listener, suppressed))
+        if self._limit.suppressed_total:
+            self.context.health.details["inbound_suppressed"] = (
+                f"{self._limit.suppressed_total} (forgotten keys: "
+                f"{self._limit.evicted_suppressed})")
+        return passed
 
     def _owner(self, s: Socket, owners: dict[int, int]) -> dict[str, Any]:
         owner: dict[str, Any] = {"uid": s.uid}
@@ -321,4 +359,18 @@ class NetworkSensor(Sensor):
         who = owner.get("name") or "unknown process"
         doc["message"] = (f"{who} connected to {s.transport} {s.remote_ip}:{s.remote_port} "
                           "(first time on this host)")
+        self.emit(self._with_owner(doc, s, owner))
+
+    def _emit_accepted(self, s: Socket, owner: dict[str, Any], suppressed: int) -> None:
+        doc = new_event(DATASET, category=["network"], type=["connection", "start"],
+                        action="connection_accepted")
+        doc["source"] = {"ip": s.remote_ip, "port": s.remote_port}
+        doc["destination"] = {"ip": s.local_ip, "port": s.local_port}
+        doc["network"] = {"transport": s.transport, "type": s.family, "direction": "ingress"}
+        if suppressed:
+            doc["sisguard"] = {"network": {"suppressed": suppressed}}
+        who = owner.get("name") or "unknown process"
+        more = f" ({suppressed} more from it suppressed before)" if suppressed else ""
+        doc["message"] = (f"{who} accepted a {s.transport} connection from "
+                          f"{s.remote_ip}:{s.remote_port} on {s.local_ip}:{s.local_port}{more}")
         self.emit(self._with_owner(doc, s, owner))

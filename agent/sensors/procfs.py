@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import os
 import stat
 import threading
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.sensors.exe_open import LOCAL_FILE_SYSTEMS, NotHashable, open_image
+from agent.sensors.sock_diag import Dump, Socket
 from common.text import escape_bytes
 
 
@@ -243,3 +245,66 @@ class HashCache:
             return ExeHash(error=f"executable grew over hash_max_bytes ({self.max_bytes} "
                                  "bytes) while it was read")
         return ExeHash(sha256=digest.hexdigest())
+
+
+# -- the socket tables (the network sensor's fallback when sock_diag is refused) ----------
+TABLES = (("tcp", "ipv4", "tcp"), ("tcp", "ipv6", "tcp6"),
+          ("udp", "ipv4", "udp"), ("udp", "ipv6", "udp6"))
+
+
+def _addr(text: str) -> tuple[str, int]:
+    """``0100007F:1F90`` -> ("127.0.0.1", 8080); IPv6 is four little-endian words."""
+    host, port = text.split(":")
+    raw = bytes.fromhex(host)
+    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    ip = ipaddress.ip_address(raw)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped), int(port, 16)
+    return str(ip), int(port, 16)
+
+
+def parse_table(text: str, transport: str, family: str, *,
+                limit: int = 1 << 62) -> list[Socket]:
+    """Parse one ``/proc/net/{tcp,udp}[6]`` table (at most ``limit`` sockets)."""
+    sockets: list[Socket] = []
+    for line in text.splitlines()[1:]:
+        if len(sockets) >= limit:
+            break
+        parts = line.split()
+        if len(parts) < 10:
+            continue
+        try:
+            lip, lport = _addr(parts[1])
+            rip, rport = _addr(parts[2])
+            sockets.append(Socket(transport, family, lip, lport, rip, rport, int(parts[3], 16),
+                                  int(parts[7]), int(parts[9])))
+        except ValueError:
+            continue
+    return sockets
+
+
+def read_sockets(root: str = "/proc", *, udp: bool = True,
+                 max_sockets: int = 20_000) -> Dump:
+    """The fallback reader: ``/proc/net`` tables, each read within 160 bytes a socket."""
+    dump = Dump([])
+    for transport, family, table in TABLES:
+        if transport == "udp" and not udp:
+            continue
+        left = max_sockets - len(dump.sockets)
+        if left <= 0:
+            dump.truncated = True
+            break
+        try:
+            with open(f"{root}/net/{table}", "rb") as f:
+                raw = f.read(160 * (left + 1))
+                if f.read(1):
+                    dump.truncated = True
+        except OSError:
+            continue
+        text = raw.decode("ascii", "replace")
+        if dump.truncated:
+            text = text[:text.rfind("\n")]   # the last line may be cut
+        got = parse_table(text, transport, family, limit=left)
+        dump.truncated = dump.truncated or len(got) >= left
+        dump.sockets.extend(got)
+    return dump

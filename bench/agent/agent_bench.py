@@ -40,6 +40,42 @@ def make_tree(root: Path, files: int) -> None:
         (d / f"f{i:05d}.php").write_text(f"<?php echo {i}; ?>\n")
 
 
+def switches(pid: int) -> dict[str, int]:
+    """Context switches so far of every thread of ``pid``, by thread name (``comm``): a
+    voluntary switch is the thread going to sleep, i.e. once per wakeup."""
+    counts: dict[str, int] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        except OSError:
+            continue
+        n = sum(int(line.split()[1]) for line in status.splitlines()
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
+        counts[f"{name}[{tid}]"] = n
+    return counts
+
+
+def thread_names(pid: int, py_spy: str | None) -> dict[str, str]:
+    """Thread id -> the Python thread's name, from ``py-spy dump`` when it is installed
+    (CPython 3.11 does not give its threads an OS name: they are all ``python``)."""
+    if not py_spy:
+        return {}
+    try:
+        out = subprocess.run([py_spy, "dump", "--pid", str(pid)], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    names = {}
+    for line in out.splitlines():
+        if line.startswith("Thread "):
+            parts = line.split()
+            tid = parts[1]
+            names[str(int(tid, 16) if tid.startswith("0x") else tid)] = line.split('"')[1] \
+                if '"' in line else tid
+    return names
+
+
 def sample(proc: psutil.Process, seconds: float, every: float = 5.0) -> tuple[list[float],
                                                                              list[int]]:
     cpu: list[float] = []
@@ -77,11 +113,16 @@ def wakeup_cost(seconds: float = 10.0) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--idle", type=float, default=5.0, help="idle minutes (default 5)")
+    parser.add_argument("--idle", "--minutes", type=float, default=5.0,
+                        help="idle minutes (default 5)")
     parser.add_argument("--load", type=float, default=30.0, help="load seconds (default 30)")
     parser.add_argument("--rate", type=int, default=50, help="process starts per second")
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy"),
+                        help="py-spy, to name the threads (default: the one on PATH)")
+    parser.add_argument("--sensors", default="fim,process,network,auth,inventory",
+                        help="sensors to run (default: all that an idle host has)")
     args = parser.parse_args()
 
     print(f"this machine now: {wakeup_cost():.0f} us of CPU per idle thread wakeup "
@@ -97,7 +138,7 @@ def main() -> int:
         cfg = work / "agent.yml"
         cfg.write_text(f"sensor:\n  fim:\n    paths: ['{tree}']\n")
         agent = Agent(work / "agent", collector,
-                      ["--sensors", "fim,process,network,auth,inventory", "--config", str(cfg)])
+                      ["--sensors", args.sensors, "--config", str(cfg)])
         agent.start()
         assert agent.proc is not None and agent.proc.popen is not None
         proc = psutil.Process(agent.proc.popen.pid)
@@ -110,13 +151,39 @@ def main() -> int:
                        if e.get("event", {}).get("dataset") == "sisguard.process")
 
         before = process_events()
+        woke = switches(proc.pid)
+        cpu_before = proc.cpu_times()
         cpu, rss = sample(proc, args.idle * 60)
+        cpu_after = proc.cpu_times()
+        woke_after = switches(proc.pid)
+        seconds = args.idle * 60
+        names = thread_names(proc.pid, args.py_spy)
+
+        def named(key: str) -> str:
+            _comm, tid = key.rstrip("]").split("[")
+            return f"{names[tid]}[{tid}]" if tid in names else key
+
+        per_thread = sorted(((woke_after[t] - woke.get(t, 0)) / seconds, named(t))
+                            for t in woke_after)
+        total = sum(n for n, _ in per_thread)
+        used = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system)
+        print(f"IDLE  {len(woke_after)} threads, {total:.1f} wakeups/s in all: "
+              + ", ".join(f"{t} {n:.2f}/s" for n, t in reversed(per_thread)))
+        print(f"IDLE  load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+              f"({os.cpu_count()} cores)")
+        print(f"IDLE  mean CPU {100 * used / seconds:.2f} % of one core over "
+              f"{seconds:.0f} s (user+system time of the agent process)")
         background = (process_events() - before) / (args.idle * 60)
         print(f"IDLE  median CPU {statistics.median(cpu):.2f} % of one core "
               f"(max {max(cpu):.2f}), median RSS {statistics.median(rss) / 2**20:.1f} MiB "
               f"(max {max(rss) / 2**20:.1f}); other processes on the host made "
               f"{background:.1f} process events/s meanwhile (an idle host: ~0)")
 
+        if args.load <= 0 or "process" not in args.sensors.split(","):
+            agent.proc.stop()
+            if collector.proc:
+                collector.proc.stop()
+            return 0
         true = shutil.which("true") or "/bin/true"
         pids: list[int] = []
         children: list[subprocess.Popen[bytes]] = []

@@ -118,6 +118,12 @@ def _initiated(doc: Mapping[str, Any]) -> Any:
     dataset = event.get("dataset") if isinstance(event, dict) else doc.get("event.dataset")
     if dataset != "sisguard.network":
         return MISSING
+    # Sysmon's Initiated: the host opened the connection (egress) or accepted it (ingress)
+    network = doc.get("network")
+    direction = (network.get("direction") if isinstance(network, dict)
+                 else doc.get("network.direction"))
+    if direction in ("egress", "ingress"):
+        return direction == "egress"
     action = event.get("action") if isinstance(event, dict) else doc.get("event.action")
     return action == "outbound_connection"
 

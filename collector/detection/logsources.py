@@ -57,7 +57,8 @@ LOGSOURCES: Mapping[LogsourceKey, Callable[[EventKind], bool]] = {
     ("linux", "file_delete", None): _fim("deleted"),
     ("linux", "file_rename", None): _fim("renamed"),
     ("linux", "network_connection", None):
-        lambda k: k.dataset == "sisguard.network" and k.action == "outbound_connection",
+        lambda k: k.dataset == "sisguard.network"
+        and k.action in ("outbound_connection", "connection_accepted"),
     ("linux", None, "auth"): _auth(None),
     ("linux", None, "sshd"): _auth("sshd"),
     ("linux", None, "sudo"): _auth("sudo"),

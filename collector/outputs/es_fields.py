@@ -115,6 +115,7 @@ SISGUARD_FIELDS: dict[str, str] = {
     "sisguard.web.root": K,   # the document root file.path was resolved under
     # process, network, inventory
     "sisguard.process.gone_before_read": B, "sisguard.network.initial": B,
+    "sisguard.network.suppressed": L, "sisguard.sensor.max_sockets": L,
     "sisguard.process.hash_error": K, "sisguard.process.found_by": K,
     "sisguard.inventory.boot_time": D, "sisguard.inventory.change": K,
     "sisguard.inventory.members": K, "sisguard.inventory.home": K,

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from agent.config import load_config
 from agent.sensors.fim_config import FimConfig, WatchPath, with_web_roots
+from agent.timer import Timer
 from agent.webconf import WebRoot
 from agent.webroots import Discovery, Poller, discover, server_kind, web_logs
 from common.yamlconf import from_dict
+from tests.harness import wait_for
 
 
 def write(path: Path, content: str) -> Path:
@@ -98,3 +100,21 @@ def test_poller_sees_a_new_site_and_a_root_coming_into_being(tmp_path: Path) -> 
     assert not poller.poll()
     (tmp_path / "new").mkdir()   # the root now exists: FIM can watch it
     assert poller.poll() and len(changes) == 2
+
+
+def test_poller_runs_on_the_agents_timer(tmp_path: Path) -> None:
+    conf = write(tmp_path / "nginx" / "nginx.conf", "include sites/*;\n")
+    configs = (str(conf),)
+    changes: list[Discovery] = []
+    timer = Timer(name="test-timer")
+    poller = Poller(configs, 0.1, discover(configs), changes.append, timer=timer)
+    poller.start()
+    try:
+        assert [job.name for job in timer.jobs] == ["web-roots"]
+        write(tmp_path / "nginx" / "sites" / "new", f"server {{ root {tmp_path}/new; }}\n")
+        wait_for(lambda: changes, timeout=10, message="the re-read on the timer")
+        assert [r.path for r in changes[-1].roots] == [f"{tmp_path}/new"]
+    finally:
+        poller.stop()
+        timer.stop()
+    assert timer.jobs == []

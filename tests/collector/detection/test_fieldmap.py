@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from collector.detection.logsources import event_kind, satisfied_keys
-from tests.collector.detection.detection_helpers import engine_for, fim, net, proc, rule, ssh
+from tests.collector.detection.detection_helpers import (
+    _event,
+    engine_for,
+    fim,
+    net,
+    proc,
+    rule,
+    ssh,
+)
 
 
 @pytest.mark.parametrize(("field", "value", "event"), [
@@ -36,6 +44,23 @@ def test_file_and_network_fields(tmp_path: Path) -> None:
         "product: linux\n    category: network_connection"))
     assert conn.process(net(domain="x.ngrok.io"))
     assert not conn.process(net(domain="x.example.org"))
+
+
+def test_initiated_false_matches_accepted_connections(tmp_path: Path) -> None:
+    accepted = _event("sisguard.network", "connection_accepted", ["connection", "start"],
+                      source={"ip": "10.77.0.2", "port": 40000},
+                      destination={"ip": "10.77.0.1", "port": 22},
+                      network={"direction": "ingress", "transport": "tcp"},
+                      process={"executable": "/usr/sbin/sshd"})
+    inbound = engine_for(tmp_path, rule(
+        "sel:\n    Initiated: 'false'\n    DestinationPort: 22\ncondition: sel",
+        "product: linux\n    category: network_connection"))
+    assert inbound.process(accepted)
+    assert not inbound.process(net(port=22))    # an outbound one is Initiated: true
+    outbound = engine_for(tmp_path, rule(
+        "sel:\n    Initiated: 'true'\n    DestinationPort: 22\ncondition: sel",
+        "product: linux\n    category: network_connection"))
+    assert outbound.process(net(port=22)) and not outbound.process(accepted)
 
 
 @pytest.mark.parametrize(("event", "category"), [
