@@ -221,6 +221,14 @@ class DetectionEngine:
             self._count(matched=matched, fired=fired, failed=failed, alerts=len(alerts))
         return alerts
 
+    def matches(self, event: Mapping[str, Any]) -> list[DetectionRule]:
+        """The detection rules the event matches, in rule order, and nothing else: no
+        alerts, no correlation, no counters (evaluation only: benchmarks, tools)."""
+        snap = self._snapshot
+        if snap.revision != REVISION[0]:
+            snap.refresh()
+        return snap.candidates(event).match(event)[0]
+
     def _on_matches(self, snap: _Snapshot, event: Mapping[str, Any], ts: float | None,
                     matched: list[DetectionRule], alerts: list[dict[str, Any]],
                     fired: list[CorrelationRule]) -> None:
