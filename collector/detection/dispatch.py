@@ -147,6 +147,16 @@ def _index_source(src: _Source, local: str, index: _FieldIndex) -> list[str]:
     return lines
 
 
+def _eager(src: _Source, local: str) -> list[str]:
+    """Statements filling an anchor field's texts: a plain str is folded inline."""
+    raw, convert = src._converted[local]
+    fill = f"{raw} = {src._getter[raw]}(doc)"
+    if convert == "_fold":
+        return [fill, f"{local} = ({raw}.lower() if {raw}.isascii() else _fold({raw})) "
+                      f"if {raw}.__class__ is str else _fold({raw})"]
+    return [fill, f"{local} = {raw} if {raw}.__class__ is str else _text({raw})"]
+
+
 def _rule_function(src: _Source, name: str, rule: DetectionRule, params: Sequence[str]
                    ) -> str:
     """``def name(doc, *params)``: does the rule match (exceptions propagate)?"""
@@ -186,7 +196,7 @@ def generate(rules: Sequence[DetectionRule]) -> tuple[str, dict[str, Any]]:
         table.append((name, rule))
     body = ["def match(doc):"]
     for local in params:
-        body += ["    " + line for line in src.load(local)]
+        body += ["    " + line for line in _eager(src, local)]
     body.append(f"    c = set({src.bind(tuple(always))})")
     for local, index in zip(params, indexes.values(), strict=True):
         body += ["    " + line for line in _index_source(src, local, index)]
