@@ -6,7 +6,9 @@ of all rules of an event kind, per field, and generates one function
 ``match(doc) -> (matched, failed)`` that, for each event:
 
 * reads and folds each anchor field once (getters.py, ``codegen.fold_value``);
-* finds the rules whose anchor that text satisfies, all at once: equals in a dict,
+* finds the rules whose anchor that text satisfies, all at once (anchors come from the
+  condition: literals, a wildcard's longest literal part, a regex's required literals):
+  equals in a dict,
   ``endswith`` literals that are one path component (``/crontab``) in a dict keyed by
   the text's last component, other prefixes and suffixes in one dict per literal length,
   ``contains`` literals with one Aho-Corasick automaton per field (``pyahocorasick``, C,
@@ -25,6 +27,7 @@ regexes and wildcards run through patterns.py with its text cap, as before.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +40,9 @@ from collector.detection.modifiers import Kind, Pattern
 from collector.detection.prefilter import indexable
 from collector.detection.rules import DetectionRule
 
+# Python's own regex parser, to read the literals out of a rule's regex (nothing else).
+sre_parse: Any = importlib.import_module("re._parser")
+sre: Any = importlib.import_module("re._constants")
 _LOCAL = re.compile(r"\b[rtf][0-9]+\b")  # the names _Source gives field locals
 
 
@@ -56,9 +62,10 @@ def anchors(expr: Expr, depth: int = 0) -> Anchors | None:
     if depth > _MAX_DEPTH:
         return None
     if isinstance(expr, TextTest):
-        if not indexable(expr.patterns):
+        literals = _literal_patterns(expr.patterns)
+        if literals is None:
             return None
-        return {(path, expr.cased): list(expr.patterns) for path in expr.paths}
+        return {(path, expr.cased): literals for path in expr.paths}
     if isinstance(expr, AnyOf):
         union: Anchors = {}
         for arg in expr.args:
@@ -72,6 +79,97 @@ def anchors(expr: Expr, depth: int = 0) -> Anchors | None:
         options = [a for a in (anchors(arg, depth + 1) for arg in expr.args) if a is not None]
         return max(options, key=_score) if options else None
     return None
+
+
+def _literal_patterns(patterns: Sequence[Pattern]) -> list[Pattern] | None:
+    """Literal patterns one of which every text matching one of patterns satisfies:
+    the literals themselves, a wildcard's longest literal part, a regex's required
+    literals (``required_literals``); None when a pattern has none."""
+    out: list[Pattern] = []
+    for pattern in patterns:
+        if indexable((pattern,)):
+            out.append(pattern)
+        elif pattern.kind is Kind.WILDCARD and pattern.needle:
+            out.append(Pattern(Kind.CONTAINS, pattern.needle, pattern.cased))
+        elif pattern.kind is Kind.REGEX:
+            found = required_literals(pattern.text)
+            if found is None:
+                return None
+            out += [Pattern(Kind.CONTAINS, text, pattern.cased) for text in sorted(found)]
+        else:
+            return None
+    return out
+
+
+_MAX_CHOICES = 16
+
+
+def required_literals(source: str) -> set[str] | None:
+    """Texts one of which every match of the regex contains, or None (none known).
+
+    From the top-level sequence of the parsed pattern: consecutive items that can only
+    match a few literal texts (a character, a class of a few characters, a group or an
+    alternation of such) make a run; anything else ends the run. Every match holds one
+    text of each run; the run whose shortest text is longest is returned. A pattern that
+    ignores case, or sets flags inside, gives None.
+    """
+    try:
+        parsed = sre_parse.parse(source)
+    except Exception:  # what RE2 takes and Python's parser does not: no literals known
+        return None
+    if parsed.state.flags & (re.IGNORECASE | re.VERBOSE):
+        return None
+    runs: list[set[str]] = []
+    current = {""}
+    for op, av in parsed:
+        choices = _choices(op, av, 0)
+        joined = None if choices is None else {a + b for a in current for b in choices}
+        if joined is None or len(joined) > _MAX_CHOICES:
+            runs.append(current)
+            current = choices if choices is not None else {""}
+        else:
+            current = joined
+    runs.append(current)
+    usable = [run for run in runs if all(run)]
+    return max(usable, key=lambda run: min(map(len, run))) if usable else None
+
+
+def _choices(op: Any, av: Any, depth: int) -> set[str] | None:
+    """Every text one parsed item can match, when that is a few literals."""
+    if depth > _MAX_DEPTH:
+        return None
+    if op is sre.LITERAL:
+        return {chr(av)}
+    if op is sre.IN:
+        if len(av) <= _MAX_CHOICES and all(o is sre.LITERAL for o, _ in av):
+            return {chr(v) for _, v in av}
+        return None
+    if op is sre.SUBPATTERN:
+        _, add_flags, del_flags, items = av
+        if add_flags or del_flags:
+            return None
+        return _sequence_choices(items, depth + 1)
+    if op is sre.BRANCH:
+        found: set[str] = set()
+        for branch in av[1]:
+            choices = _sequence_choices(branch, depth + 1)
+            if choices is None:
+                return None
+            found |= choices
+        return found if len(found) <= _MAX_CHOICES else None
+    return None
+
+
+def _sequence_choices(items: Any, depth: int) -> set[str] | None:
+    found = {""}
+    for op, av in items:
+        choices = _choices(op, av, depth)
+        if choices is None:
+            return None
+        found = {a + b for a in found for b in choices}
+        if len(found) > _MAX_CHOICES:
+            return None
+    return found
 
 
 def _score(found: Anchors) -> tuple[int, int, int]:

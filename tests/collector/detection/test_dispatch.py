@@ -19,7 +19,7 @@ import pytest
 
 from collector.detection import DetectionEngine, load_rules
 from collector.detection.codegen import build_matcher
-from collector.detection.dispatch import anchors, build_dispatch
+from collector.detection.dispatch import anchors, build_dispatch, required_literals
 from collector.detection.rules import DetectionRule
 from collector.detection.testcases import case_events
 from tests.collector.detection.detection_helpers import load_text
@@ -112,7 +112,23 @@ def test_almost_every_process_rule_has_an_anchor() -> None:
     rules = [r for r in _rules(ALL) if "/process_creation/" in r.path]
     assert len(rules) > 100
     unanchored = [r.meta.title for r in rules if anchors(r.condition) is None]  # type: ignore[arg-type]
-    assert len(unanchored) <= 2, unanchored
+    assert not unanchored, unanchored
+
+
+@pytest.mark.parametrize(("source", "literals"), [
+    (r"-(W|R)\s?(\s|\"|')([0-9a-fA-F]{2}\s?){2,20}", {"-W", "-R"}),
+    ("x(foo|bar)y", {"xfooy", "xbary"}),
+    ("[ab]c", {"ac", "bc"}),
+    ("ab?cd", {"cd"}),
+    ("^abc$", {"abc"}),
+    ("abc(?i:d)", {"abc"}),
+    ("(?i)abc", None),  # case ignored: the literal may be in any case
+    ("a|b.*", None),
+    (r"\d+", None),
+    (r"\Qa.b\E", None),  # RE2 only: Python's parser refuses it, so nothing is known
+])
+def test_required_literals(source: str, literals: set[str] | None) -> None:
+    assert required_literals(source) == literals
 
 
 RULES = """
