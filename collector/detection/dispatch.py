@@ -245,14 +245,16 @@ def _index_source(src: _Source, local: str, index: _FieldIndex) -> list[str]:
     return lines
 
 
-def _eager(src: _Source, local: str) -> list[str]:
-    """Statements filling an anchor field's texts: a plain str is folded inline."""
+def _eager(src: _Source, local: str, filled: set[str]) -> list[str]:
+    """Statements filling an anchor field's texts (its raw value once, for both cased
+    and folded texts): a plain str is folded inline."""
     raw, convert = src._converted[local]
-    fill = f"{raw} = {src._getter[raw]}(doc)"
+    lines = [] if raw in filled else [f"{raw} = {src._getter[raw]}(doc)"]
+    filled.add(raw)
     if convert == "_fold":
-        return [fill, f"{local} = ({raw}.lower() if {raw}.isascii() else _fold({raw})) "
-                      f"if {raw}.__class__ is str else _fold({raw})"]
-    return [fill, f"{local} = {raw} if {raw}.__class__ is str else _text({raw})"]
+        return [*lines, f"{local} = ({raw}.lower() if {raw}.isascii() else _fold({raw})) "
+                        f"if {raw}.__class__ is str else _fold({raw})"]
+    return [*lines, f"{local} = {raw} if {raw}.__class__ is str else _text({raw})"]
 
 
 def _rule_function(src: _Source, name: str, rule: DetectionRule, params: Sequence[str]
@@ -293,8 +295,9 @@ def generate(rules: Sequence[DetectionRule]) -> tuple[str, dict[str, Any]]:
         functions.append(_rule_function(src, name, rule, params))
         table.append((name, rule))
     body = ["def match(doc):"]
+    filled: set[str] = set()
     for local in params:
-        body += ["    " + line for line in _eager(src, local)]
+        body += ["    " + line for line in _eager(src, local, filled)]
     body.append(f"    c = set({src.bind(tuple(always))})")
     for local, index in zip(params, indexes.values(), strict=True):
         body += ["    " + line for line in _index_source(src, local, index)]
