@@ -41,8 +41,13 @@ from collector.detection.prefilter import indexable
 from collector.detection.rules import DetectionRule
 
 # Python's own regex parser, to read the literals out of a rule's regex (nothing else).
-sre_parse: Any = importlib.import_module("re._parser")
-sre: Any = importlib.import_module("re._constants")
+# It is private: should a Python lack it, regexes get no literals (their rules run on
+# every event of their kind, as before).
+try:
+    sre_parse: Any = importlib.import_module("re._parser")
+    sre: Any = importlib.import_module("re._constants")
+except ImportError:
+    sre_parse = sre = None
 _LOCAL = re.compile(r"\b[rtf][0-9]+\b")  # the names _Source gives field locals
 
 
@@ -113,6 +118,8 @@ def required_literals(source: str) -> set[str] | None:
     text of each run; the run whose shortest text is longest is returned. A pattern that
     ignores case, or sets flags inside, gives None.
     """
+    if sre_parse is None:
+        return None
     try:
         parsed = sre_parse.parse(source)
     except Exception:  # what RE2 takes and Python's parser does not: no literals known
