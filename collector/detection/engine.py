@@ -1,9 +1,11 @@
 """The detection engine: an immutable rule snapshot, swapped atomically on reload.
 
 ``process(event)`` classifies the event once (logsources.py, cached by the few fields
-that decide it), runs the generated function (codegen.py) for the rules indexed under
-the log sources it satisfies, feeds matches to correlations and returns
-alert documents. It never raises: a rule or event that fails is counted and logged.
+that decide it), runs the generated function (dispatch.py: an index of the rules'
+literals, then only the candidate rules; codegen.py's matcher is the reference and the
+fallback) for the rules indexed under the log sources it satisfies, feeds matches to
+correlations and returns alert documents. It never raises: a rule or event that fails
+is counted and logged.
 Several threads may call ``process`` at once: the snapshot is read-only, correlation
 state has its own locks, counters a lock of their own.
 """
@@ -27,6 +29,7 @@ from collector.detection.correlation import (
     CorrelationState,
     Firing,
 )
+from collector.detection.dispatch import build_dispatch
 from collector.detection.getters import KeyFunction
 from collector.detection.loader import load_rules
 from collector.detection.logsources import (
@@ -65,8 +68,12 @@ class _Candidates:
 
 def _matcher_for(rules: tuple[DetectionRule, ...]) -> MatchFn:
     try:
+        return build_dispatch(rules)
+    except Exception:  # a generator bug must not stop detection: fall back
+        log.exception("detection: indexed dispatch failed; using the generated matcher")
+    try:
         return build_matcher(rules)
-    except Exception:  # a generator bug must not stop detection: fall back to closures
+    except Exception:
         log.exception("detection: code generation failed; using the rules' closures")
         return closure_matcher(rules)
 
@@ -213,6 +220,14 @@ class DetectionEngine:
         if matched or failed or alerts:
             self._count(matched=matched, fired=fired, failed=failed, alerts=len(alerts))
         return alerts
+
+    def matches(self, event: Mapping[str, Any]) -> list[DetectionRule]:
+        """The detection rules the event matches, in rule order, and nothing else: no
+        alerts, no correlation, no counters (evaluation only: benchmarks, tools)."""
+        snap = self._snapshot
+        if snap.revision != REVISION[0]:
+            snap.refresh()
+        return snap.candidates(event).match(event)[0]
 
     def _on_matches(self, snap: _Snapshot, event: Mapping[str, Any], ts: float | None,
                     matched: list[DetectionRule], alerts: list[dict[str, Any]],
