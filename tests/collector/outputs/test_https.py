@@ -140,3 +140,22 @@ def test_token_file_errors_name_the_file(tmp_path: Path) -> None:
         read_token(tmp_path / "missing")
     with pytest.raises(TypeError, match="https"):
         HttpsConfig(url="http://soc/ingest")
+
+
+def test_a_receiver_with_a_certificate_from_another_ca_gets_nothing(
+        tmp_path: Path, tls: Tls, receiver: HttpsReceiver) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    config = HttpsConfig(url=receiver.url, ca=tls.other_ca, cert=tls.client_cert,
+                         key=tls.client_key, token_file=token_file,
+                         queue=QueueConfig(backoff_initial=Duration(0.05),
+                                           backoff_max=Duration(0.1)))
+    out = HttpsOutput("soc", config, OutputContext(data_dir=tmp_path / "data"))
+    out.connect()
+    try:
+        out.publish(alerts(1))
+        wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in out.health()["last_error"],
+                 message="the certificate refused")
+        assert receiver.requests == 0 and out.health()["queue_depth"] == 1
+    finally:
+        out.close()

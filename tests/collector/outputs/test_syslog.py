@@ -131,3 +131,51 @@ def test_a_receiver_that_closed_the_connection_gets_nothing_counted_as_sent(
             server.close()
             out.deliver([item(2)])
         out.disconnect()
+
+
+def test_tls_checks_the_receivers_certificate_and_name(tmp_path: Path) -> None:
+    import ssl
+    import threading
+
+    from collector.outputs.syslog import SyslogTls
+    from tests.collector.outputs.receivers import make_tls
+
+    tls = make_tls(tmp_path / "tls", server_name="soc.test")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.server_cert), str(tls.server_key))
+    received: list[bytes] = []
+    finished = threading.Event()   # a receiver keeps the connection open
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def serve() -> None:
+            for _ in range(3):
+                conn, _ = server.accept()
+                try:
+                    with context.wrap_socket(conn, server_side=True) as peer:
+                        peer.settimeout(5)
+                        received.append(peer.recv(65536))
+                        finished.wait(5)
+                except (ssl.SSLError, OSError):
+                    received.append(b"")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+
+        def attempt(**keys: Any) -> bool:
+            out = SyslogOutput("soc", SyslogConfig(host="127.0.0.1", port=port,
+                                                   tls=SyslogTls(**keys)),
+                               OutputContext(data_dir=tmp_path))
+            try:
+                return bool(out.deliver([item(1)]).taken)
+            except DeliveryFailed:
+                return False
+            finally:
+                out.disconnect()
+
+        assert not attempt(ca=tls.other_ca, server_name="soc.test")   # unknown CA
+        assert not attempt(ca=tls.ca, server_name="portal.test")      # wrong name
+        assert attempt(ca=tls.ca, server_name="soc.test")
+        finished.set()
+        thread.join(timeout=5)
+    assert received[:2] == [b"", b""] and b"alert-1" in received[2]
