@@ -87,6 +87,16 @@ class QueueConfig:
             raise TypeError("backoff_max must be at least backoff_initial")
 
 
+def dumps(document: Any) -> bytes:
+    """Compact UTF-8 JSON; text that is not valid Unicode (a lone surrogate) is written
+    as ``\\u`` escapes instead of failing: one odd record costs nothing."""
+    try:
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":"),
+                          default=str).encode()
+    except UnicodeEncodeError:
+        return json.dumps(document, separators=(",", ":"), default=str).encode()
+
+
 class DeliveryFailed(Exception):
     """The destination did not take the batch now (down, slow, 5xx): retry it later."""
 
@@ -155,8 +165,7 @@ class QueuedOutput(Output):
         for i, record in enumerate(records):
             if not self.filter.wants(record):
                 continue                    # not for this export: nothing to do
-            body = json.dumps(record.document, ensure_ascii=False,
-                              separators=(",", ":"), default=str).encode()
+            body = dumps(record.document)
             if len(body) > self.queue_config.max_record_bytes:
                 self.too_large += 1
                 result.outcomes[i] = Outcome.DEAD_LETTERED
@@ -210,47 +219,50 @@ class QueuedOutput(Output):
 
     # the sender
     def _run(self) -> None:
-        q = self.queue_config
-        delay = float(q.backoff_initial)
+        delay = float(self.queue_config.backoff_initial)
         while not self._stopping.is_set():
-            self._maybe_alert_drops()
-            assert self.queue is not None
-            items = self.queue.peek(max_items=q.batch_max_records,
-                                    max_bytes=q.batch_max_bytes)
-            if not items:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
             try:
-                done = self.deliver(items)
-            except DeliveryFailed as e:
-                self._failed(str(e), delay)
-                self.disconnect()
-                # jitter: several collectors do not retry in step
-                self._stopping.wait(delay * random.uniform(0.8, 1.0))
-                delay = min(delay * 2, float(q.backoff_max))
-                continue
-            except Exception as e:  # a bug in a client must not end the sender
-                log.exception("export delivery failed unexpectedly", output=self.name,
+                delay = self._step(delay)
+            except Exception as e:  # a bug or a full disk must not end the sender
+                log.exception("export sender failed unexpectedly", output=self.name,
                               error=repr(e))
                 self._failed(repr(e), delay)
                 self.disconnect()
                 self._stopping.wait(delay)
-                delay = min(delay * 2, float(q.backoff_max))
-                continue
-            self.queue.ack(done.taken)
-            if done.refused:
-                self.queue.reject([item for item, _ in done.refused])
-                for item, reason in done.refused[:10]:
-                    log.error("destination refused a record for good; not retried",
-                              output=self.name, id=item.id, reason=reason)
-            if done.taken or done.refused:
-                if self.outage_since is not None:
-                    log.info("export destination back", output=self.name,
-                             down_for=round(time.time() - self.outage_since, 1))
-                self.outage_since = None
-                self.last_delivery = time.time()
-                delay = float(q.backoff_initial)
+                delay = min(delay * 2, float(self.queue_config.backoff_max))
+
+    def _step(self, delay: float) -> float:
+        """One delivery from the queue's head; returns the next backoff."""
+        q = self.queue_config
+        self._maybe_alert_drops()
+        assert self.queue is not None
+        items = self.queue.peek(max_items=q.batch_max_records, max_bytes=q.batch_max_bytes)
+        if not items:
+            self._wake.wait(1.0)
+            self._wake.clear()
+            return delay
+        try:
+            done = self.deliver(items)
+        except DeliveryFailed as e:
+            self._failed(str(e), delay)
+            self.disconnect()
+            # jitter: several collectors do not retry in step
+            self._stopping.wait(delay * random.uniform(0.8, 1.0))
+            return min(delay * 2, float(q.backoff_max))
+        self.queue.ack(done.taken)
+        if done.refused:
+            self.queue.reject([item for item, _ in done.refused])
+            for item, reason in done.refused[:10]:
+                log.error("destination refused a record for good; not retried",
+                          output=self.name, id=item.id, reason=reason)
+        if not (done.taken or done.refused):
+            return delay
+        if self.outage_since is not None:
+            log.info("export destination back", output=self.name,
+                     down_for=round(time.time() - self.outage_since, 1))
+        self.outage_since = None
+        self.last_delivery = time.time()
+        return float(q.backoff_initial)
 
     def _failed(self, error: str, delay: float) -> None:
         first = self.outage_since is None

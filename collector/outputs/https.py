@@ -39,6 +39,7 @@ from collector.outputs.forwarder import (
     FilterConfig,
     QueueConfig,
     QueuedOutput,
+    dumps,
 )
 from collector.outputs.registry import OutputContext, register
 from common.errors import ConfigError
@@ -86,17 +87,16 @@ def read_token(path: Path) -> str:
     return token
 
 
-def ndjson(items: list[Item]) -> bytes:
-    """The batch's body: each document with its ``event.id``."""
-    lines = []
-    for item in items:
-        doc = json.loads(item.body)
-        event = doc.get("event")
-        if not isinstance(event, dict):
-            event = doc["event"] = {}
-        event.setdefault("id", item.id)
-        lines.append(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode())
-    return b"\n".join(lines) + b"\n"
+def ndjson_line(item: Item) -> bytes:
+    """One line of a batch: the document with its ``event.id``."""
+    doc = json.loads(item.body)
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    event = doc.get("event")
+    if not isinstance(event, dict):
+        event = doc["event"] = {}
+    event.setdefault("id", item.id)
+    return dumps(doc)
 
 
 @register("https", HttpsConfig)
@@ -115,6 +115,7 @@ class HttpsOutput(QueuedOutput):
         self._tls = tls
         self._conn: http.client.HTTPSConnection | None = None
         self._token: str | None = None
+        self._lines: dict[int, bytes] = {}     # the batch being delivered, by position
         if config.token_file is not None:
             self._token = read_token(config.token_file)   # a bad file fails at start
 
@@ -129,7 +130,18 @@ class HttpsOutput(QueuedOutput):
 
     def deliver(self, items: list[Item]) -> Delivery:
         done = Delivery()
-        self._send(items, done)
+        lines: dict[int, bytes] = {}
+        sendable: list[Item] = []
+        for item in items:
+            try:
+                lines[item.pos] = ndjson_line(item)
+            except (ValueError, TypeError, RecursionError) as e:  # costs only itself
+                done.refused.append((item, f"cannot be formatted: {e!r}"[:300]))
+                continue
+            sendable.append(item)
+        self._lines = lines
+        if sendable:
+            self._send(sendable, done)
         return done
 
     # internals
@@ -162,7 +174,7 @@ class HttpsOutput(QueuedOutput):
         return f"https://{self._host}:{self._port}{self._path}"
 
     def _post(self, items: list[Item]) -> tuple[int, str]:
-        body = ndjson(items)
+        body = b"".join(self._lines[i.pos] + b"\n" for i in items)
         headers = {"Content-Type": "application/x-ndjson", **self.config.headers,
                    "Idempotency-Key": f"{items[0].id}..{items[-1].id}"}
         if self._conn is None:

@@ -40,6 +40,7 @@ from collector.outputs.forwarder import (
     FilterConfig,
     QueueConfig,
     QueuedOutput,
+    dumps,
 )
 from collector.outputs.registry import OutputContext, register
 from common.yamlconf import Duration, Size
@@ -123,12 +124,12 @@ def format_message(config: SyslogConfig, *, doc: dict[str, Any], doc_id: str, ki
     head = (f"<{pri}>1 {stamp} {header_token(host.get('name'), 255)} "  # type: ignore[union-attr]
             f"{config.app_name} - {msgid} - ").encode()
     if config.payload is Payload.CEF:
-        body = format_cef(doc, doc_id=doc_id, kind=kind, config=config.cef).encode()
+        body = format_cef(doc, doc_id=doc_id, kind=kind,
+                          config=config.cef).encode("utf-8", "backslashreplace")
     else:
-        body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        body = dumps(doc)
     if len(head) + len(body) > config.max_message_bytes and config.payload is Payload.JSON:
-        body = json.dumps(summary(doc, len(body)), ensure_ascii=False,
-                          separators=(",", ":")).encode()
+        body = dumps(summary(doc, len(body)))
     message = head + body
     if len(message) > config.max_message_bytes:
         # CEF values are capped, so this is a JSON summary still too large or a tiny
@@ -181,10 +182,17 @@ class SyslogOutput(QueuedOutput):
         sock = self._connected()
         now = time.time()
         data = bytearray()
+        sent: list[Item] = []
+        refused: list[tuple[Item, str]] = []
         for item in items:
-            doc = json.loads(item.body)
-            data += frame(format_message(self.config, doc=doc, doc_id=item.id,
-                                         kind=item.kind, now=now))
+            try:
+                message = format_message(self.config, doc=json.loads(item.body),
+                                         doc_id=item.id, kind=item.kind, now=now)
+            except (ValueError, TypeError, RecursionError) as e:  # one record: only itself
+                refused.append((item, f"cannot be formatted: {e!r}"[:300]))
+                continue
+            data += frame(message)
+            sent.append(item)
         deadline = time.monotonic() + float(self.config.send_timeout)
         try:
             sock.settimeout(float(self.config.send_timeout))
@@ -192,7 +200,7 @@ class SyslogOutput(QueuedOutput):
             self._await_acknowledged(sock, deadline)
         except (OSError, ssl.SSLError) as e:
             raise DeliveryFailed(f"{self._where()}: {e}") from e
-        return Delivery(taken=items)
+        return Delivery(taken=sent, refused=refused)
 
     def disconnect(self) -> None:
         if self._sock is not None:

@@ -159,3 +159,15 @@ def test_a_receiver_with_a_certificate_from_another_ca_gets_nothing(
         assert receiver.requests == 0 and out.health()["queue_depth"] == 1
     finally:
         out.close()
+
+
+def test_text_that_is_not_unicode_costs_nothing(tmp_path: Path, tls: Tls,
+                                                receiver: HttpsReceiver) -> None:
+    out = output(tmp_path, tls, receiver)
+    try:
+        odd = alerts(1, file={"path": "/var/www/\udcff.php"})
+        assert out.publish(odd + alerts(1, start=1)).outcomes == [Outcome.STORED] * 2
+        wait_for(lambda: len(receiver.taken) == 2, message="both, the odd one escaped")
+        assert receiver.documents["alert-0"]["file"]["path"] == "/var/www/\udcff.php"
+    finally:
+        out.close()
