@@ -19,17 +19,20 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import ssl
 import threading
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from collector.outputs.base import Output, OutputUnavailable
 from collector.outputs.diskqueue import DiskQueue, Item, QueueError
 from collector.outputs.registry import OutputContext
 from collector.records import Kind, Outcome, PublishResult, Record
+from common.errors import ConfigError
 from common.logs import get_logger
 from common.yamlconf import Duration, Size
 
@@ -95,6 +98,23 @@ def dumps(document: Any) -> bytes:
                           default=str).encode()
     except UnicodeEncodeError:
         return json.dumps(document, separators=(",", ":"), default=str).encode()
+
+
+def client_tls(where: str, *, ca: Path | None, cert: Path | None,
+               key: Path | None) -> ssl.SSLContext:
+    """A TLS client context (TLS 1.2 at least, the server's certificate and name
+    checked); a file that cannot be read is a ConfigError naming it."""
+    try:
+        tls = ssl.create_default_context(cafile=str(ca) if ca else None)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"{where}: ca {ca}: {e}") from e
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert is not None and key is not None:
+        try:
+            tls.load_cert_chain(str(cert), str(key))
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"{where}: cert {cert} / key {key}: {e}") from e
+    return tls
 
 
 class DeliveryFailed(Exception):

@@ -39,6 +39,7 @@ from collector.outputs.forwarder import (
     FilterConfig,
     QueueConfig,
     QueuedOutput,
+    client_tls,
     dumps,
 )
 from collector.outputs.registry import OutputContext, register
@@ -95,7 +96,7 @@ def ndjson_line(item: Item) -> bytes:
     event = doc.get("event")
     if not isinstance(event, dict):
         event = doc["event"] = {}
-    event.setdefault("id", item.id)
+    event["id"] = item.id      # the collector's id, whatever the document said
     return dumps(doc)
 
 
@@ -108,11 +109,8 @@ class HttpsOutput(QueuedOutput):
         self._host = parts.hostname or ""
         self._port = parts.port or 443
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        tls = ssl.create_default_context(cafile=str(config.ca) if config.ca else None)
-        tls.minimum_version = ssl.TLSVersion.TLSv1_2
-        if config.cert is not None and config.key is not None:
-            tls.load_cert_chain(str(config.cert), str(config.key))
-        self._tls = tls
+        self._tls = client_tls(f"outputs.{name}", ca=config.ca, cert=config.cert,
+                               key=config.key)
         self._conn: http.client.HTTPSConnection | None = None
         self._token: str | None = None
         self._lines: dict[int, bytes] = {}     # the batch being delivered, by position

@@ -40,6 +40,7 @@ from collector.outputs.forwarder import (
     FilterConfig,
     QueueConfig,
     QueuedOutput,
+    client_tls,
     dumps,
 )
 from collector.outputs.registry import OutputContext, register
@@ -168,12 +169,8 @@ class SyslogOutput(QueuedOutput):
         self._sock: socket.socket | None = None
         self._tls: ssl.SSLContext | None = None
         if config.tls is not None:
-            tls = ssl.create_default_context(
-                cafile=str(config.tls.ca) if config.tls.ca else None)
-            tls.minimum_version = ssl.TLSVersion.TLSv1_2
-            if config.tls.cert is not None and config.tls.key is not None:
-                tls.load_cert_chain(str(config.tls.cert), str(config.tls.key))
-            self._tls = tls
+            self._tls = client_tls(f"outputs.{name}.tls", ca=config.tls.ca,
+                                   cert=config.tls.cert, key=config.tls.key)
 
     def type_name(self) -> str:
         return "syslog"

@@ -171,3 +171,14 @@ def test_text_that_is_not_unicode_costs_nothing(tmp_path: Path, tls: Tls,
         assert receiver.documents["alert-0"]["file"]["path"] == "/var/www/\udcff.php"
     finally:
         out.close()
+
+
+def test_each_line_carries_the_collectors_id_not_the_documents(
+        tmp_path: Path, tls: Tls, receiver: HttpsReceiver) -> None:
+    out = output(tmp_path, tls, receiver)
+    try:
+        out.publish([Record(Kind.ALERT, "alert-9", {"event": {"id": "someone-else"}})])
+        wait_for(lambda: receiver.taken, message="the alert")
+        assert list(receiver.taken) == ["alert-9"]
+    finally:
+        out.close()

@@ -179,3 +179,12 @@ def test_tls_checks_the_receivers_certificate_and_name(tmp_path: Path) -> None:
         finished.set()
         thread.join(timeout=5)
     assert received[:2] == [b"", b""] and b"alert-1" in received[2]
+
+
+def test_a_missing_certificate_file_is_named(tmp_path: Path) -> None:
+    from collector.outputs.syslog import SyslogTls
+
+    missing = tmp_path / "soc-ca.pem"
+    with pytest.raises(ConfigError, match=f"outputs.soc.tls: ca {missing}"):
+        SyslogOutput("soc", SyslogConfig(host="h", tls=SyslogTls(ca=missing)),
+                     OutputContext(data_dir=tmp_path))
