@@ -175,6 +175,33 @@ class HttpsOutput(QueuedOutput):
         body = b"".join(self._lines[i.pos] + b"\n" for i in items)
         headers = {"Content-Type": "application/x-ndjson", **self.config.headers,
                    "Idempotency-Key": f"{items[0].id}..{items[-1].id}"}
+        # a kept-alive connection the receiver closed meanwhile fails at once: try once
+        # more on a new one before calling it an outage
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            conn = self._connection()
+            if self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
+            try:
+                conn.request("POST", self._path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read(64 * 1024)        # a bounded read of the answer
+                status, reason = response.status, str(response.reason)[:200]
+                if response.will_close or not response.isclosed():
+                    self.disconnect()
+                return status, reason
+            except (http.client.RemoteDisconnected, ConnectionResetError,
+                    BrokenPipeError) as e:
+                self.disconnect()
+                if reused and attempt == 1:
+                    continue
+                raise DeliveryFailed(f"{self._where()}: {type(e).__name__}: {e}") from e
+            except (OSError, http.client.HTTPException, ssl.SSLError) as e:
+                self.disconnect()
+                raise DeliveryFailed(f"{self._where()}: {type(e).__name__}: {e}") from e
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> http.client.HTTPSConnection:
         if self._conn is None:
             if self.config.token_file is not None:
                 try:
@@ -184,16 +211,4 @@ class HttpsOutput(QueuedOutput):
             self._conn = http.client.HTTPSConnection(
                 self._host, self._port, timeout=float(self.config.timeout),
                 context=self._tls)
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        try:
-            self._conn.request("POST", self._path, body=body, headers=headers)
-            response = self._conn.getresponse()
-            response.read(64 * 1024)        # a bounded read of the answer
-            status, reason = response.status, str(response.reason)[:200]
-            if response.will_close or not response.isclosed():
-                self.disconnect()
-        except (OSError, http.client.HTTPException, ssl.SSLError) as e:
-            self.disconnect()
-            raise DeliveryFailed(f"{self._where()}: {type(e).__name__}: {e}") from e
-        return status, reason
+        return self._conn
