@@ -100,6 +100,17 @@ def dumps(document: Any) -> bytes:
         return json.dumps(document, separators=(",", ":"), default=str).encode()
 
 
+def with_id(record: Record) -> dict[str, Any]:
+    """The document as exported: its ``event.id`` is the record's id (the receiver's
+    dedupe key), whatever the document said (a copy only when they differ)."""
+    doc = record.document
+    event = doc.get("event")
+    if isinstance(event, dict) and event.get("id") == record.doc_id:
+        return doc
+    return {**doc, "event": {**(event if isinstance(event, dict) else {}),
+                             "id": record.doc_id}}
+
+
 def client_tls(where: str, *, ca: Path | None, cert: Path | None,
                key: Path | None) -> ssl.SSLContext:
     """A TLS client context (TLS 1.2 at least, the server's certificate and name
@@ -185,7 +196,7 @@ class QueuedOutput(Output):
         for i, record in enumerate(records):
             if not self.filter.wants(record):
                 continue                    # not for this export: nothing to do
-            body = dumps(record.document)
+            body = dumps(with_id(record))
             if len(body) > self.queue_config.max_record_bytes:
                 self.too_large += 1
                 result.outcomes[i] = Outcome.DEAD_LETTERED

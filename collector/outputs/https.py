@@ -3,7 +3,7 @@
 NDJSON rather than a JSON array: a receiver (Logstash ``http`` input with the
 ``json_lines`` codec, Vector, Fluent Bit, a SIEM's HTTP collector) can stream it line by
 line, and one bad line does not make the rest unreadable. Each document carries its
-``event.id`` (the record's id: set when the document has none) so that the receiver
+``event.id`` (the record's id, set when it is queued) so that the receiver
 dedupes a resend; the ``Idempotency-Key`` header is the batch's first and last id.
 
 Statuses (as libbeat's Elasticsearch client treats bulk items):
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import ssl
 import urllib.parse
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ from collector.outputs.forwarder import (
     QueueConfig,
     QueuedOutput,
     client_tls,
-    dumps,
 )
 from collector.outputs.registry import OutputContext, register
 from common.errors import ConfigError
@@ -88,18 +86,6 @@ def read_token(path: Path) -> str:
     return token
 
 
-def ndjson_line(item: Item) -> bytes:
-    """One line of a batch: the document with its ``event.id``."""
-    doc = json.loads(item.body)
-    if not isinstance(doc, dict):
-        raise ValueError("not a JSON object")
-    event = doc.get("event")
-    if not isinstance(event, dict):
-        event = doc["event"] = {}
-    event["id"] = item.id      # the collector's id, whatever the document said
-    return dumps(doc)
-
-
 @register("https", HttpsConfig)
 class HttpsOutput(QueuedOutput):
     def __init__(self, name: str, config: HttpsConfig, context: OutputContext) -> None:
@@ -113,7 +99,6 @@ class HttpsOutput(QueuedOutput):
                                key=config.key)
         self._conn: http.client.HTTPSConnection | None = None
         self._token: str | None = None
-        self._lines: dict[int, bytes] = {}     # the batch being delivered, by position
         if config.token_file is not None:
             self._token = read_token(config.token_file)   # a bad file fails at start
 
@@ -128,18 +113,7 @@ class HttpsOutput(QueuedOutput):
 
     def deliver(self, items: list[Item]) -> Delivery:
         done = Delivery()
-        lines: dict[int, bytes] = {}
-        sendable: list[Item] = []
-        for item in items:
-            try:
-                lines[item.pos] = ndjson_line(item)
-            except (ValueError, TypeError, RecursionError) as e:  # costs only itself
-                done.refused.append((item, f"cannot be formatted: {e!r}"[:300]))
-                continue
-            sendable.append(item)
-        self._lines = lines
-        if sendable:
-            self._send(sendable, done)
+        self._send(items, done)
         return done
 
     # internals
@@ -172,7 +146,8 @@ class HttpsOutput(QueuedOutput):
         return f"https://{self._host}:{self._port}{self._path}"
 
     def _post(self, items: list[Item]) -> tuple[int, str]:
-        body = b"".join(self._lines[i.pos] + b"\n" for i in items)
+        # each body is one line already: compact JSON, event.id set (forwarder.with_id)
+        body = b"".join(i.body + b"\n" for i in items)
         headers = {"Content-Type": "application/x-ndjson", **self.config.headers,
                    "Idempotency-Key": f"{items[0].id}..{items[-1].id}"}
         # a kept-alive connection the receiver closed meanwhile fails at once: try once

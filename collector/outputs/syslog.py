@@ -116,7 +116,8 @@ def header_token(value: Any, limit: int) -> str:
 
 
 def format_message(config: SyslogConfig, *, doc: dict[str, Any], doc_id: str, kind: str,
-                   now: float) -> bytes:
+                   now: float, encoded: bytes | None = None) -> bytes:
+    """One RFC 5424 message; ``encoded``: ``doc`` as compact JSON already (the queue's)."""
     event = doc.get("event") if isinstance(doc.get("event"), dict) else {}
     host = doc.get("host") if isinstance(doc.get("host"), dict) else {}
     pri = config.facility * 8 + syslog_level(event.get("severity"))   # type: ignore[union-attr]
@@ -128,7 +129,7 @@ def format_message(config: SyslogConfig, *, doc: dict[str, Any], doc_id: str, ki
         body = format_cef(doc, doc_id=doc_id, kind=kind,
                           config=config.cef).encode("utf-8", "backslashreplace")
     else:
-        body = dumps(doc)
+        body = encoded if encoded is not None else dumps(doc)
     if len(head) + len(body) > config.max_message_bytes and config.payload is Payload.JSON:
         body = dumps(summary(doc, len(body)))
     message = head + body
@@ -184,7 +185,8 @@ class SyslogOutput(QueuedOutput):
         for item in items:
             try:
                 message = format_message(self.config, doc=json.loads(item.body),
-                                         doc_id=item.id, kind=item.kind, now=now)
+                                         doc_id=item.id, kind=item.kind, now=now,
+                                         encoded=item.body)
             except (ValueError, TypeError, RecursionError) as e:  # one record: only itself
                 refused.append((item, f"cannot be formatted: {e!r}"[:300]))
                 continue
