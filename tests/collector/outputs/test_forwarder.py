@@ -104,3 +104,27 @@ def test_queue_survives_a_restart_of_the_output(tmp_path: Path) -> None:
         wait_for(lambda: len(again.got) == 4, message="the four after a restart")
     finally:
         again.close()
+
+
+def test_the_examples_in_docs_export_md_are_valid_configs() -> None:
+    import re
+    import textwrap
+
+    from collector.outputs.registry import parse_outputs
+    from common.yamlconf import parse_yaml
+    from tests.harness import REPO
+
+    text = (REPO / "docs" / "export.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    entries = [b for b in blocks if b.startswith("outputs:")]
+    assert len(entries) == 2
+    for block in entries:
+        spec, = parse_outputs(parse_yaml(block, "docs/export.md")["outputs"],
+                              source="docs/export.md")
+        assert spec.type.name in ("syslog", "https")
+    # the filter: and queue: fragments fit under any export
+    fragments = "".join(textwrap.dedent(b) for b in blocks if not b.startswith("outputs:"))
+    extra = parse_yaml(fragments, "docs/export.md")
+    spec, = parse_outputs({"soc": {"type": "https", "url": "https://soc/", **extra}},
+                          source="docs/export.md")
+    assert spec.config.filter.min_severity == 47 and spec.config.queue.max_bytes == 256 << 20
