@@ -14,11 +14,12 @@ import datetime as dt
 import http.server
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.harness import free_port, in_ci, port_open, wait_for
+from tests.harness import in_ci, port_open, wait_for
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,26 @@ def need_rsyslog() -> str:
     pytest.skip(reason)
 
 
+def two_free_ports() -> tuple[int, int]:
+    """Two distinct free ports (two free_port() calls may return the same one: it was
+    free again when the second asked; a bench once had rsyslog put TCP and TLS on it)."""
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        return int(a.getsockname()[1]), int(b.getsockname()[1])
+
+
 @dataclass
 class Rsyslog:
     directory: Path
     tls: Tls
-    tcp_port: int = field(default_factory=free_port)
-    tls_port: int = field(default_factory=free_port)
+    tcp_port: int = 0
+    tls_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.tcp_port and self.tls_port):
+            self.tcp_port, self.tls_port = two_free_ports()
 
     @property
     def tcp_file(self) -> Path:
