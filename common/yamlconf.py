@@ -210,7 +210,10 @@ def from_dict(cls: type[T], data: Any, *, source: str, path: str = "",
         if errors is None:
             raise error from (None if error is e else e)
         errors.append(error)
-        return cls()
+        try:
+            return cls()
+        except (TypeError, ConfigError):   # a required key (no valid default): nothing
+            return None  # type: ignore[return-value]
 
 
 def type_hints(cls: type) -> dict[str, Any]:

@@ -38,7 +38,8 @@ ensure_venv() {
 # apache2 are the web servers whose configurations and logs the agent reads
 # (tests/e2e/test_webroots.py, tests/e2e/test_weblog*.py).
 APT_PACKAGES=(openssh-server openssh-client sshpass sudo passwd rsyslog procps nftables
-              python3-venv rpm rpm2cpio cpio nginx nginx-light apache2)
+              python3-venv rpm rpm2cpio cpio nginx nginx-light apache2
+              rsyslog-gnutls)
 
 ensure_system_packages() {
   local missing=()

@@ -130,6 +130,10 @@ SISGUARD_FIELDS: dict[str, str] = {
     "sisguard.sensor.queue_dropped_total": L, "sisguard.sensor.found_by_sweep": L,
     "sisguard.sensor.found_by_sweep_total": L,
     "sisguard.agent.status": K, "sisguard.agent.last_seen": D,
+    # upstream export: the queue-full alert (outputs/forwarder.py), a cut syslog message
+    "sisguard.export.output": K, "sisguard.export.dropped": L,
+    "sisguard.export.dropped_total": L, "sisguard.export.max_bytes": L,
+    "sisguard.export.truncated": B, "sisguard.export.bytes": L,
     # detection: @timestamp minus event.ingested, seconds, when beyond the trusted skew
     "sisguard.time_skew": "double",
     # dead letters

@@ -47,6 +47,8 @@ BUILTIN: dict[str, str] = {
     "archive": "collector.outputs.archive",
     "console": "collector.outputs.console",
     "elasticsearch": "collector.outputs.elasticsearch",
+    "https": "collector.outputs.https",
+    "syslog": "collector.outputs.syslog",
 }
 
 
