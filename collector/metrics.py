@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -183,6 +183,41 @@ def _number(value: Any) -> float | None:
 OUTPUT_OUTCOMES = {"stored": "stored", "duplicates": "duplicate",
                    "dead_lettered": "dead_lettered"}
 
+# what an export with a disk queue (collector/outputs/forwarder.py) says in health()
+EXPORT_GAUGES = {
+    "queue_depth": ("sisguard_export_queue_records", "Records waiting in the export's queue"),
+    "queue_bytes": ("sisguard_export_queue_bytes", "Bytes the export's queue holds"),
+    "queue_max_bytes": ("sisguard_export_queue_max_bytes", "The export queue's bound"),
+    "oldest_age": ("sisguard_export_oldest_seconds",
+                   "Age of the oldest record not yet delivered (0: none)"),
+}
+EXPORT_COUNTERS = {
+    "delivered": ("sisguard_export_delivered", "Records the destination took"),
+    "rejected": ("sisguard_export_rejected", "Records the destination refused for good"),
+    "dropped": ("sisguard_export_dropped", "Records not queued: the queue was full"),
+}
+
+
+def export_metrics(outputs: Iterable[Any]) -> Iterator[Metric]:
+    """Queue depth, age, deliveries, drops and outage of every output with a queue."""
+    gauges = {key: GaugeMetricFamily(name, text, labels=["output"])
+              for key, (name, text) in EXPORT_GAUGES.items()}
+    counters = {key: CounterMetricFamily(name, text, labels=["output"])
+                for key, (name, text) in EXPORT_COUNTERS.items()}
+    up = GaugeMetricFamily("sisguard_export_up",
+                           "1 while the export delivers, 0 while its destination fails",
+                           labels=["output"])
+    for output in outputs:
+        health = output.health()
+        if "queue_depth" not in health:
+            continue
+        for key, family in gauges.items():
+            family.add_metric([output.name], _number(health.get(key)) or 0.0)
+        for key, counter in counters.items():
+            counter.add_metric([output.name], _number(health.get(key)) or 0.0)
+        up.add_metric([output.name], 0 if health.get("outage_since") else 1)
+    yield from (*gauges.values(), *counters.values(), up)
+
 
 class CollectorMetrics(PromCollector):
     """Reads the collector's counters at scrape time."""
@@ -275,6 +310,7 @@ class CollectorMetrics(PromCollector):
             outage.add_metric([name], max(0.0, now - since) if since is not None else 0)
             queue.add_metric([name], pending.get(name, 0))
         yield from (docs, unavailable, up, outage, queue)
+        yield from export_metrics(c.outputs)
         yield GaugeMetricFamily("sisguard_output_outage",
                                 "1 while any output is in an outage (batches not acked)",
                                 value=1 if c.storing_blocked() else 0)

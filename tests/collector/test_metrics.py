@@ -187,3 +187,32 @@ def test_shipped_alerting_rules_are_well_formed() -> None:
         result = subprocess.run([promtool, "check", "rules", str(ALERT_RULES)],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+class _Export:
+    name = "soc"
+
+    def __init__(self, **health: Any) -> None:
+        self._health = health
+
+    def health(self) -> dict[str, Any]:
+        return self._health
+
+
+def test_export_queues_are_gauged_and_outputs_without_a_queue_left_out() -> None:
+    from collector.metrics import export_metrics
+
+    class _Plain(_Export):
+        name = "archive"
+
+    families = {f.name: f for f in export_metrics([
+        _Export(queue_depth=7, queue_bytes=2048, queue_max_bytes=4096, oldest_age=12.5,
+                delivered=3, rejected=1, dropped=2, outage_since=1.0e9),
+        _Plain(stored=5)])}
+    def value(name: str) -> list[tuple[dict[str, str], float]]:
+        return [(s.labels, s.value) for s in families[name].samples
+                if not s.name.endswith("_created")]
+    assert value("sisguard_export_queue_records") == [({"output": "soc"}, 7.0)]
+    assert value("sisguard_export_oldest_seconds") == [({"output": "soc"}, 12.5)]
+    assert value("sisguard_export_dropped") == [({"output": "soc"}, 2.0)]
+    assert value("sisguard_export_up") == [({"output": "soc"}, 0.0)]
