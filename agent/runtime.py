@@ -24,7 +24,7 @@ from agent.memory import release_heap
 from agent.renewal import Renewal
 from agent.sensors import REGISTRY, Sensor, SensorContext
 from agent.sensors.base import SensorHealth
-from agent.sensors.fim_config import FimConfig, with_web_roots
+from agent.sensors.fim.config import FimConfig, with_web_roots
 from agent.sensors.weblog import WebLogSensor, discovered_paths
 from agent.shipper import Shipper, ShipperSettings
 from agent.spool import Spool

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from agent.sensors.auth import AuthConfig, AuthSensor
 from agent.sensors.base import Sensor, SensorContext
-from agent.sensors.fim import FimConfig, FimSensor
+from agent.sensors.fim.sensor import FimConfig, FimSensor
 from agent.sensors.inventory import InventoryConfig, InventorySensor
 from agent.sensors.network import NetworkConfig, NetworkSensor
 from agent.sensors.process import ProcessConfig, ProcessSensor

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.platform.linux.logfollow import FileFollower
 from agent.sensors.authlog import PROGRAMS, SyslogRecord, auth_document, parse_syslog_line
 from agent.sensors.base import Sensor, SensorContext
-from agent.sensors.logfollow import FileFollower
 from common.logs import get_logger
 from common.text import escape_bytes, os_text
 from common.yamlconf import Duration

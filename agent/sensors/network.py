@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.ecs import Document, new_event
+from agent.platform.linux.procfs import ProcFS
 from agent.sensors.base import Sensor, SensorContext
-from agent.sensors.procfs import ProcFS
 from common.logs import get_logger
 from common.text import is_valid_text, os_text
 from common.yamlconf import Duration

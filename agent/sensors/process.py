@@ -45,11 +45,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.ecs import Document, new_event, timestamp
+from agent.platform.linux.exe_open import LOCAL_FILE_SYSTEMS
+from agent.platform.linux.netlink import ConnectorError, ProcConnector, ProcEvent, What
+from agent.platform.linux.procfs import ExeHash, HashCache, OpenExe, ProcFS, Snapshot
 from agent.sensors.base import Sensor, SensorContext
-from agent.sensors.exe_open import LOCAL_FILE_SYSTEMS
-from agent.sensors.netlink import ConnectorError, ProcConnector, ProcEvent, What
 from agent.sensors.process_loss import LossAccount
-from agent.sensors.procfs import ExeHash, HashCache, OpenExe, ProcFS, Snapshot
 from common.logs import get_logger
 from common.text import os_text
 from common.yamlconf import Duration, Size

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.sensors.logfollow import FileFollower
+from agent.platform.linux.logfollow import FileFollower
 from tests.harness import Agent, Collector, free_port, in_ci, port_open, wait_for
 
 REPO = Path(__file__).resolve().parents[3]

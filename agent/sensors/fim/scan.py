@@ -20,12 +20,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TextIO
 
-from agent.fim_hashing import HashWorkers, Item, Result, as_error, mostly_holes
-from agent.saferead import Tree
-from agent.sensors.fim_config import WatchPath
-from agent.sensors.fim_events import fim_event
-from agent.sensors.fim_reconcile import Reconciler
-from agent.sensors.fim_state import FileState
+from agent.platform.linux.saferead import Tree
+from agent.sensors.fim.config import WatchPath
+from agent.sensors.fim.events import fim_event
+from agent.sensors.fim.hashing import HashWorkers, Item, Result, as_error, mostly_holes
+from agent.sensors.fim.reconcile import Reconciler
+from agent.sensors.fim.state import FileState
 
 BATCH = 2000
 # new files a reconciliation scan holds back until its sweep, so that one matching a

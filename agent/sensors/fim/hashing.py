@@ -5,13 +5,13 @@ baseline inserts and the hashing threads take turns on the GIL, and two threads 
 slower than one; so a baseline scan hands lists of files to ``HashWorkers``: helper
 processes that hash and read extended attributes, one per core. A helper runs isolated
 (``python -I`` in ``/``: nothing from the caller's working directory or environment is
-imported) and opens each file beneath the watched root (``agent.saferead``), only the
-inode the scan saw. Helpers live only as long as the scan, speak length-prefixed
+imported) and opens each file beneath the watched root (``agent.platform.linux.saferead``),
+only the inode the scan saw. Helpers live only as long as the scan, speak length-prefixed
 ``marshal`` over their pipes, and exit when their stdin closes (also when the agent is
 killed).
 
-This module imports only the standard library (and ``agent.saferead``): a worker
-starts in a few milliseconds.
+This module imports only the standard library (and ``agent.platform.linux.saferead``): a
+worker starts in a few milliseconds.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, BinaryIO, NamedTuple, Optional, Union
 
-from agent.saferead import Tree, iter_chunks, read_capped
+from agent.platform.linux.saferead import Tree, iter_chunks, read_capped
 
 WHOLE_READ = 1 << 20      # files up to this size are read with one call
 MAX_XATTRS = 1000         # attribute names digested per file
@@ -37,7 +37,7 @@ SPARSE_MIN = 64 << 20     # a file larger than this, less than 1/8 allocated, is
 # the helper: isolated (-I: no PYTHONPATH, no user site, no script or working directory
 # on sys.path), started in /, finding the agent package only where this file lies
 BOOTSTRAP = ("import sys; sys.path.append(sys.argv[1]); "
-             "from agent.fim_hashing import main; sys.exit(main(sys.argv[2:]))")
+             "from agent.sensors.fim.hashing import main; sys.exit(main(sys.argv[2:]))")
 _LENGTH = struct.Struct("<I")
 
 # what a worker returns per path: (hashes, xattr digest), or (errno, message)
@@ -195,7 +195,9 @@ class HashWorkers:
 
     def __init__(self, workers: int, algorithms: tuple[str, ...], limit: int,
                  xattrs: bool) -> None:
-        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        package_parent = os.path.abspath(__file__)   # <parent>/agent/sensors/fim/hashing.py
+        for _ in range(4):
+            package_parent = os.path.dirname(package_parent)
         self._procs: list[subprocess.Popen[bytes]] = []
         self._queues: list[deque[Future[list[Result]]]] = []
         self._readers: list[threading.Thread] = []

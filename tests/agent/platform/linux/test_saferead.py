@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from agent import saferead
-from agent.saferead import NotRegular, Outside, Replaced, Tree, open_beneath, read_capped
+from agent.platform.linux import saferead
+from agent.platform.linux.saferead import (
+    NotRegular,
+    Outside,
+    Replaced,
+    Tree,
+    open_beneath,
+    read_capped,
+)
 
 
 @pytest.fixture(params=["openat2", "walk"])

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.sensors.exe_open import LOCAL_FILE_SYSTEMS, NotHashable, open_image
+from agent.platform.linux.exe_open import LOCAL_FILE_SYSTEMS, NotHashable, open_image
 from common.text import escape_bytes
 
 

@@ -6,7 +6,7 @@ files, links and directories); a path that was never approved is moved to the qu
 directory. Each action is its own ``restored`` / ``quarantined`` event.
 
 Safety: we act only on a path lexically under the configured root; its parent directory
-is opened beneath the root without following any link (``agent.saferead``), and every
+is opened beneath the root without following any link (``agent.platform.linux.saferead``), and every
 operation is made relative to that descriptor, never following the final component. So
 a symlink can neither lead us out of the root nor make us write through it. Nothing is
 opened that is not a regular file: a FIFO, socket or device is moved with ``rename``,
@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.ecs import Document
-from agent.fim_hashing import digest_file, xattr_digest_fd
-from agent.saferead import Tree, iter_chunks, kind_of
-from agent.sensors.fim_baseline import Approved, Baseline
-from agent.sensors.fim_config import INTERNAL_PREFIX
-from agent.sensors.fim_events import protection_event
-from agent.sensors.fim_state import FileState, Reader, file_type, size_cap
+from agent.platform.linux.saferead import Tree, iter_chunks, kind_of
+from agent.sensors.fim.baseline import Approved, Baseline
+from agent.sensors.fim.config import INTERNAL_PREFIX
+from agent.sensors.fim.events import protection_event
+from agent.sensors.fim.hashing import digest_file, xattr_digest_fd
+from agent.sensors.fim.state import FileState, Reader, file_type, size_cap
 
 APPROVE_MAX_BYTES = 64 * 1024 * 1024   # content kept per approved file (restorable)
 MAX_DEPTH = 64                         # directory depth copied across file systems

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from agent.saferead import NotRegular, kind_of
+from agent.platform.linux.saferead import NotRegular, kind_of
 from common.logs import get_logger
 
 log = get_logger("sisguard.agent.logfollow")

@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.ecs import Document
-from agent.fim_hashing import hash_bytes
 from agent.sensors.base import SensorHealth
-from agent.sensors.fim_baseline import Baseline
-from agent.sensors.fim_config import FimConfig, Protect, Rules, WatchPath
-from agent.sensors.fim_content import ContentChecker
-from agent.sensors.fim_diff import Snapshot, is_nodiff, private_link, read_for_diff, unified
-from agent.sensors.fim_events import file_fields, fim_event
-from agent.sensors.fim_protect import Protector
-from agent.sensors.fim_state import FileState, Reader, classify, compare, size_cap, size_words
+from agent.sensors.fim.baseline import Baseline
+from agent.sensors.fim.config import FimConfig, Protect, Rules, WatchPath
+from agent.sensors.fim.content import ContentChecker
+from agent.sensors.fim.diff import Snapshot, is_nodiff, private_link, read_for_diff, unified
+from agent.sensors.fim.events import file_fields, fim_event
+from agent.sensors.fim.hashing import hash_bytes
+from agent.sensors.fim.protect import Protector
+from agent.sensors.fim.state import FileState, Reader, classify, compare, size_cap, size_words
 
 ReportError = Callable[[str, dict[str, Any]], None]
 MAX_NEW_DIR_ENTRIES = 100_000   # entries of a new directory reported at once (a scan

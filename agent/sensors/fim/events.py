@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from agent.ecs import Document, new_event, timestamp
-from agent.sensors.fim_state import FileState
+from agent.sensors.fim.state import FileState
 from common.text import os_text
 
 DATASET = "sisguard.fim"

@@ -20,7 +20,8 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.fim_hashing import (
+from agent.platform.linux.saferead import NotRegular, Outside, Replaced, Tree, kind_of
+from agent.sensors.fim.hashing import (
     Digests,
     digest_fd,
     hash_bytes,
@@ -28,7 +29,6 @@ from agent.fim_hashing import (
     xattr_digest,
     xattr_digest_fd,
 )
-from agent.saferead import NotRegular, Outside, Replaced, Tree, kind_of
 from common.text import os_text
 
 # attributes compared, in the order they are reported in sisguard.fim.changed
@@ -126,7 +126,7 @@ class Reader:
     """Reads ``FileState``s with one configuration (hashes, size limit, xattrs).
 
     Every read goes beneath the watched root that holds the path (``roots``; the
-    longest that matches), through ``agent.saferead``: never through a link, never
+    longest that matches), through ``agent.platform.linux.saferead``: never through a link, never
     blocking, only regular files hashed, only the inode that was ``lstat``ed.
     """
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.sensors.fim_state import FileState
+from agent.sensors.fim.state import FileState
 from common.text import is_valid_text, os_text
 
 FILENAME = "baseline.db"

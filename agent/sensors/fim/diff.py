@@ -1,8 +1,8 @@
 """Unified diffs of changed text files (``report_changes: true``).
 
 ``nodiff`` is matched against the path that is actually opened: the file is read beneath
-the watched root, never through a link (``agent.saferead``), so the lexical path is the
-file's path.
+the watched root, never through a link (``agent.platform.linux.saferead``), so the lexical
+path is the file's path.
 
 A diff needs the previous content: the baseline keeps a compressed copy of each text file
 under a path with ``report_changes`` (bounded in total bytes, oldest evicted). Never for
@@ -16,7 +16,7 @@ import os
 from fnmatch import fnmatch
 from typing import NamedTuple
 
-from agent.saferead import Tree, read_capped
+from agent.platform.linux.saferead import Tree, read_capped
 from common.text import os_text
 
 TEXT_SNIFF = 8192

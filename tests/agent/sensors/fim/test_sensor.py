@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from agent.sensors.base import SensorContext, SensorHealth
-from agent.sensors.fim import FimSensor
-from agent.sensors.fim_config import FimConfig
-from agent.sensors.fim_inotify import IN_Q_OVERFLOW
-from agent.sensors.fim_scan import _rename_key
-from agent.sensors.fim_state import FileState
+from agent.sensors.fim.config import FimConfig
+from agent.sensors.fim.scan import _rename_key
+from agent.sensors.fim.sensor import FimSensor
+from agent.sensors.fim.state import FileState
+from agent.sensors.fim.watcher import IN_Q_OVERFLOW
 from common.yamlconf import from_dict
 from tests.harness import wait_for
 

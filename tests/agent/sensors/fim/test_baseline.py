@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.sensors.fim_baseline import Baseline
-from agent.sensors.fim_state import FileState
+from agent.sensors.fim.baseline import Baseline
+from agent.sensors.fim.state import FileState
 
 
 def _state(path: str) -> FileState:

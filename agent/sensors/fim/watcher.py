@@ -26,8 +26,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from agent.saferead import Tree
-from agent.sensors.fim_config import Rules
+from agent.platform.linux.saferead import Tree
+from agent.sensors.fim.config import Rules
 from common.logs import get_logger
 
 log = get_logger("sisguard.agent.fim")

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from agent.sensors.fim_config import NODIFF_DEFAULT
-from agent.sensors.fim_content import ContentChecker, load_signatures, parse_signatures
-from agent.sensors.fim_diff import is_nodiff, is_text, unified
+from agent.sensors.fim.config import NODIFF_DEFAULT
+from agent.sensors.fim.content import ContentChecker, load_signatures, parse_signatures
+from agent.sensors.fim.diff import is_nodiff, is_text, unified
 from common.yamlconf import parse_yaml
-from tests.agent.sensors.test_fim_sensor import SensorFactory, make_sensor  # noqa: F401
+from tests.agent.sensors.fim.test_sensor import SensorFactory, make_sensor  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +161,8 @@ def test_a_file_written_while_it_is_copied_still_gets_its_next_diff(tmp_path: Pa
     next change diff against bytes the copy already holds (an empty diff, once seen in CI).
     """
     from agent.sensors.base import SensorContext, SensorHealth
-    from agent.sensors.fim import open_reconciler
-    from agent.sensors.fim_config import FimConfig
+    from agent.sensors.fim.config import FimConfig
+    from agent.sensors.fim.sensor import open_reconciler
     from common.yamlconf import from_dict
 
     www = tmp_path / "www"

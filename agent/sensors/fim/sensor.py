@@ -27,15 +27,15 @@ from typing import Any
 
 from agent.memory import release_heap
 from agent.sensors.base import Sensor, SensorContext
-from agent.sensors.fim_baseline import Baseline
-from agent.sensors.fim_config import FimConfig, Protect, Rules, WatchPath
-from agent.sensors.fim_content import ContentChecker, load_signatures
-from agent.sensors.fim_events import DATASET
-from agent.sensors.fim_inotify import Watcher
-from agent.sensors.fim_protect import Protector, approve
-from agent.sensors.fim_reconcile import Reconciler
-from agent.sensors.fim_scan import Scanner, ScanStats
-from agent.sensors.fim_state import Reader
+from agent.sensors.fim.baseline import Baseline
+from agent.sensors.fim.config import FimConfig, Protect, Rules, WatchPath
+from agent.sensors.fim.content import ContentChecker, load_signatures
+from agent.sensors.fim.events import DATASET
+from agent.sensors.fim.protect import Protector, approve
+from agent.sensors.fim.reconcile import Reconciler
+from agent.sensors.fim.scan import Scanner, ScanStats
+from agent.sensors.fim.state import Reader
+from agent.sensors.fim.watcher import Watcher
 from agent.trust import UntrustedPath, check_path
 from common.logs import get_logger
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from agent.ecs import Document
 from agent.sensors.base import SensorContext, SensorHealth
-from agent.sensors.fim import open_reconciler
-from agent.sensors.fim_config import FimConfig, WatchPath
-from agent.sensors.fim_protect import approve
-from agent.sensors.fim_scan import Scanner
+from agent.sensors.fim.config import FimConfig, WatchPath
+from agent.sensors.fim.protect import approve
+from agent.sensors.fim.scan import Scanner
+from agent.sensors.fim.sensor import open_reconciler
 from agent.trust import check_agent, check_path
 from common.errors import ConfigError
 from common.text import os_text

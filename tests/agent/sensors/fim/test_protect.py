@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.sensors.fim_baseline import Baseline
-from agent.sensors.fim_protect import Protector, Refused, approve, open_parent
-from agent.sensors.fim_state import Reader
-from tests.agent.sensors.test_fim_sensor import SensorFactory, make_sensor  # noqa: F401
+from agent.sensors.fim.baseline import Baseline
+from agent.sensors.fim.protect import Protector, Refused, approve, open_parent
+from agent.sensors.fim.state import Reader
+from tests.agent.sensors.fim.test_sensor import SensorFactory, make_sensor  # noqa: F401
 from tests.harness import wait_for
 
 

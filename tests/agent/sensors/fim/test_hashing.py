@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.fim_hashing import HashWorkers, Item, as_error, digest_file, xattr_digest
-from agent.saferead import NotRegular, Replaced, Tree
+from agent.platform.linux.saferead import NotRegular, Replaced, Tree
+from agent.sensors.fim.hashing import HashWorkers, Item, as_error, digest_file, xattr_digest
 
 
 def _items(paths: list[str]) -> list[Item]:
@@ -105,9 +105,9 @@ def test_a_baseline_scan_whose_workers_die_still_records_every_file(
     from concurrent.futures import Future
 
     from agent.sensors.base import SensorContext, SensorHealth
-    from agent.sensors.fim import open_reconciler
-    from agent.sensors.fim_config import FimConfig
-    from agent.sensors.fim_scan import Scanner
+    from agent.sensors.fim.config import FimConfig
+    from agent.sensors.fim.scan import Scanner
+    from agent.sensors.fim.sensor import open_reconciler
     from common.yamlconf import from_dict
 
     www = tmp_path / "www"
@@ -157,7 +157,7 @@ def test_many_large_requests_in_flight_neither_block_nor_mix(tmp_path: Path) -> 
 
 def test_a_large_sparse_file_is_not_hashed_a_small_one_is(tmp_path: Path) -> None:
     """``truncate -s 200M`` costs a user nothing; hashing it would read 200 MiB."""
-    from agent.sensors.fim_state import Reader
+    from agent.sensors.fim.state import Reader
 
     big, small = tmp_path / "big.php", tmp_path / "small.php"
     for path, size in ((big, 200 << 20), (small, 1 << 20)):
