@@ -16,7 +16,7 @@ collect_ignore = ([] if sys.version_info >= (3, 11)
 
 PROCESS_FIXTURES = {"collector", "collector_factory", "agent_factory"}
 # under sensors/ but start no sensor thread: they stay in the unit subset
-UNIT_UNDER_SENSORS = {("fim", "test_hashing.py")}
+UNIT_UNDER_SENSORS = {("fim", "test_hashing.py"), ("sensors", "test_registry.py")}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
