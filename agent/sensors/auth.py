@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.platform import LogFollower
 from agent.platform.linux.logfollow import FileFollower
 from agent.sensors.authlog import PROGRAMS, SyslogRecord, auth_document, parse_syslog_line
 from agent.sensors.base import Sensor, SensorContext
@@ -95,7 +96,7 @@ class AuthSensor(Sensor):
         self._now = now
         self._extra = frozenset(config.extra_programs)
         self._state_path = context.state_dir / "offsets.json"
-        self._followers: list[FileFollower] = []
+        self._followers: list[LogFollower] = []
         self._journal: subprocess.Popen[bytes] | None = None
         self._threads: list[threading.Thread] = []
 

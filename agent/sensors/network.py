@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.ecs import Document, new_event
+from agent.platform import ProcessTable
 from agent.platform.linux.procfs import ProcFS
 from agent.sensors.base import Sensor, SensorContext
 from common.logs import get_logger
@@ -112,7 +113,7 @@ def read_sockets(root: str = "/proc", *, udp: bool = True) -> list[Socket]:
     return sockets
 
 
-def find_owners(inodes: set[int], procfs: ProcFS) -> dict[int, int]:
+def find_owners(inodes: set[int], procfs: ProcessTable) -> dict[int, int]:
     """socket inode -> pid, by one scan of /proc/PID/fd (stops when all are found)."""
     owners: dict[int, int] = {}
     wanted = {f"socket:[{i}]": i for i in inodes}
@@ -157,11 +158,11 @@ class NetworkSensor(Sensor):
     config: NetworkConfig
 
     def __init__(self, config: NetworkConfig, context: SensorContext, *,
-                 procfs: ProcFS | None = None,
+                 procfs: ProcessTable | None = None,
                  sockets: Callable[[], Iterable[Socket]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(config, context)
-        self.procfs = procfs or ProcFS()
+        self.procfs: ProcessTable = procfs or ProcFS()
         self._sockets = sockets or (lambda: read_sockets(self.procfs.root, udp=config.udp))
         self._clock = clock
         self._state_path = context.state_dir / "network.json"

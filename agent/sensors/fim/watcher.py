@@ -14,57 +14,60 @@ after recording it. Directories past ``max_watches`` (or the kernel's limit) are
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import select
 import stat
-import struct
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
+from agent.platform import FileEvents
+from agent.platform.linux.inotify import (
+    IN_ATTRIB,
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_DONT_FOLLOW,
+    IN_EXCL_UNLINK,
+    IN_IGNORED,
+    IN_ISDIR,
+    IN_MODIFY,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    IN_Q_OVERFLOW,
+    Inotify,
+)
 from agent.platform.linux.saferead import Tree
 from agent.sensors.fim.config import Rules
 from common.logs import get_logger
 
 log = get_logger("sisguard.agent.fim")
 
-IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
-IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
-IN_DELETE_SELF, IN_MOVE_SELF, IN_Q_OVERFLOW, IN_IGNORED = 0x400, 0x800, 0x4000, 0x8000
-IN_ONLYDIR, IN_DONT_FOLLOW, IN_EXCL_UNLINK, IN_ISDIR = (0x1000000, 0x2000000, 0x4000000,
-                                                        0x40000000)
 MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE
         | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW
         | IN_EXCL_UNLINK)
-_HEADER = struct.Struct("iIII")
 MOVE_PAIRING = 0.05   # seconds an IN_MOVED_FROM waits for its IN_MOVED_TO
 
 OnPath = Callable[[str, "str | None"], None]
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.inotify_init1.argtypes = [ctypes.c_int]
-_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-_libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
 class Watcher(threading.Thread):
     def __init__(self, rules: Rules, *, max_watches: int, on_path: OnPath,
                  on_overflow: Callable[[], None], on_unwatched: Callable[[list[str]], None],
-                 on_denied: Callable[[str, OSError], None], stop: threading.Event) -> None:
+                 on_denied: Callable[[str, OSError], None], stop: threading.Event,
+                 events: FileEvents | None = None) -> None:
         super().__init__(name="fim-inotify", daemon=True)
         self.rules = rules
         self.max_watches = max_watches
         self.on_path, self.on_overflow = on_path, on_overflow
         self.on_unwatched, self.on_denied = on_unwatched, on_denied
         self.stop = stop
-        self.fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self.fd < 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"inotify_init1: {os.strerror(e)}")
+        self.events: FileEvents = events if events is not None else Inotify()
         self.lock = threading.Lock()
         self.paths: dict[int, str] = {}     # wd -> directory
         self.wds: dict[str, int] = {}       # directory -> wd
@@ -135,14 +138,12 @@ class Watcher(threading.Thread):
         beneath it (``/proc/self/fd/N``), so no link on the way is followed."""
         wp = self.rules.root_of(directory)
         if wp is None or directory == wp.root:
-            wd = _libc.inotify_add_watch(self.fd, os.fsencode(directory), MASK)
-            return wd, ctypes.get_errno() if wd < 0 else 0
+            return self.events.add_watch(os.fsencode(directory), MASK)
         with Tree(wp.root) as tree:
             dfd = tree.open_dir(directory)
         try:
-            wd = _libc.inotify_add_watch(self.fd, f"/proc/self/fd/{dfd}".encode(),
+            return self.events.add_watch(f"/proc/self/fd/{dfd}".encode(),
                                          MASK & ~IN_DONT_FOLLOW)
-            return wd, ctypes.get_errno() if wd < 0 else 0
         finally:
             os.close(dfd)
 
@@ -162,7 +163,7 @@ class Watcher(threading.Thread):
                     del self.wds[directory]
                     self.paths.pop(wd, None)
                     if remove:
-                        _libc.inotify_rm_watch(self.fd, wd)
+                        self.events.rm_watch(wd)
 
     def _rename_under(self, src: str, dest: str) -> None:
         with self.lock:
@@ -176,7 +177,7 @@ class Watcher(threading.Thread):
     # the thread
     def run(self) -> None:
         poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
+        poller.register(self.events.fileno(), select.POLLIN)
         try:
             while not self.stop.is_set():
                 # 0.1 s while a move waits for its other half, else wake once a second
@@ -186,21 +187,16 @@ class Watcher(threading.Thread):
                 if self._moves:
                     self._expire_moves()
         finally:
-            os.close(self.fd)
+            self.events.close()
 
     def _read(self) -> None:
         while True:
-            try:
-                data = os.read(self.fd, 1 << 16)
-            except BlockingIOError:
+            events = self.events.read()
+            if not events:
                 return
-            offset = 0
-            while offset + _HEADER.size <= len(data):
-                wd, mask, cookie, length = _HEADER.unpack_from(data, offset)
-                raw = data[offset + _HEADER.size: offset + _HEADER.size + length]
-                offset += _HEADER.size + length
+            for wd, mask, cookie, name in events:
                 try:
-                    self._handle(wd, mask, cookie, raw.rstrip(b"\0"))
+                    self._handle(wd, mask, cookie, name)
                 except Exception as e:   # one bad event never stops the watcher
                     self.errors += 1
                     log.exception("fim inotify event failed", error=str(e))

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+from agent.platform.linux.inotify import IN_Q_OVERFLOW
 from agent.sensors.base import SensorContext, SensorHealth
 from agent.sensors.fim.config import FimConfig
 from agent.sensors.fim.scan import _rename_key
 from agent.sensors.fim.sensor import FimSensor
 from agent.sensors.fim.state import FileState
-from agent.sensors.fim.watcher import IN_Q_OVERFLOW
 from common.yamlconf import from_dict
 from tests.harness import wait_for
 
