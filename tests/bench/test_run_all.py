@@ -87,8 +87,11 @@ def test_medians_ratios_and_report_from_real_runs(tmp_path: Path,
     text = out.read_text()
     assert counter.read_text() == "3"                              # three real runs
     # median of 100, 200, 300 = 200; ratio 200 / 50 = 4.00; target 250 missed
-    assert "| standin | ours | 200 | events/s | 3 | 4.00x theirs | ≥ 250: **missed** |" in text
+    assert ("| standin | ours | 200 | events/s | 3 | 4.00x theirs (50) | ≥ 250: **missed** |"
+            in text)
     assert "| standin | rss | 12 | MiB | 3 |  |  |" in text
+    assert "| standin | theirs |" not in text            # only in the row it is compared in
+    assert "* `theirs`: 50, 50, 50 events/s" in text
     assert "theirs 1.2.3" in text and f"Python {sys.version.split()[0]}" in text
     assert "standin run 1 line 6: could not convert string to float: 'fast'" in text
     assert "No RESULT lines" in text and "figures: 12 things/s" in text   # quiet: its tail
