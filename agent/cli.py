@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default="/var/lib/sisguard-agent")
     p.set_defaults(func=_status)
 
-    from agent.fim_cli import add_fim_parser
+    from agent.sensors.fim.cli import add_fim_parser
 
     add_fim_parser(sub)
     add_config_parser(sub, program="sisguard-agent", default_path="/etc/sisguard/agent.yml",

@@ -71,7 +71,7 @@ def check_config(path: Path) -> list[ConfigError]:
 
 def _build(path: Path | None, overrides: dict[str, Any], *,
            errors: list[ConfigError] | None) -> tuple[AgentConfig, dict[str, Any]]:
-    from agent.sensors import REGISTRY
+    from agent.sensors import REGISTRY, config_class
 
     source = str(path) if path else "<flags>"
     data: Any = load_mapping(path) if path else {}   # keeps the keys' positions
@@ -107,8 +107,7 @@ def _build(path: Path | None, overrides: dict[str, Any], *,
     for name in config.sensors:
         if name not in REGISTRY:
             continue
-        _, config_cls = REGISTRY[name]
-        sensor_configs[name] = from_dict(config_cls, raw.get(name), source=source,
+        sensor_configs[name] = from_dict(config_class(name), raw.get(name), source=source,
                                          path=f"sensor.{name}", errors=errors)
     return config, sensor_configs
 

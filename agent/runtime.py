@@ -22,9 +22,9 @@ from agent.ecs import Document, new_event
 from agent.identity import Credentials, Identity
 from agent.memory import release_heap
 from agent.renewal import Renewal
-from agent.sensors import REGISTRY, Sensor, SensorContext
-from agent.sensors.base import SensorHealth
-from agent.sensors.fim_config import FimConfig, with_web_roots
+from agent.sensors import sensor_class
+from agent.sensors.base import Sensor, SensorContext, SensorHealth
+from agent.sensors.fim.config import FimConfig, with_web_roots
 from agent.sensors.weblog import WebLogSensor, discovered_paths
 from agent.shipper import Shipper, ShipperSettings
 from agent.spool import Spool
@@ -84,7 +84,7 @@ class Agent:
         self._sensors_lock = threading.Lock()   # the FIM restart on new web roots
         self._closing = False
         for name in config.sensors:
-            cls, _ = REGISTRY[name]
+            cls = sensor_class(name)
             health = SensorHealth(name)
             self.health[name] = health
             context = SensorContext(emit=self._emit, health=health,
@@ -131,7 +131,7 @@ class Agent:
                     continue
                 sensor.stop()
                 sensor.join(timeout=10)
-                cls, _ = REGISTRY["fim"]
+                cls = sensor_class("fim")
                 self.sensors[i] = replacement = cls(config, self._contexts["fim"])
                 replacement.start()
                 log.info("fim restarted on the web roots found", roots=len(found.roots))

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.platform import LogFollower
+from agent.platform.linux.logfollow import FileFollower
 from agent.sensors.authlog import PROGRAMS, SyslogRecord, auth_document, parse_syslog_line
 from agent.sensors.base import Sensor, SensorContext
-from agent.sensors.logfollow import FileFollower
 from agent.timer import Job
 from common.logs import get_logger
 from common.text import escape_bytes, os_text
@@ -98,7 +99,7 @@ class AuthSensor(Sensor):
         self._now = now
         self._extra = frozenset(config.extra_programs)
         self._state_path = context.state_dir / "offsets.json"
-        self._followers: list[FileFollower] = []
+        self._followers: list[LogFollower] = []
         self._journal: subprocess.Popen[bytes] | None = None
         self._threads: list[threading.Thread] = []
         self._job: Job | None = None

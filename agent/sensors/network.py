@@ -38,10 +38,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.ecs import Document, new_event
-from agent.sensors.base import Sensor, SensorContext
-from agent.sensors.network_inbound import InboundTracker, RateLimit, is_loopback
-from agent.sensors.procfs import ProcFS, parse_table, read_sockets
-from agent.sensors.sock_diag import (
+from agent.platform import ProcessTable
+from agent.platform.linux.procfs import ProcFS, parse_table, read_sockets
+from agent.platform.linux.sock_diag import (
     TCP_CLOSE,
     TCP_ESTABLISHED,
     TCP_LISTEN,
@@ -51,6 +50,8 @@ from agent.sensors.sock_diag import (
     SockDiagError,
     Socket,
 )
+from agent.sensors.base import Sensor, SensorContext
+from agent.sensors.network_inbound import InboundTracker, RateLimit, is_loopback
 from agent.timer import Job
 from common.logs import get_logger
 from common.text import is_valid_text, os_text
@@ -79,7 +80,7 @@ class NetworkConfig:
 __all__ = ["NetworkConfig", "NetworkSensor", "Socket", "parse_table", "read_sockets"]
 
 
-def find_owners(inodes: set[int], procfs: ProcFS) -> dict[int, int]:
+def find_owners(inodes: set[int], procfs: ProcessTable) -> dict[int, int]:
     """socket inode -> pid, by one scan of /proc/PID/fd (stops when all are found)."""
     owners: dict[int, int] = {}
     wanted = {f"socket:[{i}]": i for i in inodes}
@@ -117,12 +118,12 @@ class NetworkSensor(Sensor):
     config: NetworkConfig
 
     def __init__(self, config: NetworkConfig, context: SensorContext, *,
-                 procfs: ProcFS | None = None,
+                 procfs: ProcessTable | None = None,
                  sockets: Callable[[], Iterable[Socket]] | None = None,
                  sock_diag: SockDiag | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(config, context)
-        self.procfs = procfs or ProcFS()
+        self.procfs: ProcessTable = procfs or ProcFS()
         self._given = sockets
         self._diag = (sock_diag or SockDiag(max_sockets=config.max_sockets)
                       if config.sock_diag and sockets is None else None)

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from agent.sensors.sock_diag import TCP_ESTABLISHED, TCP_LISTEN, Socket
+from agent.platform.linux.sock_diag import TCP_ESTABLISHED, TCP_LISTEN, Socket
 
 WILDCARDS = ("0.0.0.0", "::")
 

@@ -45,11 +45,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.ecs import Document, new_event, timestamp
+from agent.platform import ProcessEvents, ProcessTable
+from agent.platform.linux.exe_open import LOCAL_FILE_SYSTEMS
+from agent.platform.linux.netlink import ConnectorError, ProcConnector, ProcEvent, What
+from agent.platform.linux.procfs import ExeHash, HashCache, OpenExe, ProcFS, Snapshot
 from agent.sensors.base import Sensor, SensorContext
-from agent.sensors.exe_open import LOCAL_FILE_SYSTEMS
-from agent.sensors.netlink import ConnectorError, ProcConnector, ProcEvent, What
 from agent.sensors.process_loss import LossAccount
-from agent.sensors.procfs import ExeHash, HashCache, OpenExe, ProcFS, Snapshot
 from common.logs import get_logger
 from common.text import os_text
 from common.yamlconf import Duration, Size
@@ -109,12 +110,12 @@ class ProcessSensor(Sensor):
     config: ProcessConfig
 
     def __init__(self, config: ProcessConfig, context: SensorContext, *,
-                 procfs: ProcFS | None = None,
-                 connector_factory: Callable[..., ProcConnector] = ProcConnector,
+                 procfs: ProcessTable | None = None,
+                 connector_factory: Callable[..., ProcessEvents] = ProcConnector,
                  platform: str = sys.platform,
                  user_name: Callable[[int], str | None] | None = None) -> None:
         super().__init__(config, context)
-        self.procfs = procfs or ProcFS()
+        self.procfs: ProcessTable = procfs or ProcFS()
         self._connector_factory = connector_factory
         self._platform = platform
         self._user_name = user_name or _passwd_name
@@ -133,7 +134,7 @@ class ProcessSensor(Sensor):
         # still queued behind the sweep, is then not reported a second time
         self._swept: OrderedDict[int, tuple[int | None, str | None, list[str] | None]] = (
             OrderedDict())
-        self._connector: ProcConnector | None = None
+        self._connector: ProcessEvents | None = None
         self._threads: list[threading.Thread] = []
         self._boot_id = self.procfs.boot_id()
         self._boot_time = self.procfs.boot_time()

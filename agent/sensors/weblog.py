@@ -1,6 +1,6 @@
 """Web server logs: follow nginx and Apache access and error logs, emit ``sisguard.web``.
 
-Each configured log is followed like the auth log (``agent.sensors.logfollow``): across
+Each configured log is followed like the auth log (``agent.platform.linux.logfollow``): across
 logrotate's rename and ``copytruncate``, with the offset, inode and head hash saved in
 ``state_dir/offsets.json`` after every batch, so a restart resumes where the last run
 stopped. A log never seen before is read from its end (``start_at``), a log that appears
@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.ecs import timestamp
+from agent.platform.linux.logfollow import FileFollower
 from agent.sensors.base import Sensor, SensorContext
-from agent.sensors.logfollow import FileFollower
 from agent.sensors.weblog_document import DocumentBuilder
 from agent.sensors.weblog_files import root_of_log
 from agent.sensors.weblog_formats import FormatError, compile_format

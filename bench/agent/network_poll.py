@@ -29,10 +29,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from agent.platform.linux.procfs import read_sockets  # noqa: E402
+from agent.platform.linux.sock_diag import SockDiag  # noqa: E402
 from agent.sensors.base import SensorContext, SensorHealth  # noqa: E402
 from agent.sensors.network import NetworkConfig, NetworkSensor  # noqa: E402
-from agent.sensors.procfs import read_sockets  # noqa: E402
-from agent.sensors.sock_diag import SockDiag  # noqa: E402
 
 
 def cpu_us(fn: Callable[[], object], rounds: int) -> float:

@@ -103,7 +103,7 @@ SISGUARD_FIELDS: dict[str, str] = {
     "sisguard.fim.content_capped": K,
     "sisguard.content.signatures": K, "sisguard.content.categories": K,
     "sisguard.content.excerpt": T,
-    # YARA matches (agent/sensors/fim_yara.py): one object per rule that matched
+    # YARA matches (agent/sensors/fim/yara_rules.py): one object per rule that matched
     "sisguard.content.yara.rule": K, "sisguard.content.yara.namespace": K,
     "sisguard.content.yara.tags": K, "sisguard.content.yara_error": K,
     # auth

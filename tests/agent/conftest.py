@@ -15,6 +15,8 @@ collect_ignore = ([] if sys.version_info >= (3, 11)
 
 
 PROCESS_FIXTURES = {"collector", "collector_factory", "agent_factory"}
+# under sensors/ but start no sensor thread: they stay in the unit subset
+UNIT_UNDER_SENSORS = {("fim", "test_hashing.py"), ("sensors", "test_registry.py")}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -27,8 +29,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     drop: list[pytest.Item] = []
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
+        sensor_test = ("sensors" in item.path.parts
+                       and (item.path.parent.name, item.path.name) not in UNIT_UNDER_SENSORS)
         heavy = (bool(names & PROCESS_FIXTURES) or item.get_closest_marker("service")
-                 or "sensors" in item.path.parts)
+                 or sensor_test)
         (drop if heavy else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.config import load_config
-from agent.sensors.fim_config import FimConfig, WatchPath, with_web_roots
+from agent.sensors.fim.config import FimConfig, WatchPath, with_web_roots
 from agent.timer import Timer
 from agent.webconf import WebRoot
 from agent.webroots import Discovery, Poller, discover, server_kind, web_logs

@@ -31,7 +31,7 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 def need_netlink() -> None:
-    from agent.sensors.netlink import ConnectorError, ProcConnector
+    from agent.platform.linux.netlink import ConnectorError, ProcConnector
     reason = ""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         reason = "needs root (netlink process connector, setpriv)"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.sensors.logfollow import FileFollower
+from agent.platform.linux.logfollow import FileFollower
 from tests.harness import Agent, Collector, free_port, in_ci, port_open, wait_for
 
 # one rsyslogd owns /dev/log at a time: the files that start one share a worker

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from agent.platform.linux.sock_diag import TCP_ESTABLISHED, TCP_LISTEN, Dump, SockDiagError, Socket
 from agent.sensors.base import SensorContext, SensorHealth
 from agent.sensors.network import NetworkConfig, NetworkSensor
 from agent.sensors.network_inbound import InboundTracker, RateLimit
-from agent.sensors.sock_diag import TCP_ESTABLISHED, TCP_LISTEN, Dump, SockDiagError, Socket
 from common.yamlconf import Duration
 
 LISTEN = Socket("tcp", "ipv4", "0.0.0.0", 22, "0.0.0.0", 0, TCP_LISTEN, 0, 10)

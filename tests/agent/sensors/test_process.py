@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from agent.sensors.base import SensorContext, SensorHealth
-from agent.sensors.exe_open import LOCAL_FILE_SYSTEMS, fs_type
-from agent.sensors.netlink import (
+from agent.platform.linux.exe_open import LOCAL_FILE_SYSTEMS, fs_type
+from agent.platform.linux.netlink import (
     CN_IDX_PROC,
     CN_VAL_PROC,
     SO_RCVBUFFORCE,
@@ -30,9 +29,10 @@ from agent.sensors.netlink import (
     What,
     parse_messages,
 )
+from agent.platform.linux.procfs import ExeHash, HashCache, OpenExe, ProcFS, Snapshot
+from agent.sensors.base import SensorContext, SensorHealth
 from agent.sensors.process import Mode, ProcessConfig, ProcessSensor
 from agent.sensors.process_loss import LossAccount
-from agent.sensors.procfs import ExeHash, HashCache, OpenExe, ProcFS, Snapshot
 from common.yamlconf import Size, from_dict
 from tests.harness import Agent, Collector, in_ci, wait_for
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agent.config import check_config
-from agent.sensors import REGISTRY
+from agent.sensors import sensor_class
 from agent.sensors.base import SensorContext, SensorHealth
 from agent.sensors.weblog import (
     ChunkedFollower,
@@ -86,7 +86,7 @@ def append(path: Path, *lines: str | bytes) -> None:
 
 def test_registered_but_not_a_default_sensor() -> None:
     from agent.config import AgentConfig
-    assert REGISTRY["weblog"][0] is WebLogSensor
+    assert sensor_class("weblog") is WebLogSensor
     assert "weblog" not in AgentConfig().sensors
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.sensors.fim_events import path_fields
+from agent.sensors.fim.events import path_fields
 from agent.sensors.weblog import discovered_paths
 from agent.sensors.weblog_document import DocumentBuilder
 from agent.sensors.weblog_files import root_of_log, served_path

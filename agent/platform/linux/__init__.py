@@ -1,0 +1,1 @@
+"""Linux: the OS helpers the sensors use. Nothing is imported here."""
