@@ -62,7 +62,12 @@ def test_counters_move_when_events_flow(collector_factory: Callable[..., Collect
                                         agent_factory: AgentFactory,
                                         tmp_path: Path) -> None:
     port = free_port()
-    collector = collector_factory("--metrics", f"127.0.0.1:{port}",
+    # an export to a SOC receiver that is not there: its alerts wait in its queue
+    collector_config = tmp_path / "collector.yml"
+    collector_config.write_text(f"outputs:\n  soc:\n    type: syslog\n    host: 127.0.0.1\n"
+                                f"    port: {free_port()}\n    connect_timeout: 1s\n")
+    collector = collector_factory("--config", str(collector_config),
+                                  "--metrics", f"127.0.0.1:{port}",
                                   "--rules", str(REPO / "rules"))
     www = tmp_path / "www"
     www.mkdir()
@@ -99,6 +104,10 @@ def test_counters_move_when_events_flow(collector_factory: Callable[..., Collect
     assert all(dict(labels)["severity"] in {"low", "medium", "high", "critical"}
                for labels in alerts)
     assert value(after, "sisguard_agents", status="online") == 1
+    export_up = ("sisguard_export_up", (("output", "soc"),))
+    wait_for(lambda: scrape(port).get(export_up) == 0, timeout=20,
+             message="the export's failing receiver in /metrics")
+    assert value(scrape(port), "sisguard_export_queue_records", output="soc") >= 1
     # per-agent series, for the agents the store knows, from their heartbeats
     series = ("sisguard_agent_spool_dropped", (("agent_id", agent.agent_id),))
     wait_for(lambda: series in scrape(port), timeout=20,
