@@ -28,6 +28,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.result_line import result  # noqa: E402
 from tests.harness import Agent, Collector, wait_for  # noqa: E402
 
 
@@ -178,6 +179,12 @@ def main() -> int:
               f"(max {max(cpu):.2f}), median RSS {statistics.median(rss) / 2**20:.1f} MiB "
               f"(max {max(rss) / 2**20:.1f}); other processes on the host made "
               f"{background:.1f} process events/s meanwhile (an idle host: ~0)")
+        result("idle.cpu", statistics.median(cpu), "%", better="lower", target="1",
+               label="agent idle CPU (median, % of a core)")
+        result("idle.rss", statistics.median(rss) / 2**20, "MiB", better="lower", target="60",
+               label="agent idle RSS (median)")
+        result("idle.wakeups", total, "wakeups/s", better="lower",
+               label="agent idle wakeups (all threads)")
 
         if args.load <= 0 or "process" not in args.sensors.split(","):
             agent.proc.stop()
@@ -226,7 +233,13 @@ def main() -> int:
                         and e["process"]["pid"] in wanted and e["process"].get("executable"))
         print(f"LOAD  {n} starts in {elapsed:.1f}s ({n / elapsed:.1f}/s): captured "
               f"{len(got)}/{n}, with executable {described}; median CPU "
-              f"{statistics.median(load_cpu):.1f} %, max RSS {max(load_rss) / 2**20:.1f} MiB")
+              f"{statistics.median(load_cpu) if load_cpu else 0:.1f} %, "
+              f"max RSS {max(load_rss, default=0) / 2**20:.1f} MiB")
+        result("load.captured", 100 * len(got) / max(n, 1), "%", target="100",
+               label=f"process starts captured at {args.rate}/s")
+        if load_cpu:
+            result("load.cpu", statistics.median(load_cpu), "%", better="lower",
+                   label=f"agent CPU at {args.rate} starts/s (median, % of a core)")
         agent.proc.stop()
         if collector.proc:
             collector.proc.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.bench.conftest import load_script
+from tests.harness import REPO
 
 run_all: Any = load_script("run-all")
 
@@ -107,3 +109,16 @@ def test_an_unknown_benchmark_is_refused(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         run_all.main(["--only", "fim,nope"])
     assert "unknown benchmark(s) nope" in capsys.readouterr().err
+
+
+def test_every_bench_entry_gives_only_options_its_script_declares() -> None:
+    """A full and a --quick run of each BENCHES entry: every --option in its arguments is
+    one that the script's argparse declares (read from its source, nothing imported)."""
+    for bench in run_all.BENCHES:
+        source = (REPO / bench.argv[0]).read_text(encoding="utf-8")
+        declared = {option for line in source.splitlines() if "add_argument(" in line
+                    for option in re.findall(r"[\"'](--[\w-]+)[\"']", line)}
+        for argv in (bench.argv, bench.quick):
+            assert argv[0] == bench.argv[0], bench.name
+            given = {a for a in argv[1:] if a.startswith("--")}
+            assert given <= declared, (bench.name, argv, given - declared)
