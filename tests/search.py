@@ -12,12 +12,14 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
-from elasticsearch import ApiError, Elasticsearch
 
 from tests.harness import REPO, free_port, in_ci
+
+if TYPE_CHECKING:   # the agent's tests on old Pythons load this without the client
+    from elasticsearch import Elasticsearch
 
 SCRIPT = REPO / "deploy" / "dev" / "search"
 T = TypeVar("T")
@@ -73,6 +75,8 @@ def when_searchable(es: Elasticsearch, index: str, read: Callable[[], T]) -> T:
     """``read()`` after a refresh of ``index``. A new or recovering index answers 503 until
     its primary shards are allocated: this then waits (up to 30 s each time) for them and
     reads again, so a read is never a spurious empty answer or error."""
+    from elasticsearch import ApiError
+
     for attempt in range(3):
         try:
             es.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
