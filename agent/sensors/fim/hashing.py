@@ -185,6 +185,18 @@ def _read(stream: BinaryIO) -> Any:
     return marshal.loads(data)
 
 
+def reap(proc: subprocess.Popen[bytes], *, timeout: float) -> None:
+    """Wait for a helper whose stdin is closed, kill it past ``timeout``, close its
+    stdout (the hash helpers here, the YARA helper in yara_rules.py)."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 class HashWorkers:
     """``workers`` helper processes; ``submit(paths)`` -> Future of one ``Result`` each.
 
@@ -269,14 +281,8 @@ class HashWorkers:
             if proc.stdin is not None:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+        for proc in self._procs:   # their stdin closed above: they end together
+            reap(proc, timeout=10)
         for reader in self._readers:
             reader.join(timeout=5)
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.sensors.fim.hashing import reap
 from agent.sensors.fim.yara_worker import read_message, write_message
 from common.errors import ConfigError, Location
 from common.logs import get_logger
@@ -205,10 +206,4 @@ class YaraScanner:
         if proc.stdin is not None:
             with contextlib.suppress(OSError):
                 proc.stdin.close()
-        try:
-            proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        reap(proc, timeout=2)
